@@ -1,0 +1,41 @@
+"""create_app(services): routes, lifespan, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.http import health, openapi, ory_keys
+from gateway.http.errors import ory_status
+from gateway.http.wire import JSONResponse
+from gateway.services import Services
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse(ory_status(NotFound(f"no route for {request.url.path}")), 404)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+    return JSONResponse(ory_status(error), 405)
+
+
+def create_app(services: Services) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    routes = [*health.routes(), *ory_keys.routes(), *openapi.routes()]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: _not_found, 405: _method_not_allowed})
+    app.state.services = services
+    return app

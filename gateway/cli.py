@@ -1,0 +1,78 @@
+"""``gateway serve | migrate | hash-token`` — the command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.settings import Settings, load_settings
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.services import build_services
+
+    app = create_app(build_services(settings))
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
+                log_level=settings.log_level, access_log=False, lifespan="on",
+                proxy_headers=False, server_header=False, workers=None if workers == 1 else None)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from gateway.store import build_store
+
+    async def run() -> list[str]:
+        store = build_store(settings)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    applied = asyncio.run(run())
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _hash_token(token: str | None) -> int:
+    from gateway.crypto.admin_tokens import hash_token
+
+    token = token or secrets.token_urlsafe(32)
+    print(f"token: {token}")
+    print(f"hash:  {hash_token(token)}")
+    print("put the hash (or the token itself, for development) in GATEWAY_ADMIN_TOKENS")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (uvicorn, uvloop, httptools)")
+    serve.add_argument("--host", help="listen address (default GATEWAY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default GATEWAY_PORT or 4470)")
+    sub.add_parser("migrate", help="apply pending schema migrations (idempotent)")
+    tok = sub.add_parser("hash-token", help="make an admin token and its argon2id hash")
+    tok.add_argument("token", nargs="?", help="hash this token instead of a new one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "hash-token":
+            return _hash_token(args.token)
+        settings = load_settings()
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _serve(settings, args.host or settings.host, args.port or settings.port, 1)
+    except (ConfigError, GatewayError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Time as the gateway keeps it (integer microseconds, UTC) and as the wire shows it (RFC 3339)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from gateway.errors import InvalidArgument
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def to_rfc3339(us: int) -> str:
+    """``2026-11-22T10:00:00.123456Z`` (fraction omitted when zero)."""
+    dt = datetime.fromtimestamp(us / 1_000_000, UTC)
+    if us % 1_000_000 == 0:
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(value: object, field: str) -> int:
+    """Accepts ``Z``, ``+00:00`` style offsets and naive (UTC) timestamps."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{field}: expected an RFC 3339 timestamp string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{field}: {value!r} is not an RFC 3339 timestamp") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1_000_000)

@@ -1,0 +1,58 @@
+"""The format of issued secrets: ``<prefix>_v1_<43 base62 random><6 base62 checksum>``.
+
+43 base62 characters carry 256 bits of randomness. The checksum is CRC32 of everything
+before it (as GitHub tokens do), so mistyped or forged keys are rejected without a store
+lookup, and secret scanners can match ``<prefix>_v1_[0-9A-Za-z]{49}`` with few false hits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import zlib
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+RANDOM_LEN = 43
+CHECKSUM_LEN = 6
+VERSION = "v1"
+
+
+def _base62(number: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        out.append(_ALPHABET[rem])
+    return "".join(reversed(out))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), CHECKSUM_LEN)
+
+
+def body_from_bytes(raw: bytes) -> str:
+    """43 base62 characters from 32+ bytes of key material."""
+    return _base62(int.from_bytes(raw, "big"), RANDOM_LEN)
+
+
+def new_secret(prefix: str, material: bytes | None = None) -> str:
+    """A fresh secret; ``material`` (32 bytes) makes it deterministic (idempotent replays)."""
+    raw = material if material is not None else secrets.token_bytes(32)
+    head = f"{prefix}_{VERSION}_{body_from_bytes(raw)}"
+    return head + _checksum(head)
+
+
+def looks_issued(credential: str, prefixes: tuple[str, ...]) -> bool:
+    """True when the credential claims to be one of ours (by prefix)."""
+    return any(credential.startswith(f"{p}_{VERSION}_") for p in prefixes)
+
+
+def checksum_ok(credential: str) -> bool:
+    """Shape and CRC check; constant-time on the checksum itself."""
+    if len(credential) < RANDOM_LEN + CHECKSUM_LEN:
+        return False
+    body = credential[-(RANDOM_LEN + CHECKSUM_LEN) :]
+    if any(c not in _INDEX for c in body):
+        return False
+    head = credential[:-CHECKSUM_LEN]
+    return hmac.compare_digest(_checksum(head), credential[-CHECKSUM_LEN:])

@@ -1,0 +1,210 @@
+"""Ory API keys v2alpha1 admin and public routes (transport only).
+
+Paths carry AIP-136 colon verbs (``…/{key_id}:revoke``). The SDK percent-encodes ``key_id``
+fully, so the verb is split off the *raw* path, where a literal ``:`` can only be the verb.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.clock import now_us
+from gateway.errors import GatewayError, InvalidArgument, MethodNotAllowed, NotFound
+from gateway.http.auth import require_admin
+from gateway.http.errors import ory
+from gateway.http.wire import JSONResponse, read_json
+from gateway.keys.fields import require_object
+from gateway.keys.listing import parse_filter, parse_page_size
+from gateway.keys.model import Kind
+from gateway.keys.service import BatchItem, Issued, KeyService
+from gateway.keys.wire import key_wire
+
+BATCH_BODY_LIMIT = 80 << 20  # 1000 items × (8 KiB key + 64 KiB metadata)
+_BATCH_CODES = {3: "INVALID_ARGUMENT", 6: "ALREADY_EXISTS", 9: "FAILED_PRECONDITION",
+                8: "RESOURCE_EXHAUSTED"}
+
+
+def _keys(request: Request) -> KeyService:
+    keys: KeyService = request.app.state.services.keys
+    return keys
+
+
+def _split_tail(request: Request, collection: str) -> tuple[str, str]:
+    """``(key_id, verb)`` from the raw path below ``/v2alpha1/admin/<collection>/``."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    tail = raw.decode("latin-1").split("?", 1)[0].split(f"/{collection}/", 1)[1]
+    key_part, _, verb = tail.partition(":")
+    key_id = unquote(key_part)
+    if not key_id or "/" in key_part:
+        raise NotFound(f"no route for {request.url.path}")
+    return key_id, verb
+
+
+def _issued(result: Issued) -> dict[str, Any]:
+    return {"issued_api_key": key_wire(result.key, now_us()), "secret": result.secret}
+
+
+# -- issued keys -----------------------------------------------------------------------
+
+
+@ory
+async def issued_collection(request: Request) -> Response:
+    require_admin(request)
+    keys = _keys(request)
+    if request.method == "POST":
+        body = require_object(await read_json(request))
+        return JSONResponse(_issued(await keys.issue(body)), status_code=201)
+    return await _list(request, Kind.ISSUED)
+
+
+@ory
+async def issued_item(request: Request) -> Response:
+    require_admin(request)
+    keys = _keys(request)
+    key_id, verb = _split_tail(request, "issuedApiKeys")
+    method = request.method
+    if verb == "" and method == "GET":
+        return JSONResponse(key_wire(await keys.get(Kind.ISSUED, key_id), now_us()))
+    if verb == "" and method == "PATCH":
+        key = await keys.update(Kind.ISSUED, key_id, await read_json(request),
+                                request.query_params.get("update_mask"))
+        return JSONResponse(key_wire(key, now_us()))
+    if verb == "revoke" and method == "POST":
+        await keys.revoke((Kind.ISSUED,), key_id, await read_json(request))
+        return Response(status_code=204)
+    if verb == "rotate" and method == "POST":
+        new, old = await keys.rotate(key_id, await read_json(request))
+        body = _issued(new)
+        body["old_issued_api_key"] = key_wire(old, now_us())
+        return JSONResponse(body, status_code=201)
+    raise _no_route(request, verb, {"": ("GET", "PATCH"), "revoke": ("POST",),
+                                    "rotate": ("POST",)})
+
+
+# -- imported keys ---------------------------------------------------------------------
+
+
+@ory
+async def imported_collection(request: Request) -> Response:
+    require_admin(request)
+    if request.method == "POST":
+        key = await _keys(request).import_key(await read_json(request))
+        return JSONResponse(key_wire(key, now_us()), status_code=201)
+    return await _list(request, Kind.IMPORTED)
+
+
+@ory
+async def imported_item(request: Request) -> Response:
+    require_admin(request)
+    keys = _keys(request)
+    key_id, verb = _split_tail(request, "importedApiKeys")
+    method = request.method
+    if verb == "" and method == "GET":
+        return JSONResponse(key_wire(await keys.get(Kind.IMPORTED, key_id), now_us()))
+    if verb == "" and method == "PATCH":
+        key = await keys.update(Kind.IMPORTED, key_id, await read_json(request),
+                                request.query_params.get("update_mask"))
+        return JSONResponse(key_wire(key, now_us()))
+    if verb == "" and method == "DELETE":
+        await keys.delete_imported(key_id)
+        return Response(status_code=204)
+    if verb == "revoke" and method == "POST":
+        await keys.revoke((Kind.IMPORTED,), key_id, await read_json(request))
+        return Response(status_code=204)
+    raise _no_route(request, verb, {"": ("GET", "PATCH", "DELETE"), "revoke": ("POST",)})
+
+
+def _batch_endpoint(enum_prefix: str) -> Any:
+    @ory
+    async def batch(request: Request) -> Response:
+        require_admin(request)
+        body = require_object(await read_json(request, BATCH_BODY_LIMIT))
+        items = await _keys(request).batch_import(body)
+        return _batch_response(items, enum_prefix)
+
+    batch.__name__ = f"batch_{enum_prefix.lower()}"
+    return batch
+
+
+def _batch_response(items: list[BatchItem], prefix: str) -> Response:
+    now = now_us()
+    results = []
+    for item in items:
+        result: dict[str, Any] = {"index": item.index}
+        if item.key is not None:
+            result["imported_api_key"] = key_wire(item.key, now)
+            result["error_code"] = f"{prefix}UNSPECIFIED"
+        else:
+            assert item.error is not None
+            result["error_code"] = prefix + _BATCH_CODES.get(item.error.grpc_code, "INTERNAL")
+            result["error_message"] = item.error.message
+        results.append(result)
+    failures = [i for i in items if i.error is not None]
+    if len(failures) == len(items):
+        first = failures[0].error
+        assert first is not None
+        same = all(type(i.error) is type(first) for i in failures)
+        cls: type[GatewayError] = type(first) if same else InvalidArgument
+        raise cls(f"all {len(items)} items failed; first (index 0): {first.message}",
+                  details=[{"@type": "type.googleapis.com/google.rpc.DebugInfo",
+                            "results": results}])
+    return JSONResponse({"results": results, "success_count": len(items) - len(failures),
+                         "failure_count": len(failures)})
+
+
+# -- the older combined revoke route and self-revoke -------------------------------------
+
+
+@ory
+async def legacy_revoke(request: Request) -> Response:
+    require_admin(request)
+    key_id, verb = _split_tail(request, "apiKeys")
+    if verb != "revoke" or request.method != "POST":
+        raise _no_route(request, verb, {"revoke": ("POST",)})
+    await _keys(request).revoke((Kind.ISSUED, Kind.IMPORTED), key_id, await read_json(request))
+    return Response(status_code=204)
+
+
+@ory
+async def self_revoke(request: Request) -> Response:
+    await _keys(request).self_revoke(await read_json(request))
+    return JSONResponse({})
+
+
+async def _list(request: Request, kind: Kind) -> Response:
+    q = request.query_params
+    page = await _keys(request).list(kind, parse_filter(q.get("filter")),
+                                     parse_page_size(q.get("page_size")), q.get("page_token"))
+    now = now_us()
+    return JSONResponse({f"{kind.value}_api_keys": [key_wire(k, now) for k in page.keys],
+                         "next_page_token": page.next_page_token})
+
+
+def _no_route(request: Request, verb: str, table: dict[str, tuple[str, ...]]) -> GatewayError:
+    if verb in table:
+        return MethodNotAllowed(f"method {request.method} is not allowed here; "
+                                f"allowed: {', '.join(table[verb])}")
+    return NotFound(f"no route for {request.url.path}")
+
+
+def routes() -> list[BaseRoute]:
+    base = "/v2alpha1/admin"
+    return [
+        Route(f"{base}/issuedApiKeys", issued_collection, methods=["GET", "POST"]),
+        Route(f"{base}/importedApiKeys:batchCreate",
+              _batch_endpoint("BATCH_CREATE_IMPORTED_API_KEYS_ERROR_"), methods=["POST"]),
+        Route(f"{base}/importedApiKeys:batchImport", _batch_endpoint("BATCH_IMPORT_ERROR_"),
+              methods=["POST"]),
+        Route(f"{base}/importedApiKeys", imported_collection, methods=["GET", "POST"]),
+        Route(f"{base}/issuedApiKeys/{{tail:path}}", issued_item,
+              methods=["GET", "PATCH", "POST", "DELETE", "PUT"]),
+        Route(f"{base}/importedApiKeys/{{tail:path}}", imported_item,
+              methods=["GET", "PATCH", "POST", "DELETE", "PUT"]),
+        Route(f"{base}/apiKeys/{{tail:path}}", legacy_revoke, methods=["POST", "GET"]),
+        Route("/v2alpha1/apiKeys:selfRevoke", self_revoke, methods=["POST"]),
+    ]

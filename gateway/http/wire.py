@@ -1,0 +1,56 @@
+"""Transport helpers shared by every API family: JSON in and out, bearer tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import InvalidArgument, PayloadTooLarge
+
+DEFAULT_BODY_LIMIT = 1 << 20
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def read_json(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> Any:
+    """The parsed JSON body ({} when empty); clear 400/413 errors otherwise."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"request body is not valid JSON: {exc.msg} at position "
+                              f"{exc.pos}") from None
+
+
+def bearer_token(authorization: str | None, schemes: tuple[str, ...] = ("bearer",)) -> str | None:
+    """The token of ``Authorization: <scheme> <token>`` for one of ``schemes``."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() in schemes and token.strip():
+        return token.strip()
+    lowered = authorization.lower()
+    for s in schemes:  # okta's SDK sends "SSWS<token>" with no space
+        if s == "ssws" and lowered.startswith("ssws") and len(authorization) > 4:
+            return authorization[4:].strip() or None
+    return None

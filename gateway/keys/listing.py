@@ -1,0 +1,111 @@
+"""List queries: the AIP-160 filter subset we index, page sizes and opaque page tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+
+from gateway.errors import InvalidArgument
+from gateway.keys.model import KeyStatus
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+FILTER_FIELDS = ("actor_id", "status")
+_TERM = re.compile(
+    r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op>=|!=|<=|>=|<|>|:)\s*
+        (?P<value>"(?:[^"\\]|\\.)*"|[^\s"()]+)\s*$""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    actor_id: str | None = None
+    status: KeyStatus | None = None
+    text: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.actor_id}\x00{self.status}".encode()).hexdigest()[:12]
+
+
+def parse_filter(expression: str | None) -> Filter:
+    """``actor_id="u1" AND status=KEY_STATUS_ACTIVE``; anything else is a clear 400."""
+    if not expression or not expression.strip():
+        return Filter()
+    if len(expression) > 2048:
+        raise InvalidArgument("filter: longer than 2048 characters")
+    if re.search(r"\b(OR|NOT)\b|[()]", expression):
+        raise InvalidArgument("filter: only terms joined by AND are supported (no OR, NOT or ())")
+    values: dict[str, str] = {}
+    for term in re.split(r"\s+AND\s+", expression.strip()):
+        match = _TERM.match(term)
+        if not match:
+            raise InvalidArgument(
+                f"filter: cannot parse {term.strip()!r}; expected field=value "
+                "(e.g. actor_id=\"user_123\" AND status=KEY_STATUS_ACTIVE)"
+            )
+        field, op, value = match["field"], match["op"], match["value"]
+        if field not in FILTER_FIELDS:
+            raise InvalidArgument(
+                f"filter: field {field!r} cannot be filtered on; supported: actor_id, status"
+            )
+        if op != "=":
+            raise InvalidArgument(f"filter: operator {op!r} is not supported; use =")
+        if field in values:
+            raise InvalidArgument(f"filter: field {field!r} appears twice")
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        values[field] = value
+    status = None
+    if "status" in values:
+        raw = values["status"]
+        name = raw if raw.startswith("KEY_STATUS_") else f"KEY_STATUS_{raw}"
+        try:
+            status = KeyStatus(name)
+        except ValueError:
+            status = None
+        if status is None or status is KeyStatus.UNSPECIFIED:
+            raise InvalidArgument(
+                f"filter: status {raw!r} is unknown; expected KEY_STATUS_ACTIVE, "
+                "KEY_STATUS_REVOKED or KEY_STATUS_EXPIRED"
+            )
+    return Filter(actor_id=values.get("actor_id"), status=status, text=expression)
+
+
+def parse_page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"page_size: expected an integer, got {raw!r}") from None
+    if size < 0:
+        raise InvalidArgument("page_size: must not be negative")
+    if size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(size, MAX_PAGE_SIZE)
+
+
+def make_page_token(last_seq: int, flt: Filter) -> str:
+    raw = f"v1:{last_seq}:{flt.fingerprint}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_page_token(token: str | None, flt: Filter) -> int:
+    """The last seen position; 0 for the first page."""
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, seq, fingerprint = raw.split(":")
+        position = int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token: not a token this service issued") from None
+    if version != "v1" or position < 0:
+        raise InvalidArgument("page_token: not a token this service issued")
+    if fingerprint != flt.fingerprint:
+        raise InvalidArgument("page_token: was issued for a different filter")
+    return position

@@ -1,0 +1,415 @@
+"""Lifecycle operations on API keys: issue, import, list, update, revoke, rotate, delete.
+
+Works on plain dicts (already-parsed JSON) and domain values; knows nothing of HTTP.
+Every operation that changes whether a credential verifies calls ``KeyEvents.key_changed``
+before returning, so caches are invalidated before the admin call answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.clock import now_us, parse_rfc3339
+from gateway.crypto import secrets_format
+from gateway.crypto.digests import Digester, imported_key_id
+from gateway.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from gateway.keys import fields as f
+from gateway.keys.durations import parse_ttl
+from gateway.keys.listing import Filter, make_page_token, parse_page_token
+from gateway.keys.model import ApiKey, Kind, KeyStatus, RevocationReason, Visibility
+
+_CREATE_FIELDS = frozenset({"name", "actor_id", "scopes", "ttl", "metadata", "ip_restriction",
+                            "rate_limit_policy", "visibility", "request_id"})
+_IMPORT_FIELDS = _CREATE_FIELDS | {"raw_key"}
+_ROTATE_FIELDS = frozenset({"name", "scopes", "metadata", "ip_restriction",
+                            "rate_limit_policy", "visibility"})
+_RESOURCE_FIELDS = frozenset({"key_id", "name", "actor_id", "scopes", "status", "visibility",
+                              "metadata", "ip_restriction", "rate_limit_policy", "create_time",
+                              "update_time", "expire_time", "last_used_time",
+                              "revocation_reason", "revocation_description",
+                              "revocation_reason_text"})
+MUTABLE = ("name", "scopes", "metadata", "ip_restriction", "rate_limit_policy", "expire_time")
+IMMUTABLE = ("actor_id", "visibility")
+OUTPUT_ONLY = ("key_id", "status", "create_time", "update_time", "last_used_time",
+               "revocation_reason", "revocation_description", "revocation_reason_text")
+MAX_BATCH_IMPORT = 1000
+
+
+class KeyEvents(Protocol):
+    """Told when a key changes in a way that can alter a verify answer."""
+
+    async def key_changed(self, key: ApiKey) -> None: ...
+
+
+class NoEvents:
+    async def key_changed(self, key: ApiKey) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Issued:
+    key: ApiKey
+    secret: str
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int
+    key: ApiKey | None = None
+    error: GatewayError | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    keys: list[ApiKey]
+    next_page_token: str
+
+
+def new_key_id() -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32 (26 chars)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> shift) & 31] for shift in range(125, -5, -5))
+
+
+class KeyService:
+    def __init__(
+        self,
+        store: Any,
+        digester: Digester,
+        *,
+        key_prefix: str = "ory_ak",
+        public_key_prefix: str = "ory_pk",
+        default_ttl: str | None = None,
+        events: KeyEvents | None = None,
+    ) -> None:
+        self.store = store
+        self.digester = digester
+        self.key_prefix = key_prefix
+        self.public_key_prefix = public_key_prefix
+        self.prefixes = (key_prefix, public_key_prefix)
+        self.default_ttl_s = parse_ttl(default_ttl, "default ttl") if default_ttl else None
+        self.events: KeyEvents = events or NoEvents()
+        self._idem_key = digester.subkey("issue-idempotency")
+        self._fp_key = digester.subkey("request-fingerprint")
+
+    # -- shared pieces ---------------------------------------------------------------
+
+    def _fingerprint(self, body: dict[str, Any]) -> str:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return hmac.new(self._fp_key, canonical, hashlib.sha256).hexdigest()
+
+    def _expiry(self, body: dict[str, Any], now: int) -> int | None:
+        ttl = parse_ttl(body.get("ttl"))
+        if ttl is None:
+            ttl = self.default_ttl_s
+        return None if ttl is None else now + int(ttl * 1_000_000)
+
+    def _common(self, body: dict[str, Any], now: int) -> dict[str, Any]:
+        return {
+            "name": f.text(body, "name") or "",
+            "actor_id": f.text(body, "actor_id") or "",
+            "scopes": f.string_list(body, "scopes") or (),
+            "metadata": f.metadata(body),
+            "allowed_cidrs": f.ip_restriction(body) or (),
+            "rate_limit": f.rate_limit(body),
+            "visibility": f.enum_value(body, "visibility", Visibility) or Visibility.SECRET,
+            "expire_time": self._expiry(body, now),
+            "request_id": f.text(body, "request_id", max_len=256) or None,
+            "create_time": now,
+            "update_time": now,
+        }
+
+    async def _replay(self, kind: Kind, request_id: str | None, fingerprint: str
+                      ) -> ApiKey | None:
+        """The key a previous request with the same request_id created (AIP-155)."""
+        if not request_id:
+            return None
+        existing = await self.store.get_by_request_id(kind, request_id)
+        if existing is None:
+            return None
+        if not hmac.compare_digest(existing.request_fingerprint or "", fingerprint):
+            raise AlreadyExists(
+                f"request_id {request_id!r} was already used with a different request"
+            )
+        return existing
+
+    def _secret_for(self, key_id: str, request_id: str | None, prefix: str) -> str:
+        material = None
+        if request_id:
+            material = hmac.new(self._idem_key, f"{key_id}\x00{request_id}".encode(),
+                                hashlib.sha256).digest()
+        return secrets_format.new_secret(prefix, material)
+
+    async def get(self, kind: Kind, key_id: str) -> ApiKey:
+        key = await self.store.get_key(key_id)
+        if key is None or key.kind is not kind:
+            raise NotFound(f"{kind.value} API key {key_id!r} not found")
+        return key
+
+    # -- issue / import --------------------------------------------------------------
+
+    async def issue(self, body: dict[str, Any]) -> Issued:
+        f.check_known(body, _CREATE_FIELDS, "IssueApiKeyRequest")
+        now = now_us()
+        values = self._common(body, now)
+        fingerprint = self._fingerprint(body)
+        prefix = (self.public_key_prefix if values["visibility"] is Visibility.PUBLIC
+                  else self.key_prefix)
+        replay = await self._replay(Kind.ISSUED, values["request_id"], fingerprint)
+        if replay is not None:
+            return Issued(replay, self._secret_for(replay.key_id, replay.request_id, prefix))
+        key_id = new_key_id()
+        secret = self._secret_for(key_id, values["request_id"], prefix)
+        key = ApiKey(key_id=key_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
+                     request_fingerprint=fingerprint, **values)
+        try:
+            stored = await self.store.insert_key(key)
+        except AlreadyExists:
+            replay = await self._replay(Kind.ISSUED, values["request_id"], fingerprint)
+            if replay is None:
+                raise
+            return Issued(replay, self._secret_for(replay.key_id, replay.request_id, prefix))
+        return Issued(stored, secret)
+
+    async def import_key(self, body: object) -> ApiKey:
+        body = f.require_object(body, "ImportApiKeyRequest")
+        f.check_known(body, _IMPORT_FIELDS, "ImportApiKeyRequest")
+        raw_key = f.text(body, "raw_key", required=True, max_len=f.MAX_CREDENTIAL_BYTES)
+        assert raw_key is not None
+        f.text(body, "name", required=True)
+        f.text(body, "actor_id", required=True)
+        if secrets_format.looks_issued(raw_key, self.prefixes):
+            raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
+        now = now_us()
+        values = self._common(body, now)
+        fingerprint = self._fingerprint(body)
+        replay = await self._replay(Kind.IMPORTED, values["request_id"], fingerprint)
+        if replay is not None:
+            return replay
+        key = ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
+                     digest=self.digester.digest(raw_key), request_fingerprint=fingerprint,
+                     **values)
+        try:
+            return await self.store.insert_key(key)
+        except AlreadyExists:
+            replay = await self._replay(Kind.IMPORTED, values["request_id"], fingerprint)
+            if replay is not None:
+                return replay
+            raise AlreadyExists(
+                f"an imported key with this raw_key exists already (key_id {key.key_id})"
+            ) from None
+
+    async def batch_import(self, body: dict[str, Any]) -> list[BatchItem]:
+        f.check_known(body, frozenset({"requests"}), "batch request")
+        items = body.get("requests")
+        if not isinstance(items, list):
+            raise InvalidArgument("requests: expected an array of ImportApiKeyRequest")
+        if not items:
+            raise InvalidArgument("requests: must hold at least one item")
+        if len(items) > MAX_BATCH_IMPORT:
+            raise InvalidArgument(
+                f"requests: {len(items)} items exceeds the limit of {MAX_BATCH_IMPORT}"
+            )
+        results = []
+        for index, item in enumerate(items):
+            try:
+                results.append(BatchItem(index, key=await self.import_key(item)))
+            except GatewayError as exc:
+                results.append(BatchItem(index, error=exc))
+        return results
+
+    # -- list ------------------------------------------------------------------------
+
+    async def list(self, kind: Kind, flt: Filter, page_size: int, page_token: str | None
+                   ) -> Page:
+        after = parse_page_token(page_token, flt)
+        rows = await self.store.list_keys(kind, actor_id=flt.actor_id, status=flt.status,
+                                          now_us=now_us(), after_seq=after,
+                                          limit=page_size + 1)
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        token = make_page_token(rows[-1].seq, flt) if more and rows else ""
+        return Page(rows, token)
+
+    # -- update ----------------------------------------------------------------------
+
+    async def update(self, kind: Kind, key_id: str, body: object, update_mask: str | None
+                     ) -> ApiKey:
+        body = f.require_object(body)
+        wrapper = f"{kind.value}_api_key"
+        if wrapper in body:
+            f.check_known(body, frozenset({wrapper, "update_mask"}), "update request")
+            if update_mask is None and isinstance(body.get("update_mask"), str):
+                update_mask = body["update_mask"]
+            body = f.require_object(body[wrapper], wrapper)
+        f.check_known(body, _RESOURCE_FIELDS, f"{kind.value} API key")
+        if body.get("key_id") not in (None, "", key_id):
+            raise InvalidArgument("key_id: does not match the key_id in the path")
+        f.enum_value(body, "status", KeyStatus)  # output-only, but a bad value is still an error
+        f.enum_value(body, "revocation_reason", RevocationReason)
+        for stamp in ("create_time", "update_time", "last_used_time"):
+            if body.get(stamp) not in (None, ""):
+                parse_rfc3339(body[stamp], stamp)
+        paths = self._mask(body, update_mask)
+        current = await self.get(kind, key_id)
+        if current.revoke_time is not None:
+            raise FailedPrecondition(f"API key {key_id!r} is revoked and cannot be updated")
+        now = now_us()
+        changes: dict[str, Any] = {"update_time": max(now, current.update_time + 1)}
+        for path in paths:
+            if path in IMMUTABLE:
+                value = {"actor_id": lambda: f.text(body, "actor_id") or "",
+                         "visibility": lambda: f.enum_value(body, "visibility", Visibility)
+                         or current.visibility}[path]()
+                if value != getattr(current, path):
+                    raise InvalidArgument(f"update_mask: field {path!r} cannot be changed")
+            elif path == "name":
+                changes["name"] = f.text(body, "name") or ""
+            elif path == "scopes":
+                changes["scopes"] = f.string_list(body, "scopes") or ()
+            elif path == "metadata":
+                changes["metadata"] = f.metadata(body)
+            elif path == "ip_restriction":
+                changes["allowed_cidrs"] = f.ip_restriction(body) or ()
+            elif path == "rate_limit_policy":
+                changes["rate_limit"] = f.rate_limit(body)
+            elif path == "expire_time":
+                raw = body.get("expire_time")
+                expire = None if raw in (None, "") else parse_rfc3339(raw, "expire_time")
+                if expire is not None and expire <= now:
+                    raise InvalidArgument("expire_time: must be in the future")
+                changes["expire_time"] = expire
+        updated = current.with_changes(**changes)
+        if not await self.store.update_key(updated, current.update_time):
+            raise FailedPrecondition(
+                f"API key {key_id!r} changed concurrently or was revoked; retry the update"
+            )
+        await self.events.key_changed(updated)
+        return updated
+
+    def _mask(self, body: dict[str, Any], update_mask: str | None) -> list[str]:
+        if update_mask is None or not update_mask.strip():
+            # AIP-134: every populated field; output-only fields are ignored here.
+            return [p for p in (*MUTABLE, *IMMUTABLE) if _populated(body.get(p))]
+        paths = [p.strip() for p in update_mask.split(",") if p.strip()]
+        if paths == ["*"]:
+            return [*MUTABLE, *IMMUTABLE]
+        for path in paths:
+            if path in OUTPUT_ONLY:
+                raise InvalidArgument(f"update_mask: field {path!r} is output only")
+            if path not in MUTABLE and path not in IMMUTABLE:
+                raise InvalidArgument(
+                    f"update_mask: unknown field {path!r}; updatable: {', '.join(MUTABLE)}"
+                )
+        return list(dict.fromkeys(paths))
+
+    # -- revoke / rotate / delete ----------------------------------------------------
+
+    def _revocation(self, body: object) -> tuple[RevocationReason, str]:
+        body = f.require_object(body)
+        f.check_known(body, frozenset({"reason", "description"}), "revoke request")
+        reason = f.enum_value(body, "reason", RevocationReason)
+        if reason is None:
+            raise InvalidArgument("reason: is required (REVOCATION_REASON_UNSPECIFIED is not "
+                                  "accepted)")
+        description = f.text(body, "description", max_len=1024) or ""
+        if description and reason is not RevocationReason.PRIVILEGE_WITHDRAWN:
+            raise InvalidArgument("description: only allowed with "
+                                  "REVOCATION_REASON_PRIVILEGE_WITHDRAWN")
+        return reason, description
+
+    async def revoke(self, kinds: Sequence[Kind], key_id: str, body: object) -> ApiKey:
+        reason, description = self._revocation(body)
+        key = await self.store.get_key(key_id)
+        if key is None or key.kind not in kinds:
+            raise NotFound(f"API key {key_id!r} not found")
+        revoked = await self.store.revoke_key(key_id, reason, description, now_us())
+        if revoked is None:
+            raise NotFound(f"API key {key_id!r} not found")
+        await self.events.key_changed(revoked)
+        return revoked
+
+    async def rotate(self, key_id: str, body: object) -> tuple[Issued, ApiKey]:
+        body = f.require_object(body)
+        f.check_known(body, _ROTATE_FIELDS, "AdminRotateIssuedApiKeyBody")
+        old = await self.get(Kind.ISSUED, key_id)
+        now = now_us()
+        if old.status(now) is not KeyStatus.ACTIVE:
+            raise FailedPrecondition(f"API key {key_id!r} is not active and cannot be rotated")
+        lifetime = None if old.expire_time is None else old.expire_time - old.create_time
+        values: dict[str, Any] = {
+            "name": old.name if "name" not in body else f.text(body, "name") or "",
+            "scopes": old.scopes if "scopes" not in body else f.string_list(body, "scopes") or (),
+            "metadata": old.metadata if "metadata" not in body else f.metadata(body),
+            "allowed_cidrs": old.allowed_cidrs if "ip_restriction" not in body
+            else f.ip_restriction(body) or (),
+            "rate_limit": old.rate_limit if "rate_limit_policy" not in body
+            else f.rate_limit(body),
+            "visibility": f.enum_value(body, "visibility", Visibility) or old.visibility,
+        }
+        prefix = (self.public_key_prefix if values["visibility"] is Visibility.PUBLIC
+                  else self.key_prefix)
+        new_id = new_key_id()
+        secret = secrets_format.new_secret(prefix)
+        new = ApiKey(key_id=new_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
+                     actor_id=old.actor_id, create_time=now, update_time=now,
+                     expire_time=None if lifetime is None else now + lifetime, **values)
+        stored = await self.store.rotate_key(key_id, new, now)
+        if stored is None:
+            raise FailedPrecondition(f"API key {key_id!r} was revoked concurrently")
+        old_now = await self.get(Kind.ISSUED, key_id)
+        await self.events.key_changed(old_now)
+        return Issued(stored, secret), old_now
+
+    async def delete_imported(self, key_id: str) -> None:
+        key = await self.get(Kind.IMPORTED, key_id)
+        if not await self.store.delete_key(key_id):
+            raise NotFound(f"imported API key {key_id!r} not found")
+        await self.events.key_changed(key)
+
+    async def self_revoke(self, body: object) -> None:
+        body = f.require_object(body)
+        f.check_known(body, frozenset({"credential", "reason"}), "SelfRevokeApiKeyRequest")
+        credential = f.credential(body)
+        reason = f.enum_value(body, "reason", RevocationReason)
+        if reason is None:
+            raise InvalidArgument("reason: is required (REVOCATION_REASON_UNSPECIFIED is not "
+                                  "accepted)")
+        if reason is RevocationReason.PRIVILEGE_WITHDRAWN:
+            raise InvalidArgument("reason: REVOCATION_REASON_PRIVILEGE_WITHDRAWN is reserved "
+                                  "for administrators")
+        if (secrets_format.looks_issued(credential, self.prefixes)
+                and not secrets_format.checksum_ok(credential)):
+            raise NotFound("API key not found")
+        key = await self.store.get_by_digest(self.digester.digest(credential))
+        if key is None:
+            raise NotFound("API key not found")
+        if key.revoke_time is not None:
+            return
+        if key.visibility is Visibility.PUBLIC:
+            raise PermissionDenied("public keys cannot be self-revoked")
+        revoked = await self.store.revoke_key(key.key_id, reason, "", now_us())
+        if revoked is not None:
+            await self.events.key_changed(revoked)
+
+
+def _populated(value: object) -> bool:
+    if value is None or value in ("", [], {}):
+        return False
+    return not (isinstance(value, str) and value.endswith("_UNSPECIFIED"))

@@ -1,0 +1,84 @@
+"""The composition root: every dependency is built here, once, and handed in explicitly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.crypto.admin_tokens import AdminTokens
+from gateway.crypto.digests import Digester
+from gateway.errors import ConfigError
+from gateway.keys.service import KeyService
+from gateway.secret import Secret
+from gateway.settings import Settings
+from gateway.store import Store, build_store
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    digester: Digester
+    admin_tokens: AdminTokens
+    keys: KeyService
+
+    async def start(self) -> None:
+        await self.store.open()
+        pending = await self.store.pending_migrations()
+        if pending:
+            raise ConfigError(
+                f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
+                "run `gateway migrate`"
+            )
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+
+def _local_secret(path: Path, nbytes: int) -> Secret:
+    """Read a generated secret kept beside the SQLite file, creating it (0600) on first use."""
+    if path.exists():
+        return Secret(path.read_text(encoding="utf-8").strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    log.info("generated %s", path)
+    return Secret(value)
+
+
+def resolve_pepper(settings: Settings) -> Secret:
+    if settings.pepper is not None:
+        return settings.pepper
+    if not settings.is_sqlite:
+        raise ConfigError("GATEWAY_PEPPER: must be set when the store is PostgreSQL "
+                          "(every replica needs the same pepper)")
+    return _local_secret(settings.data_dir / "pepper", 32)
+
+
+def resolve_admin_tokens(settings: Settings) -> tuple[Secret, ...]:
+    if settings.admin_tokens:
+        return settings.admin_tokens
+    if not settings.is_sqlite:
+        raise ConfigError("GATEWAY_ADMIN_TOKENS: must be set when the store is PostgreSQL")
+    path = settings.data_dir / "admin-token"
+    token = _local_secret(path, 32)
+    log.info("no GATEWAY_ADMIN_TOKENS set: admin token is in %s", path)
+    return (token,)
+
+
+def build_services(settings: Settings, *, store: Store | None = None) -> Services:
+    pepper = resolve_pepper(settings)
+    digester = Digester(pepper)
+    store = store or build_store(settings)
+    keys = KeyService(store, digester, key_prefix=settings.key_prefix,
+                      public_key_prefix=settings.public_key_prefix,
+                      default_ttl=settings.default_key_ttl)
+    return Services(settings=settings, store=store, digester=digester,
+                    admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys)

@@ -1,0 +1,192 @@
+"""Settings: read once from an injectable mapping (the environment by default).
+
+A YAML file named by ``GATEWAY_CONFIG`` may set the same keys (either the
+``GATEWAY_*`` names or their lower-case short forms); the environment wins.
+Every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.errors import ConfigError
+from gateway.secret import Secret
+
+DEFAULT_DATABASE_URL = "sqlite:///./gateway-data/gateway.db"
+
+_KEYS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ADMIN_TOKENS",
+    "PEPPER",
+    "HOST",
+    "PORT",
+    "KEY_PREFIX",
+    "PUBLIC_KEY_PREFIX",
+    "DEFAULT_KEY_TTL",
+    "ISSUER",
+    "CREDENTIAL_HEADER",
+    "TRUSTED_PROXIES",
+    "L1_TTL",
+    "L1_SIZE",
+    "L2_TTL",
+    "NEGATIVE_TTL",
+    "SIGNING_KEYS",
+    "LOG_LEVEL",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway is configured with. Secrets are masked in repr."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    admin_tokens: tuple[Secret, ...] = ()
+    pepper: Secret | None = None
+    host: str = "127.0.0.1"
+    port: int = 4470
+    key_prefix: str = "ory_ak"
+    public_key_prefix: str = "ory_pk"
+    default_key_ttl: str | None = None
+    issuer: str = "http://127.0.0.1:4470"
+    credential_header: str = "x-api-key"
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    l1_ttl: float = 10.0
+    l1_size: int = 100_000
+    l2_ttl: float = 300.0
+    negative_ttl: float = 5.0
+    signing_keys: tuple[str, ...] = ()
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def data_dir(self) -> Path:
+        """Directory for generated local state (pepper, bootstrap admin token)."""
+        if self.is_sqlite:
+            return sqlite_path(self.database_url).parent
+        return Path("./gateway-data")
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///rel/path.db`` → ``rel/path.db``; ``sqlite:////abs/path.db`` → ``/abs/path.db``."""
+    rest = url.removeprefix("sqlite://")
+    if rest.startswith("/"):
+        rest = rest[1:]
+    if not rest:
+        raise ConfigError("GATEWAY_DATABASE_URL: sqlite URL names no file")
+    return Path(rest)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"GATEWAY_CONFIG: {path} must hold a mapping")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).upper().removeprefix("GATEWAY_")
+        if name not in _KEYS:
+            raise ConfigError(f"GATEWAY_CONFIG: unknown key {key!r} in {path}")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[name] = "" if value is None else str(value)
+    return out
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"GATEWAY_{name}: expected a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"GATEWAY_{name}: must not be negative")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``env`` (default ``os.environ``) and the optional YAML file."""
+    env = os.environ if env is None else env
+    values: dict[str, str] = {}
+    if env.get("GATEWAY_CONFIG"):
+        values.update(_read_yaml(env["GATEWAY_CONFIG"]))
+    for name in _KEYS:
+        if f"GATEWAY_{name}" in env:
+            values[name] = env[f"GATEWAY_{name}"]
+
+    kw: dict[str, Any] = {}
+    if values.get("DATABASE_URL"):
+        url = values["DATABASE_URL"]
+        if not url.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ConfigError(
+                "GATEWAY_DATABASE_URL: expected sqlite:///path or postgresql://…"
+            )
+        kw["database_url"] = url
+    if values.get("REDIS_URL"):
+        if not values["REDIS_URL"].startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("GATEWAY_REDIS_URL: expected redis://host:port/db")
+        kw["redis_url"] = values["REDIS_URL"]
+    if values.get("ADMIN_TOKENS"):
+        kw["admin_tokens"] = tuple(Secret(t) for t in _split(values["ADMIN_TOKENS"]))
+    if values.get("PEPPER"):
+        if len(values["PEPPER"]) < 16:
+            raise ConfigError("GATEWAY_PEPPER: must be at least 16 characters")
+        kw["pepper"] = Secret(values["PEPPER"])
+    if values.get("HOST"):
+        kw["host"] = values["HOST"]
+    if values.get("PORT"):
+        port = _number("PORT", values["PORT"], int)
+        if not 0 < port < 65536:
+            raise ConfigError("GATEWAY_PORT: must be between 1 and 65535")
+        kw["port"] = port
+    for name in ("KEY_PREFIX", "PUBLIC_KEY_PREFIX"):
+        if values.get(name):
+            prefix = values[name]
+            if not prefix.replace("_", "").isalnum() or len(prefix) > 16:
+                raise ConfigError(f"GATEWAY_{name}: letters, digits and _ only, at most 16")
+            kw[name.lower()] = prefix
+    if values.get("DEFAULT_KEY_TTL"):
+        kw["default_key_ttl"] = values["DEFAULT_KEY_TTL"]
+    if values.get("ISSUER"):
+        kw["issuer"] = values["ISSUER"]
+    if values.get("CREDENTIAL_HEADER"):
+        kw["credential_header"] = values["CREDENTIAL_HEADER"].lower()
+    if "TRUSTED_PROXIES" in values:
+        kw["trusted_proxies"] = _split(values["TRUSTED_PROXIES"])
+    for name in ("L1_TTL", "L2_TTL", "NEGATIVE_TTL"):
+        if values.get(name):
+            kw[name.lower()] = _number(name, values[name], float)
+    if values.get("L1_SIZE"):
+        kw["l1_size"] = _number("L1_SIZE", values["L1_SIZE"], int)
+    if values.get("SIGNING_KEYS"):
+        kw["signing_keys"] = _split(values["SIGNING_KEYS"])
+    if values.get("LOG_LEVEL"):
+        kw["log_level"] = values["LOG_LEVEL"].lower()
+    settings = Settings(**kw)
+    if settings.default_key_ttl:
+        from gateway.keys.durations import parse_ttl
+
+        try:
+            parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
+        except Exception as exc:
+            raise ConfigError(str(exc)) from exc
+    return settings

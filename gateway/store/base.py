@@ -1,0 +1,255 @@
+"""The store: a small protocol, and the SQL shared by the SQLite and PostgreSQL backends.
+
+Every backend passes ``tests/store/test_contract.py``. Driver exceptions are translated
+into ``gateway.errors`` here, at the adapter, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.keys.model import ApiKey, Kind, KeyStatus, RateLimit, RevocationReason, Visibility
+
+COLUMNS = (
+    "key_id, kind, digest, name, actor_id, scopes, visibility, metadata, allowed_cidrs, "
+    "rate_limit, create_time, update_time, expire_time, last_used_time, revoke_time, "
+    "revocation_reason, revocation_description, request_id, request_fingerprint"
+)
+SELECT = f"SELECT seq, {COLUMNS} FROM api_keys"
+
+
+class Store(Protocol):
+    """What the gateway needs from persistent storage."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def migrate(self) -> list[str]: ...
+    async def pending_migrations(self) -> list[str]: ...
+    async def insert_key(self, key: ApiKey) -> ApiKey: ...
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+    async def get_by_digest(self, digest: str) -> ApiKey | None: ...
+    async def get_by_request_id(self, kind: Kind, request_id: str) -> ApiKey | None: ...
+    async def list_keys(
+        self,
+        kind: Kind,
+        *,
+        actor_id: str | None,
+        status: KeyStatus | None,
+        now_us: int,
+        after_seq: int,
+        limit: int,
+    ) -> list[ApiKey]: ...
+    async def update_key(self, key: ApiKey, expected_update_time: int) -> bool: ...
+    async def revoke_key(
+        self, key_id: str, reason: RevocationReason, description: str, now_us: int
+    ) -> ApiKey | None: ...
+    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
+    async def delete_key(self, key_id: str) -> bool: ...
+    async def record_usage(self, usage: dict[str, int]) -> None: ...
+    async def get_state(self, name: str) -> str | None: ...
+    async def put_state(self, name: str, value: str, expected: str | None) -> bool: ...
+
+
+class Tx(Protocol):
+    """One connection (inside a transaction or not) with ``?`` placeholders."""
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...
+    async def execute(self, sql: str, *args: Any) -> int: ...
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def key_params(key: ApiKey) -> tuple[Any, ...]:
+    rl = key.rate_limit
+    return (
+        key.key_id,
+        key.kind.value,
+        key.digest,
+        key.name,
+        key.actor_id,
+        _json(list(key.scopes)),
+        key.visibility.value,
+        _json(key.metadata),
+        _json(list(key.allowed_cidrs)),
+        _json({"quota": rl.quota, "window_s": rl.window_s, "unit": rl.unit}) if rl else None,
+        key.create_time,
+        key.update_time,
+        key.expire_time,
+        key.last_used_time,
+        key.revoke_time,
+        key.revocation_reason.value if key.revocation_reason else None,
+        key.revocation_description,
+        key.request_id,
+        key.request_fingerprint,
+    )
+
+
+def row_to_key(row: Sequence[Any]) -> ApiKey:
+    rl = orjson.loads(row[10]) if row[10] else None
+    return ApiKey(
+        seq=row[0],
+        key_id=row[1],
+        kind=Kind(row[2]),
+        digest=row[3],
+        name=row[4],
+        actor_id=row[5],
+        scopes=tuple(orjson.loads(row[6])),
+        visibility=Visibility(row[7]),
+        metadata=orjson.loads(row[8]) if row[8] is not None else None,
+        allowed_cidrs=tuple(orjson.loads(row[9])),
+        rate_limit=RateLimit(rl["quota"], rl["window_s"], rl["unit"]) if rl else None,
+        create_time=row[11],
+        update_time=row[12],
+        expire_time=row[13],
+        last_used_time=row[14],
+        revoke_time=row[15],
+        revocation_reason=RevocationReason(row[16]) if row[16] else None,
+        revocation_description=row[17],
+        request_id=row[18],
+        request_fingerprint=row[19],
+    )
+
+
+_INSERT = f"INSERT INTO api_keys ({COLUMNS}) VALUES ({', '.join('?' * 19)}) RETURNING seq"
+_UPDATE = (
+    "UPDATE api_keys SET name = ?, actor_id = ?, scopes = ?, visibility = ?, metadata = ?, "
+    "allowed_cidrs = ?, rate_limit = ?, expire_time = ?, update_time = ? "
+    "WHERE key_id = ? AND update_time = ? AND revoke_time IS NULL"
+)
+_REVOKE = (
+    "UPDATE api_keys SET revoke_time = ?, revocation_reason = ?, revocation_description = ?, "
+    "update_time = ? WHERE key_id = ? AND revoke_time IS NULL"
+)
+
+
+class SqlStore:
+    """The store logic in portable SQL; subclasses supply connections and migrations."""
+
+    def _conn(self) -> AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    def _tx(self) -> AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def _one(self, sql: str, *args: Any) -> ApiKey | None:
+        async with self._conn() as c:
+            rows = await c.fetch(sql, *args)
+        return row_to_key(rows[0]) if rows else None
+
+    async def ping(self) -> None:
+        async with self._conn() as c:
+            await c.fetch("SELECT 1")
+
+    async def insert_key(self, key: ApiKey) -> ApiKey:
+        async with self._tx() as c:
+            rows = await c.fetch(_INSERT, *key_params(key))
+        return key.with_changes(seq=rows[0][0])
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        return await self._one(f"{SELECT} WHERE key_id = ?", key_id)
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        return await self._one(f"{SELECT} WHERE digest = ?", digest)
+
+    async def get_by_request_id(self, kind: Kind, request_id: str) -> ApiKey | None:
+        return await self._one(
+            f"{SELECT} WHERE kind = ? AND request_id = ?", kind.value, request_id
+        )
+
+    async def list_keys(
+        self,
+        kind: Kind,
+        *,
+        actor_id: str | None,
+        status: KeyStatus | None,
+        now_us: int,
+        after_seq: int,
+        limit: int,
+    ) -> list[ApiKey]:
+        where = ["kind = ?", "seq > ?"]
+        args: list[Any] = [kind.value, after_seq]
+        if actor_id is not None:
+            where.append("actor_id = ?")
+            args.append(actor_id)
+        if status is KeyStatus.REVOKED:
+            where.append("revoke_time IS NOT NULL")
+        elif status is KeyStatus.EXPIRED:
+            where.append("revoke_time IS NULL AND expire_time IS NOT NULL AND expire_time <= ?")
+            args.append(now_us)
+        elif status is KeyStatus.ACTIVE:
+            where.append("revoke_time IS NULL AND (expire_time IS NULL OR expire_time > ?)")
+            args.append(now_us)
+        sql = f"{SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        async with self._conn() as c:
+            rows = await c.fetch(sql, *args, limit)
+        return [row_to_key(r) for r in rows]
+
+    async def update_key(self, key: ApiKey, expected_update_time: int) -> bool:
+        p = key_params(key)
+        async with self._tx() as c:
+            n = await c.execute(
+                _UPDATE, p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[12], p[11],
+                key.key_id, expected_update_time,
+            )
+        return n == 1
+
+    async def revoke_key(
+        self, key_id: str, reason: RevocationReason, description: str, now_us: int
+    ) -> ApiKey | None:
+        async with self._tx() as c:
+            await c.execute(_REVOKE, now_us, reason.value, description, now_us, key_id)
+            rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id)
+        return row_to_key(rows[0]) if rows else None
+
+    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None:
+        """Revoke the old key and insert the new one atomically; None if old was not active."""
+        async with self._tx() as c:
+            n = await c.execute(
+                _REVOKE, now_us, RevocationReason.SUPERSEDED.value, "", now_us, old_key_id
+            )
+            if n != 1:
+                return None
+            rows = await c.fetch(_INSERT, *key_params(new))
+        return new.with_changes(seq=rows[0][0])
+
+    async def delete_key(self, key_id: str) -> bool:
+        async with self._tx() as c:
+            return await c.execute("DELETE FROM api_keys WHERE key_id = ?", key_id) == 1
+
+    async def record_usage(self, usage: dict[str, int]) -> None:
+        if not usage:
+            return
+        async with self._tx() as c:
+            for key_id, used in usage.items():
+                await c.execute(
+                    "UPDATE api_keys SET last_used_time = ? WHERE key_id = ? "
+                    "AND (last_used_time IS NULL OR last_used_time < ?)",
+                    used, key_id, used,
+                )
+
+    async def get_state(self, name: str) -> str | None:
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT value FROM gateway_state WHERE name = ?", name)
+        return rows[0][0] if rows else None
+
+    async def put_state(self, name: str, value: str, expected: str | None) -> bool:
+        """Compare-and-set of a named document (signing keys, JWK sets…)."""
+        async with self._tx() as c:
+            if expected is None:
+                rows = await c.fetch(
+                    "INSERT INTO gateway_state (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING name", name, value,
+                )
+                return bool(rows)
+            n = await c.execute(
+                "UPDATE gateway_state SET value = ? WHERE name = ? AND value = ?",
+                value, name, expected,
+            )
+            return n == 1

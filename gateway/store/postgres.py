@@ -1,0 +1,117 @@
+"""PostgreSQL backend (asyncpg pool). The schema is applied by ``gateway migrate``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import AlreadyExists, Unavailable
+from gateway.store import migrations
+from gateway.store.base import SqlStore
+
+_LOCK_ID = 0x6761_7465  # advisory lock held while migrating
+
+
+@lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """``?`` placeholders → ``$1, $2 …``."""
+    counter = iter(range(1, 1000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        constraint = exc.constraint_name or ""
+        what = ("request_id" if "request" in constraint else
+                "key material" if "digest" in constraint else "key_id")
+        return AlreadyExists(f"a key with the same {what} exists already")
+    return Unavailable("the key store is unavailable")
+
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError)
+
+
+class _Conn:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._c = conn
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
+        return await self._c.fetch(_numbered(sql), *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._c.execute(_numbered(sql), *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._min, self._max = min_size, max_size
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min, max_size=self._max, command_timeout=5,
+                timeout=5,
+            )
+        except _DRIVER_ERRORS as exc:
+            raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[_Conn]:
+        if self._pool is None:
+            raise Unavailable("the key store is not open")
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                yield _Conn(conn)
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Conn]:
+        if self._pool is None:
+            raise Unavailable("the key store is not open")
+        try:
+            async with self._pool.acquire(timeout=5) as conn, conn.transaction():
+                yield _Conn(conn)
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    async def pending_migrations(self) -> list[str]:
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            done: set[int] = set()
+            if rows[0][0]:
+                done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
+        return [name for v, name, _ in migrations.available("postgres") if v not in done]
+
+    async def migrate(self) -> list[str]:
+        applied = []
+        async with self._tx() as c:
+            await c.fetch("SELECT pg_advisory_xact_lock(?)", _LOCK_ID)
+            await c.execute(migrations.CREATE_TABLE)
+            done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations.available("postgres"):
+                if version in done:
+                    continue
+                for stmt in migrations.statements(sql):
+                    await c.execute(stmt)
+                await c.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    version, name, datetime.now(UTC).isoformat(),
+                )
+                applied.append(name)
+        return applied
