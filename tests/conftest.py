@@ -1,0 +1,180 @@
+"""Shared fixtures: real gateway processes on SQLite and PostgreSQL, and the real servers.
+
+When ``CI=true`` a test that needs PostgreSQL or Redis and cannot reach them fails
+instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ADMIN_TOKEN = "test-admin-token-" + "x" * 16
+PEPPER = "test-pepper-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip locally, fail on CI, when a real backing service is down."""
+    if _reachable(host, port):
+        return
+    message = f"{name} at {host}:{port} is not reachable"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _psql(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session; dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"gw_test_{uuid.uuid4().hex[:10]}"
+    _psql(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@dataclass
+class Gateway:
+    """A running ``gateway serve`` process."""
+
+    url: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+    token: str = ADMIN_TOKEN
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_gateway(tmp: Path, env_overrides: dict[str, str], *, migrate: bool = False
+                  ) -> Gateway:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({
+        "GATEWAY_DATABASE_URL": f"sqlite:///{tmp}/gateway.db",
+        "GATEWAY_ADMIN_TOKENS": ADMIN_TOKEN,
+        "GATEWAY_PEPPER": PEPPER,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_LOG_LEVEL": "warning",
+    })
+    env.update(env_overrides)
+    if migrate:
+        subprocess.run([sys.executable, "-m", "gateway.cli", "migrate"], env=env, check=True,
+                       capture_output=True)
+    log = tmp / f"gateway-{port}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    gw = Gateway(url=f"http://127.0.0.1:{port}", env=env, proc=proc, log=log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{gw.logs()}")
+        try:
+            if httpx.get(f"{gw.url}/health/ready", timeout=1).status_code == 200:
+                return gw
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    gw.stop()
+    raise RuntimeError(f"gateway did not become ready:\n{gw.logs()}")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Gateway]:
+    """One running gateway per store backend, shared by the session."""
+    tmp = tmp_path_factory.mktemp(f"gw-{request.param}")
+    overrides: dict[str, str] = {}
+    if request.param == "postgres":
+        overrides["GATEWAY_DATABASE_URL"] = request.getfixturevalue("pg_database")
+    gw = start_gateway(tmp, overrides, migrate=request.param == "postgres")
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A per-test unique string (actor ids, request ids)."""
+    return secrets.token_hex(6)
+
+
+@pytest.fixture
+def ory_keys(gateway: Gateway) -> Iterator[object]:
+    """The official ``ory-client`` ApiKeysApi pointed at the running gateway."""
+    import ory_client
+
+    config = ory_client.Configuration(host=gateway.url, access_token=gateway.token)
+    with ory_client.ApiClient(config) as client:
+        yield ory_client.ApiKeysApi(client)
