@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.http import health, openapi, ory_keys
+from gateway.http import health, metrics, openapi, ory_keys
 from gateway.http.errors import ory_status
+from gateway.http.hot import ASGIApp, HotPath
 from gateway.http.wire import JSONResponse
 from gateway.services import Services
 
@@ -25,7 +26,12 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return JSONResponse(ory_status(error), 405)
 
 
-def create_app(services: Services) -> Starlette:
+def create_app(services: Services) -> ASGIApp:
+    """The Starlette app for every route, behind the plain-ASGI hot path."""
+    return HotPath(create_starlette_app(services), services)
+
+
+def create_starlette_app(services: Services) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
@@ -34,7 +40,7 @@ def create_app(services: Services) -> Starlette:
         finally:
             await services.stop()
 
-    routes = [*health.routes(), *ory_keys.routes(), *openapi.routes()]
+    routes = [*health.routes(), *ory_keys.routes(), *openapi.routes(), *metrics.routes()]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _method_not_allowed})
     app.state.services = services

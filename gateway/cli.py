@@ -12,7 +12,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings, load_settings
 
 
-def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+def _serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
@@ -21,7 +21,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
     app = create_app(build_services(settings))
     uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
                 log_level=settings.log_level, access_log=False, lifespan="on",
-                proxy_headers=False, server_header=False, workers=None if workers == 1 else None)
+                proxy_headers=False, server_header=False)
     return 0
 
 
@@ -61,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     tok = sub.add_parser("hash-token", help="make an admin token and its argon2id hash")
     tok.add_argument("token", nargs="?", help="hash this token instead of a new one")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "hash-token":
             return _hash_token(args.token)
         settings = load_settings()
         if args.command == "migrate":
             return _migrate(settings)
-        return _serve(settings, args.host or settings.host, args.port or settings.port, 1)
+        return _serve(settings, args.host or settings.host, args.port or settings.port)
     except (ConfigError, GatewayError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

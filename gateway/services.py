@@ -8,15 +8,32 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.cache.keycache import KeyCache
+from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto.admin_tokens import AdminTokens
 from gateway.crypto.digests import Digester
 from gateway.errors import ConfigError
+from gateway.keys.model import ApiKey
 from gateway.keys.service import KeyService
+from gateway.observability.metrics import Metrics
 from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.store import Store, build_store
+from gateway.verify.ratelimit import RateLimiter
+from gateway.verify.usage import UsageRecorder
+from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway")
+
+
+class CacheInvalidator:
+    """KeyEvents → cache invalidation: L1 here, L2, and every replica's L1."""
+
+    def __init__(self, cache: KeyCache) -> None:
+        self.cache = cache
+
+    async def key_changed(self, key: ApiKey) -> None:
+        await self.cache.invalidate([key.digest])
 
 
 @dataclass
@@ -26,6 +43,11 @@ class Services:
     digester: Digester
     admin_tokens: AdminTokens
     keys: KeyService
+    metrics: Metrics
+    cache: KeyCache
+    verifier: Verifier
+    usage: UsageRecorder
+    redis: RedisBackend | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -35,8 +57,14 @@ class Services:
                 f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
                 "run `gateway migrate`"
             )
+        if self.redis is not None:
+            await self.redis.start_listener(self.cache.invalidate_local)
+        self.usage.start()
 
     async def stop(self) -> None:
+        await self.usage.stop()
+        if self.redis is not None:
+            await self.redis.close()
         await self.store.close()
 
 
@@ -77,8 +105,16 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     pepper = resolve_pepper(settings)
     digester = Digester(pepper)
     store = store or build_store(settings)
+    metrics = Metrics()
+    redis = RedisBackend(settings.redis_url, metrics) if settings.redis_url else None
+    cache = KeyCache(store, metrics, issuer=settings.issuer, l1_ttl=settings.l1_ttl,
+                     l1_size=settings.l1_size, l2_ttl=settings.l2_ttl,
+                     negative_ttl=settings.negative_ttl, redis=redis)
     keys = KeyService(store, digester, key_prefix=settings.key_prefix,
                       public_key_prefix=settings.public_key_prefix,
-                      default_ttl=settings.default_key_ttl)
+                      default_ttl=settings.default_key_ttl, events=CacheInvalidator(cache))
+    usage = UsageRecorder(store)
+    verifier = Verifier(digester, cache, RateLimiter(redis), usage, keys.prefixes)
     return Services(settings=settings, store=store, digester=digester,
-                    admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys)
+                    admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys,
+                    metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis)

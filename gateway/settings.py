@@ -79,7 +79,7 @@ class Settings:
 
 
 def sqlite_path(url: str) -> Path:
-    """``sqlite:///rel/path.db`` → ``rel/path.db``; ``sqlite:////abs/path.db`` → ``/abs/path.db``."""
+    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs.db`` → ``/abs.db``."""
     rest = url.removeprefix("sqlite://")
     if rest.startswith("/"):
         rest = rest[1:]

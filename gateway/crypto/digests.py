@@ -23,8 +23,7 @@ class Digester:
         self._key = hashlib.sha256(b"gateway/digest/v1\x00" + pepper.reveal().encode()).digest()
 
     def digest(self, credential: str) -> str:
-        mac = hmac.new(self._key, credential.encode(), hashlib.sha256).hexdigest()
-        return f"{ALGORITHM}:{mac}"
+        return "hs256:" + hmac.digest(self._key, credential.encode(), "sha256").hex()
 
     def subkey(self, purpose: str) -> bytes:
         """A key for another purpose, independent of the digest key."""

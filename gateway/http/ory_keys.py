@@ -24,7 +24,7 @@ from gateway.keys.model import Kind
 from gateway.keys.service import BatchItem, Issued, KeyService
 from gateway.keys.wire import key_wire
 
-BATCH_BODY_LIMIT = 80 << 20  # 1000 items × (8 KiB key + 64 KiB metadata)
+BATCH_BODY_LIMIT = 80 << 20  # 1000 items x (8 KiB key + 64 KiB metadata)
 _BATCH_CODES = {3: "INVALID_ARGUMENT", 6: "ALREADY_EXISTS", 9: "FAILED_PRECONDITION",
                 8: "RESOURCE_EXHAUSTED"}
 

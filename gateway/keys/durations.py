@@ -1,21 +1,27 @@
 """Durations as the wire carries them: ``3600s``, Go style ``1h30m``, and ``d``/``w``/``mo``/``y``.
 
-Go-style strings are parsed by durationpy; the calendar units (1mo = 30d, 1y = 365d) that
-Go lacks are handled here.
+Go-style strings (``[+-]`` then one or more ``<decimal><unit>``, units ns us µs ms s m h) are
+parsed exactly here, together with the calendar units Go lacks (d, w, 1mo = 30d, 1y = 365d).
+Arithmetic is exact (fractions), so ``0.9999999s`` stays below one second.
 """
 
 from __future__ import annotations
 
 import re
-
-import durationpy
+from fractions import Fraction
 
 from gateway.errors import InvalidArgument
 
 MIN_TTL_S = 1
 MAX_TTL_S = 315_360_000
-_CALENDAR = re.compile(r"^(\d+)(d|w|mo|y)$")
-_UNIT_S = {"d": 86_400, "w": 604_800, "mo": 2_592_000, "y": 31_536_000}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_UNIT = r"(?:ns|us|\u00b5s|\u03bcs|ms|s|mo|m|h|d|w|y)"
+_DURATION = re.compile(rf"([+-]?)((?:{_NUMBER}{_UNIT})+)")
+_PART = re.compile(rf"({_NUMBER})({_UNIT})")
+_UNIT_S = {"ns": Fraction(1, 10**9), "us": Fraction(1, 10**6), "\u00b5s": Fraction(1, 10**6),
+           "\u03bcs": Fraction(1, 10**6), "ms": Fraction(1, 1000), "s": Fraction(1),
+           "m": Fraction(60), "h": Fraction(3600), "d": Fraction(86_400),
+           "w": Fraction(604_800), "mo": Fraction(2_592_000), "y": Fraction(31_536_000)}
 
 
 def parse_duration(value: object, field: str) -> float:
@@ -23,17 +29,17 @@ def parse_duration(value: object, field: str) -> float:
     if not isinstance(value, str):
         raise InvalidArgument(f"{field}: expected a duration string such as \"3600s\"")
     text = value.strip()
-    match = _CALENDAR.match(text)
-    if match:
-        return float(int(match.group(1)) * _UNIT_S[match.group(2)])
-    try:
-        seconds = durationpy.from_str(text).total_seconds()
-    except Exception:
+    match = _DURATION.fullmatch(text)
+    if text == "0":
+        return 0.0
+    if match is None or len(text) > 64:
         raise InvalidArgument(
             f"{field}: {value!r} is not a duration (use e.g. \"3600s\", \"24h\", \"1h30m\", "
             "\"1d\", \"1w\", \"1mo\", \"1y\")"
-        ) from None
-    if seconds < 0:
+        )
+    seconds = sum((Fraction(number) * _UNIT_S[unit]
+                   for number, unit in _PART.findall(match.group(2))), Fraction(0))
+    if match.group(1) == "-" and seconds:
         raise InvalidArgument(f"{field}: must not be negative")
     return float(seconds)
 

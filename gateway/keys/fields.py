@@ -1,4 +1,6 @@
-"""Reading and checking the fields of Ory API-key request bodies (plain dicts in, domain values out).
+"""Reading and checking the fields of Ory API-key request bodies.
+
+Plain dicts in, domain values out.
 
 Each reader names the field in its error, so every 400 says what was wrong.
 """

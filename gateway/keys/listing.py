@@ -15,9 +15,11 @@ MAX_PAGE_SIZE = 1000
 FILTER_FIELDS = ("actor_id", "status")
 _TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op>=|!=|<=|>=|<|>|:)\s*
-        (?P<value>"(?:[^"\\]|\\.)*"|[^\s"()]+)\s*$""",
+        (?P<value>"(?:[^"\\]|\\.)*"|[^\s"()]+)\s*""",
     re.VERBOSE,
 )
+_AND = re.compile(r"AND(?:\s+|$)")
+_UNSUPPORTED = re.compile(r"(?:OR|NOT)\b|[()-]")
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,23 @@ def parse_filter(expression: str | None) -> Filter:
         return Filter()
     if len(expression) > 2048:
         raise InvalidArgument("filter: longer than 2048 characters")
-    if re.search(r"\b(OR|NOT)\b|[()]", expression):
-        raise InvalidArgument("filter: only terms joined by AND are supported (no OR, NOT or ())")
     values: dict[str, str] = {}
-    for term in re.split(r"\s+AND\s+", expression.strip()):
-        match = _TERM.match(term)
+    text = expression.strip()
+    pos = 0
+    while True:
+        # Scan term by term so that quoted values may hold AND, OR, NOT or parentheses.
+        match = _TERM.match(text, pos)
         if not match:
+            rest = text[pos:]
+            if _UNSUPPORTED.match(rest):
+                raise InvalidArgument(
+                    "filter: only terms joined by AND are supported (no OR, NOT, - or ())"
+                )
             raise InvalidArgument(
-                f"filter: cannot parse {term.strip()!r}; expected field=value "
+                f"filter: cannot parse {rest!r}; expected field=value "
                 "(e.g. actor_id=\"user_123\" AND status=KEY_STATUS_ACTIVE)"
             )
+        pos = match.end()
         field, op, value = match["field"], match["op"], match["value"]
         if field not in FILTER_FIELDS:
             raise InvalidArgument(
@@ -59,6 +68,19 @@ def parse_filter(expression: str | None) -> Filter:
         if value.startswith('"'):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         values[field] = value
+        if pos == len(text):
+            break
+        joiner = _AND.match(text, pos)
+        if joiner is None:
+            rest = text[pos:]
+            if _UNSUPPORTED.match(rest):
+                raise InvalidArgument(
+                    "filter: only terms joined by AND are supported (no OR, NOT, - or ())"
+                )
+            raise InvalidArgument(f"filter: expected AND before {rest!r}")
+        pos = joiner.end()
+        if pos == len(text):
+            raise InvalidArgument("filter: AND must be followed by another term")
     status = None
     if "status" in values:
         raw = values["status"]

@@ -31,7 +31,7 @@ from gateway.errors import (
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.listing import Filter, make_page_token, parse_page_token
-from gateway.keys.model import ApiKey, Kind, KeyStatus, RevocationReason, Visibility
+from gateway.keys.model import ApiKey, KeyStatus, Kind, RevocationReason, Visibility
 
 _CREATE_FIELDS = frozenset({"name", "actor_id", "scopes", "ttl", "metadata", "ip_restriction",
                             "rate_limit_policy", "visibility", "request_id"})

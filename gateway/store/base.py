@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.keys.model import ApiKey, Kind, KeyStatus, RateLimit, RevocationReason, Visibility
+from gateway.keys.model import ApiKey, KeyStatus, Kind, RateLimit, RevocationReason, Visibility
 
 COLUMNS = (
     "key_id, kind, digest, name, actor_id, scopes, visibility, metadata, allowed_cidrs, "

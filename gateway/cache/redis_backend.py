@@ -1,0 +1,230 @@
+"""Redis as L2 cache, invalidation bus and rate-limit counter store.
+
+Trust and failure model: Redis is a cache, never an authority. Every call has a short
+timeout; a failure opens a breaker for ``BREAKER_S`` so requests stop paying the timeout,
+and the caller falls back to L1 and the store. Errors are counted, never raised upward.
+
+L2 values are written with a Lua script that refuses to write while a tombstone for the
+digest exists; revocation writes the tombstone and deletes the value in one MULTI. So a
+fill that read the store before a revocation cannot resurrect the key.
+
+Invalidations are published on ``CHANNEL``; each replica applies it to its L1 and pushes
+an ack, and the publisher waits for as many acks as PUBLISH reported receivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.observability.metrics import Metrics
+
+log = logging.getLogger("gateway.redis")
+CHANNEL = "gateway:invalidate"
+BREAKER_S = 1.0
+TOMBSTONE_S = 60
+ACK_WAIT_S = 2.0
+_FILL = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_INCR = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+"""
+
+
+class RedisBackend:
+    def __init__(self, url: str, metrics: Metrics, *, timeout: float = 0.25) -> None:
+        self._url = url
+        self._timeout = timeout
+        self.metrics = metrics
+        self.replica_id = uuid.uuid4().hex[:12]
+        self._client = self._make_client()
+        self._broken_until = 0.0
+        self._fill = self._client.register_script(_FILL)
+        self._incr = self._client.register_script(_INCR)
+        self._pending: dict[str, asyncio.Future[bytes | None]] = {}
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Future[None]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._on_invalidate: Callable[[list[str]], None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def _make_client(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            health_check_interval=0, retry_on_timeout=False, max_connections=64,
+        )
+
+    # -- breaker ---------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._broken_until
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.metrics.redis_errors.labels(op).inc()
+        if self.available:
+            log.warning("redis %s failed (%s); using L1 and the store for %.1fs",
+                        op, type(exc).__name__, BREAKER_S)
+        self._broken_until = time.monotonic() + BREAKER_S
+
+    async def _call(self, op: str, coro: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(coro, self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(op, exc)
+            return None
+        self.metrics.redis_latency.labels(op).observe(time.perf_counter() - start)
+        return result
+
+    # -- L2 reads: concurrent lookups share one MGET ---------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached bytes or None (miss, or Redis unavailable)."""
+        if not self.available:
+            return None
+        fut = self._pending.get(key)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[key] = fut
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._start_flush)
+        return await asyncio.shield(fut)
+
+    def _start_flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        self._flush_scheduled = False
+        task = asyncio.ensure_future(self._flush(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: dict[str, asyncio.Future[bytes | None]]) -> None:
+        keys = list(batch)
+        values = await self._call("mget", self._client.mget(keys))
+        if values is None:
+            values = [None] * len(keys)
+        for key, value in zip(keys, values, strict=True):
+            if not batch[key].done():
+                batch[key].set_result(value)
+
+    async def fill(self, key: str, tombstone: str, value: bytes, ttl_s: float) -> None:
+        if self.available and ttl_s > 0:
+            await self._call("fill", self._fill(keys=[key, tombstone],
+                                                args=[value, max(1, int(ttl_s * 1000))]))
+
+    async def delete_with_tombstone(self, pairs: list[tuple[str, str]]) -> bool:
+        pipe = self._client.pipeline(transaction=True)
+        for key, tomb in pairs:
+            pipe.set(tomb, b"1", ex=TOMBSTONE_S)
+            pipe.delete(key)
+        return await self._call("invalidate", pipe.execute()) is not None
+
+    # -- rate-limit counters ---------------------------------------------------------
+
+    async def incr_window(self, key: str, window_ms: int) -> tuple[int, int] | None:
+        """(count, ms until the window resets) or None when Redis is unavailable."""
+        if not self.available:
+            return None
+        result = await self._call("ratelimit", self._incr(keys=[key], args=[window_ms]))
+        if result is None:
+            return None
+        return int(result[0]), int(result[1])
+
+    # -- invalidation bus ------------------------------------------------------------
+
+    async def publish_invalidation(self, digests: list[str]) -> None:
+        """Publish and wait until every subscribed replica has applied it."""
+        nonce = uuid.uuid4().hex
+        ack_key = f"gateway:ack:{nonce}"
+        message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id})
+        receivers = await self._call("publish", self._client.publish(CHANNEL, message))
+        if not receivers:
+            return
+        deadline = time.monotonic() + ACK_WAIT_S
+        acked = 0
+        while acked < receivers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.metrics.invalidation_timeouts.inc()
+                log.warning("invalidation acked by %d of %d replicas", acked, receivers)
+                return
+            wait = min(remaining, 0.2)
+            got = await self._call("ack", self._client.blpop([ack_key], timeout=wait))
+            if got:
+                acked += 1
+
+    async def start_listener(self, on_invalidate: Callable[[list[str]], None]) -> None:
+        self._on_invalidate = on_invalidate
+        self._listener = asyncio.create_task(self._listen(), name="redis-invalidation")
+        try:
+            await asyncio.wait_for(self.subscribed.wait(), 2.0)
+        except TimeoutError:
+            log.warning("redis invalidation channel not subscribed yet; will keep trying")
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            client = self._make_listener_client()
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                self.subscribed.set()
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self._apply(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                self.metrics.redis_errors.labels("subscribe").inc()
+                log.warning("invalidation subscription lost (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+
+    def _make_listener_client(self) -> aioredis.Redis:
+        # no read timeout: the subscription idles between messages
+        return aioredis.Redis.from_url(self._url, socket_connect_timeout=self._timeout,
+                                       socket_keepalive=True)
+
+    async def _apply(self, raw: bytes) -> None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if self._on_invalidate is not None:
+            self._on_invalidate(list(message.get("d", [])))
+        ack = message.get("ack")
+        if isinstance(ack, str):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.rpush(ack, self.replica_id)
+            pipe.expire(ack, 30)
+            await self._call("ack", pipe.execute())
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        await self._client.aclose()

@@ -1,0 +1,345 @@
+"""Plain-ASGI dispatch of the hot routes in front of the Starlette app.
+
+Routes: ``POST /v2alpha1/admin/apiKeys:verify``, ``POST /v2alpha1/admin/apiKeys:batchVerify``
+and forward-auth at ``/v2alpha1/decisions`` (any method, any sub-path). Everything else
+falls through to Starlette. A generic Starlette endpoint costs more per request than a
+cached verify is allowed to, so these routes parse only what they need and answer with
+pre-rendered bytes where they can.
+
+Trust assumption: ``X-Forwarded-For`` / ``X-Real-IP`` are believed only when the TCP peer
+is one of ``settings.trusted_proxies``; otherwise the peer address is the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from gateway.cache.keycache import CacheMode, cache_mode
+from gateway.errors import (
+    GatewayError,
+    InvalidArgument,
+    PayloadTooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.http.errors import ory_status
+from gateway.http.wire import bearer_token
+from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.verify.outcomes import TABLE, Outcome
+from gateway.verify.render import response_body, response_fields
+from gateway.verify.verifier import Result, Verifier
+
+log = logging.getLogger("gateway.hot")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+VERIFY = "/v2alpha1/admin/apiKeys:verify"
+BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
+DECISIONS = "/v2alpha1/decisions"
+MAX_BATCH = 100
+BODY_LIMIT = 2 << 20
+_JSON = (b"content-type", b"application/json")
+_CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
+
+
+class HotPath:
+    def __init__(self, app: ASGIApp, services: Any) -> None:
+        self.app = app
+        self.services = services
+        settings = services.settings
+        self.verifier: Verifier = services.verifier
+        self.metrics = services.metrics
+        self.credential_header = settings.credential_header.encode()
+        self.trusted = frozenset(settings.trusted_proxies)
+        self._latency = {name: self.metrics.request_latency.labels(name)
+                         for name in ("verify", "batch_verify", "forward_auth")}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path in (VERIFY, BATCH_VERIFY):
+                if scope["method"] == "POST":
+                    await self._timed(self._verify if path == VERIFY else self._batch,
+                                      "verify" if path == VERIFY else "batch_verify",
+                                      scope, receive, send)
+                    return
+            elif path == DECISIONS or path.startswith(DECISIONS + "/"):
+                await self._timed(self._decide, "forward_auth", scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _timed(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]],
+                     route: str, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        try:
+            await handler(scope, receive, send)
+        except GatewayError as exc:
+            await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
+                        [(b"www-authenticate", b'Bearer realm="gateway"')]
+                        if exc.http_status == 401 else [])
+        except Exception as exc:
+            log.error("unhandled error on %s", route, exc_info=exc)
+            await _send(send, 500, b'{"code":13,"message":"internal error","details":[]}')
+        finally:
+            self._latency[route].observe(time.perf_counter() - start)
+
+    # -- the verify API --------------------------------------------------------------
+
+    def _admin(self, headers: dict[bytes, bytes]) -> None:
+        raw = headers.get(b"authorization")
+        token = bearer_token(raw.decode("latin-1")) if raw else None
+        if token is None:
+            raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
+        if not self.services.admin_tokens.check(token):
+            raise Unauthenticated("invalid admin credential")
+
+    async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        self._admin(headers)
+        body = _object(await _read_body(receive))
+        credential, audiences = _verify_request(body, "")
+        mode = _mode(headers)
+        client_ip = self._client_ip(scope, headers)
+        result = None
+        if mode is CacheMode.DEFAULT:
+            result = self.verifier.verify_cached(credential, client_ip, audiences)
+        if result is None:
+            result = await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
+                                                expected_audiences=audiences)
+        if result.outcome is Outcome.UNAVAILABLE:
+            self.metrics.result(result.outcome.value, result.cache)
+            raise _unavailable()
+        self.metrics.result(result.outcome.value, result.cache)
+        await _send(send, 200, response_body(result), [(b"x-cache", _cache(result, mode))])
+
+    async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        self._admin(headers)
+        body = _object(await _read_body(receive))
+        items = body.get("requests")
+        if not isinstance(items, list):
+            raise InvalidArgument("requests: expected an array of VerifyApiKeyRequest")
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument(f"requests: {len(items)} items exceeds the limit of {MAX_BATCH}")
+        self.metrics.batch_size.observe(len(items))
+        mode = _mode(headers)
+        client_ip = self._client_ip(scope, headers)
+        verifier = self.verifier
+        results: list[Result | None] = []
+        slow: list[tuple[int, str, tuple[str, ...]]] = []
+        for index, item in enumerate(items):
+            try:
+                credential, audiences = _verify_request(item, f"requests[{index}].")
+            except InvalidArgument:
+                results.append(Result(Outcome.INVALID_FORMAT))
+                continue
+            result = (verifier.verify_cached(credential, client_ip, audiences)
+                      if mode is CacheMode.DEFAULT else None)
+            if result is None:
+                slow.append((index, credential, audiences))
+            results.append(result)
+        if slow:
+            done = await asyncio.gather(*(
+                verifier.verify(c, client_ip=client_ip, mode=mode, expected_audiences=a)
+                for _, c, a in slow))
+            for (index, _, _), result in zip(slow, done, strict=True):
+                results[index] = result
+        parts = []
+        counts: dict[str, int] = {}
+        for result in results:
+            assert result is not None
+            self.metrics.result(result.outcome.value, result.cache)
+            counts[result.cache] = counts.get(result.cache, 0) + 1
+            parts.append(response_body(result))
+        out = b'{"results":[' + b",".join(parts) + b"]}"
+        summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
+        await _send(send, 200, out, [(b"x-cache", summary or b"NONE")])
+
+    # -- forward auth ----------------------------------------------------------------
+
+    async def _decide(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        await _drain(receive)
+        raw = headers.get(b"authorization")
+        credential = bearer_token(raw.decode("latin-1")) if raw else None
+        if credential is None:
+            alt = headers.get(self.credential_header)
+            credential = alt.decode("latin-1").strip() if alt else None
+        if not credential:
+            self.metrics.result("missing", "NONE")
+            await _send(send, 401, b'{"error":"credential required"}',
+                        [(b"www-authenticate", b'Bearer realm="gateway"')])
+            return
+        mode = _mode(headers)
+        client_ip = self._client_ip(scope, headers)
+        audiences = _list_header(headers.get(b"x-expected-audience"))
+        result = None
+        if mode is CacheMode.DEFAULT:
+            result = self.verifier.verify_cached(credential, client_ip, audiences)
+        if result is None:
+            result = await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
+                                                expected_audiences=audiences)
+        entry = result.entry
+        if result.valid and entry is not None:
+            required = _required_scopes(scope, headers)
+            scopes = result.token.get("scopes", entry.scopes) if result.token else entry.scopes
+            if any(s not in scopes for s in required):
+                result = Result(Outcome.SCOPE_MISSING, entry, result.cache, result.limit)
+        self.metrics.result(result.outcome.value, result.cache)
+        wire = TABLE[result.outcome]
+        extra: list[tuple[bytes, bytes]] = [(b"x-cache", _cache(result, mode))]
+        if result.limit is not None:
+            extra += [(b"x-ratelimit-remaining", str(result.limit.remaining).encode()),
+                      (b"x-ratelimit-reset", str(result.limit.reset_us // 1_000_000).encode())]
+            if result.entry is not None and result.entry.rate_limit is not None:
+                extra.append((b"x-ratelimit-limit", str(result.entry.rate_limit.quota).encode()))
+        if result.valid and entry is not None:
+            fields = response_fields(result) if result.token else None
+            scopes = fields.get("scopes", entry.scopes) if fields else entry.scopes
+            extra += [(b"x-actor-id", (fields or {}).get("actor_id", entry.actor_id).encode()),
+                      (b"x-key-id", entry.key_id.encode()),
+                      (b"x-scopes", ",".join(scopes).encode())]
+            await _send(send, 200, b"", extra, content_type=False)
+            return
+        if wire.http_status == 401:
+            extra.append((b"www-authenticate",
+                          b'Bearer realm="gateway", error="invalid_token"'))
+        elif result.outcome is Outcome.RATE_LIMITED and result.limit is not None:
+            extra.append((b"retry-after", str(result.limit.retry_after_s).encode()))
+        body = orjson.dumps({"error": result.outcome.value, "error_description": wire.message})
+        await _send(send, wire.http_status, body, extra)
+
+    def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer not in self.trusted:
+            return peer
+        forwarded = headers.get(b"x-forwarded-for")
+        if forwarded:
+            hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
+            for hop in reversed(hops):
+                if hop not in self.trusted:
+                    return _valid_ip(hop)
+            return _valid_ip(hops[0]) if hops else peer
+        real = headers.get(b"x-real-ip")
+        return _valid_ip(real.decode("latin-1").strip()) if real else peer
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def _mode(headers: dict[bytes, bytes]) -> CacheMode:
+    cc = headers.get(b"cache-control")
+    pragma = headers.get(b"pragma")
+    if cc is None and pragma is None:
+        return CacheMode.DEFAULT
+    return cache_mode(cc.decode("latin-1") if cc else None,
+                      pragma.decode("latin-1") if pragma else None)
+
+
+def _cache(result: Result, mode: CacheMode) -> bytes:
+    if mode is not CacheMode.DEFAULT and result.cache == "STORE":
+        return b"BYPASS"
+    return _CACHE_HEADER.get(result.cache, b"NONE")
+
+
+def _list_header(raw: bytes | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(p.strip() for p in raw.decode("latin-1").replace(" ", ",").split(",")
+                 if p.strip())
+
+
+def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ...]:
+    required = list(_list_header(headers.get(b"x-required-scope")))
+    query = scope.get("query_string", b"")
+    if query:
+        for value in parse_qs(query.decode("latin-1")).get("scope", []):
+            required += [p for p in value.replace(",", " ").split() if p]
+    return tuple(required)
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"request body is not valid JSON: {exc.msg} at position "
+                              f"{exc.pos}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidArgument("request body: expected a JSON object")
+    return parsed
+
+
+def _verify_request(item: object, where: str) -> tuple[str, tuple[str, ...]]:
+    if not isinstance(item, dict):
+        raise InvalidArgument(f"{where or 'request body'}: expected a VerifyApiKeyRequest object")
+    credential = item.get("credential")
+    if not isinstance(credential, str) or not credential:
+        raise InvalidArgument(f"{where}credential: is required and must be a string")
+    if len(credential) > MAX_CREDENTIAL_BYTES:
+        raise InvalidArgument(f"{where}credential: longer than {MAX_CREDENTIAL_BYTES} bytes")
+    unknown = set(item) - {"credential", "expected_audiences"}
+    if unknown:
+        raise InvalidArgument(f"{where}{sorted(unknown)[0]}: unknown field")
+    audiences = item.get("expected_audiences")
+    if audiences is None:
+        return credential, ()
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise InvalidArgument(f"{where}expected_audiences: expected an array of strings")
+    return credential, tuple(audiences)
+
+
+def _unavailable() -> GatewayError:
+    return Unavailable(TABLE[Outcome.UNAVAILABLE].message)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > BODY_LIMIT:
+            raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+        if not message.get("more_body", False):
+            break
+    return body
+
+
+async def _drain(receive: Receive) -> None:
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False) and message["type"] != "http.disconnect"
+
+
+async def _send(send: Send, status: int, body: bytes,
+                extra: list[tuple[bytes, bytes]] | None = None, *,
+                content_type: bool = True) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.append(_JSON)
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,80 @@
+"""What the caches hold for one credential digest: key metadata, never the secret.
+
+An ``Entry`` carries the verify response for the valid case pre-rendered, so a cached
+"yes" costs no JSON encoding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.clock import to_rfc3339
+from gateway.keys.model import ApiKey, RateLimit
+from gateway.keys.wire import rate_limit_wire
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class Entry:
+    key_id: str
+    actor_id: str
+    scopes: tuple[str, ...]
+    visibility: str
+    metadata: dict[str, Any] | None
+    expire_time: int | None
+    revoked: bool
+    cidrs: tuple[str, ...]
+    rate_limit: RateLimit | None
+    networks: tuple[Network, ...] = ()
+    valid_fields: dict[str, Any] | None = None
+    valid_body: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
+
+    def render(self, issuer: str) -> None:
+        """Pre-render the fields and bytes of a positive verify answer."""
+        fields: dict[str, Any] = {
+            "is_valid": True,
+            "error_code": "VERIFICATION_ERROR_UNSPECIFIED",
+            "key_id": self.key_id,
+            "actor_id": self.actor_id,
+            "scopes": list(self.scopes),
+            "status": "KEY_STATUS_ACTIVE",
+            "visibility": self.visibility,
+            "issuer": issuer,
+            "audiences": [],
+        }
+        if self.metadata is not None:
+            fields["metadata"] = self.metadata
+        if self.expire_time is not None:
+            fields["expire_time"] = to_rfc3339(self.expire_time)
+        if self.rate_limit is not None:
+            fields["rate_limit_policy"] = rate_limit_wire(self.rate_limit)
+        self.valid_fields = fields
+        self.valid_body = orjson.dumps(fields)
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> Entry:
+        return cls(key_id=key.key_id, actor_id=key.actor_id, scopes=key.scopes,
+                   visibility=key.visibility.value, metadata=key.metadata,
+                   expire_time=key.expire_time, revoked=key.revoke_time is not None,
+                   cidrs=key.allowed_cidrs, rate_limit=key.rate_limit)
+
+    def dumps(self) -> bytes:
+        rl = self.rate_limit
+        return orjson.dumps([self.key_id, self.actor_id, self.scopes, self.visibility,
+                             self.metadata, self.expire_time, self.revoked, self.cidrs,
+                             [rl.quota, rl.window_s, rl.unit] if rl else None])
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Entry:
+        k, a, s, v, m, e, r, c, rl = orjson.loads(raw)
+        return cls(key_id=k, actor_id=a, scopes=tuple(s), visibility=v, metadata=m,
+                   expire_time=e, revoked=r, cidrs=tuple(c),
+                   rate_limit=RateLimit(*rl) if rl else None)

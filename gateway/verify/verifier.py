@@ -1,0 +1,137 @@
+"""The verify path, top to bottom: classify, digest, look up through the caches, apply
+policy, return an outcome. No exceptions for verdicts, no database writes, no Starlette."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.cache.keycache import CacheMode, KeyCache
+from gateway.crypto import secrets_format
+from gateway.crypto.digests import Digester
+from gateway.errors import Unavailable
+from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.verify.entry import Entry
+from gateway.verify.outcomes import Outcome
+from gateway.verify.ratelimit import Decision, RateLimiter
+from gateway.verify.usage import UsageRecorder
+
+
+@dataclass(slots=True)
+class Result:
+    outcome: Outcome
+    entry: Entry | None = None
+    cache: str = "NONE"
+    limit: Decision | None = None
+    audiences: tuple[str, ...] = ()
+    token: dict[str, Any] | None = field(default=None)  # claims of a derived token
+
+    @property
+    def valid(self) -> bool:
+        return self.outcome is Outcome.VALID
+
+
+def ip_allowed(entry: Entry, client_ip: str | None) -> bool:
+    if not entry.networks:
+        return True
+    if client_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in net for net in entry.networks)
+
+
+class Verifier:
+    """``verify`` is the whole path; ``verify_cached`` is its synchronous prefix, which
+    answers from L1 alone (the hot case) or returns None when I/O is needed."""
+
+    def __init__(self, digester: Digester, cache: KeyCache, limiter: RateLimiter,
+                 usage: UsageRecorder, prefixes: tuple[str, ...]) -> None:
+        self.digester = digester
+        self.cache = cache
+        self.limiter = limiter
+        self.usage = usage
+        self.prefixes = prefixes
+        self.derived: Any = None  # set by the composition root when derived tokens exist
+
+    def classify(self, credential: str) -> Result | str | None:
+        """An early verdict, the digest to look up, or None for a derived token."""
+        if not credential or len(credential) > MAX_CREDENTIAL_BYTES or not credential.isascii():
+            return Result(Outcome.INVALID_FORMAT)
+        if self.derived is not None and self.derived.claims_token(credential):
+            return None
+        if (secrets_format.looks_issued(credential, self.prefixes)
+                and not secrets_format.checksum_ok(credential)):
+            return Result(Outcome.NOT_FOUND)  # same answer as unknown: no oracle, no lookup
+        return self.digester.digest(credential)
+
+    def judge(self, entry: Entry | None, level: str, client_ip: str | None,
+              expected_audiences: tuple[str, ...]) -> Result:
+        """Policy for a root key, except the rate limit (which needs a counter)."""
+        if entry is None:
+            return Result(Outcome.NOT_FOUND, cache=level)
+        if entry.revoked:
+            return Result(Outcome.REVOKED, entry, level)
+        if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
+            return Result(Outcome.EXPIRED, entry, level)
+        if not ip_allowed(entry, client_ip):
+            return Result(Outcome.IP_NOT_ALLOWED, entry, level)
+        if expected_audiences:  # plain API keys name no audience
+            return Result(Outcome.AUDIENCE_MISMATCH, entry, level)
+        return Result(Outcome.VALID, entry, level)
+
+    def verify_cached(self, credential: str, client_ip: str | None,
+                      expected_audiences: tuple[str, ...] = ()) -> Result | None:
+        step = self.classify(credential)
+        if isinstance(step, Result):
+            return step
+        if step is None or not self.cache.l1.enabled:
+            return None
+        hit, entry = self.cache.l1.get(step, time.monotonic())
+        if not hit:
+            return None
+        result = self.judge(entry, "L1", client_ip, expected_audiences)
+        if result.valid:
+            assert entry is not None
+            if entry.rate_limit is not None:
+                return None
+            self.usage.record(entry.key_id)
+        self.cache.metrics.cache("L1", True)
+        return result
+
+    async def verify(self, credential: str, *, client_ip: str | None = None,
+                     mode: CacheMode = CacheMode.DEFAULT,
+                     expected_audiences: tuple[str, ...] = ()) -> Result:
+        step = self.classify(credential)
+        if isinstance(step, Result):
+            return step
+        if step is None:
+            result: Result = await self.derived.verify(
+                credential, client_ip=client_ip, mode=mode,
+                expected_audiences=expected_audiences)
+            return result
+        return await self.check_digest(step, client_ip, mode, expected_audiences)
+
+    async def check_digest(self, digest: str, client_ip: str | None, mode: CacheMode,
+                           expected_audiences: tuple[str, ...] = (), *,
+                           count: bool = True) -> Result:
+        """Look up a root key by digest through the caches and apply its policy."""
+        try:
+            entry, level = await self.cache.lookup(digest, mode)
+        except Unavailable:
+            return Result(Outcome.UNAVAILABLE)
+        result = self.judge(entry, level, client_ip, expected_audiences)
+        if not result.valid or not count:
+            return result
+        assert entry is not None
+        if entry.rate_limit is not None:
+            result.limit = await self.limiter.hit(entry.key_id, entry.rate_limit)
+            if not result.limit.allowed:
+                result.outcome = Outcome.RATE_LIMITED
+                return result
+        self.usage.record(entry.key_id)
+        return result
