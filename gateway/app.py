@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.http import health, metrics, openapi, ory_keys
+from gateway.http import health, jwk_admin, jwks, metrics, okta_keys, openapi, ory_keys
 from gateway.http.errors import ory_status
 from gateway.http.hot import ASGIApp, HotPath
 from gateway.http.wire import JSONResponse
@@ -40,7 +40,8 @@ def create_starlette_app(services: Services) -> Starlette:
         finally:
             await services.stop()
 
-    routes = [*health.routes(), *ory_keys.routes(), *openapi.routes(), *metrics.routes()]
+    routes = [*health.routes(), *ory_keys.routes(), *openapi.routes(), *metrics.routes(),
+              *jwks.routes(), *jwk_admin.routes(), *okta_keys.routes()]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _method_not_allowed})
     app.state.services = services

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gateway.errors import InvalidArgument
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_us() -> int:
@@ -33,4 +35,4 @@ def parse_rfc3339(value: object, field: str) -> int:
         raise InvalidArgument(f"{field}: {value!r} is not an RFC 3339 timestamp") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1_000_000)
+    return (dt - _EPOCH) // timedelta(microseconds=1)

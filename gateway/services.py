@@ -18,6 +18,7 @@ from gateway.keys.service import KeyService
 from gateway.observability.metrics import Metrics
 from gateway.secret import Secret
 from gateway.settings import Settings
+from gateway.signing import Keyring, build_keyring
 from gateway.store import Store, build_store
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
@@ -47,6 +48,7 @@ class Services:
     cache: KeyCache
     verifier: Verifier
     usage: UsageRecorder
+    signing: Keyring
     redis: RedisBackend | None = None
 
     async def start(self) -> None:
@@ -57,11 +59,13 @@ class Services:
                 f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
                 "run `gateway migrate`"
             )
+        await self.signing.start()
         if self.redis is not None:
             await self.redis.start_listener(self.cache.invalidate_local)
         self.usage.start()
 
     async def stop(self) -> None:
+        await self.signing.stop()
         await self.usage.stop()
         if self.redis is not None:
             await self.redis.close()
@@ -117,4 +121,5 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     verifier = Verifier(digester, cache, RateLimiter(redis), usage, keys.prefixes)
     return Services(settings=settings, store=store, digester=digester,
                     admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys,
-                    metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis)
+                    metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
+                    signing=build_keyring(settings, store, digester))

@@ -178,3 +178,15 @@ def ory_keys(gateway: Gateway) -> Iterator[object]:
     config = ory_client.Configuration(host=gateway.url, access_token=gateway.token)
     with ory_client.ApiClient(config) as client:
         yield ory_client.ApiKeysApi(client)
+
+
+@pytest.fixture
+def fresh_pg_database() -> Iterator[str]:
+    """A brand-new, never-migrated PostgreSQL database for one test; dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"gw_fresh_{uuid.uuid4().hex[:10]}"
+    _psql(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -25,6 +26,8 @@ MAX_CIDRS = 256
 MAX_INT64 = 2**63 - 1
 
 E = TypeVar("E", bound=enum.Enum)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def require_object(body: object, what: str = "request body") -> dict[str, Any]:
@@ -146,6 +149,26 @@ def rate_limit(body: dict[str, Any], name: str = "rate_limit_policy") -> RateLim
     if unit != "requests":
         raise InvalidArgument(f"{name}.unit: only \"requests\" is supported, got {unit!r}")
     return RateLimit(quota=quota, window_s=int(window), unit=unit)
+
+
+def timestamp(value: object, name: str) -> int:
+    """An RFC 3339 timestamp as integer microseconds, exactly (no float rounding).
+
+    Accepts ``Z``, ``+00:00`` style offsets and naive (UTC) timestamps, which is what the
+    Python SDK sends.
+    """
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name}: expected an RFC 3339 timestamp string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{name}: {value!r} is not an RFC 3339 timestamp") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MICROSECOND
 
 
 def int64(value: object, name: str) -> int | None:

@@ -7,6 +7,7 @@ before returning, so caches are invalidated before the admin call answers.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import os
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.clock import now_us, parse_rfc3339
+from gateway.clock import now_us
 from gateway.crypto import secrets_format
 from gateway.crypto.digests import Digester, imported_key_id
 from gateway.errors import (
@@ -32,6 +33,7 @@ from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.listing import Filter, make_page_token, parse_page_token
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RevocationReason, Visibility
+from gateway.store.base import Store
 
 _CREATE_FIELDS = frozenset({"name", "actor_id", "scopes", "ttl", "metadata", "ip_restriction",
                             "rate_limit_policy", "visibility", "request_id"})
@@ -90,7 +92,7 @@ def new_key_id() -> str:
 class KeyService:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         digester: Digester,
         *,
         key_prefix: str = "ory_ak",
@@ -111,7 +113,13 @@ class KeyService:
     # -- shared pieces ---------------------------------------------------------------
 
     def _fingerprint(self, body: dict[str, Any]) -> str:
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        """Same fingerprint for requests that mean the same (AIP-155 replays).
+
+        Unset-equivalent values (null, "", [], ``*_UNSPECIFIED``) are left out, as proto3
+        reads them as not provided: the SDK always sends ``visibility: …_UNSPECIFIED``.
+        """
+        meaningful = {k: v for k, v in body.items() if _populated(v)}
+        canonical = orjson.dumps(meaningful, option=orjson.OPT_SORT_KEYS)
         return hmac.new(self._fp_key, canonical, hashlib.sha256).hexdigest()
 
     def _expiry(self, body: dict[str, Any], now: int) -> int | None:
@@ -206,7 +214,7 @@ class KeyService:
                      digest=self.digester.digest(raw_key), request_fingerprint=fingerprint,
                      **values)
         try:
-            return await self.store.insert_key(key)
+            stored = await self.store.insert_key(key)
         except AlreadyExists:
             replay = await self._replay(Kind.IMPORTED, values["request_id"], fingerprint)
             if replay is not None:
@@ -214,6 +222,9 @@ class KeyService:
             raise AlreadyExists(
                 f"an imported key with this raw_key exists already (key_id {key.key_id})"
             ) from None
+        # The raw key may have been presented (and cached as not found) before the import.
+        await self.events.key_changed(stored)
+        return stored
 
     async def batch_import(self, body: dict[str, Any]) -> list[BatchItem]:
         f.check_known(body, frozenset({"requests"}), "batch request")
@@ -265,7 +276,7 @@ class KeyService:
         f.enum_value(body, "revocation_reason", RevocationReason)
         for stamp in ("create_time", "update_time", "last_used_time"):
             if body.get(stamp) not in (None, ""):
-                parse_rfc3339(body[stamp], stamp)
+                f.timestamp(body[stamp], stamp)
         paths = self._mask(body, update_mask)
         current = await self.get(kind, key_id)
         if current.revoke_time is not None:
@@ -274,9 +285,9 @@ class KeyService:
         changes: dict[str, Any] = {"update_time": max(now, current.update_time + 1)}
         for path in paths:
             if path in IMMUTABLE:
-                value = {"actor_id": lambda: f.text(body, "actor_id") or "",
-                         "visibility": lambda: f.enum_value(body, "visibility", Visibility)
-                         or current.visibility}[path]()
+                value: object = (
+                    f.text(body, "actor_id") or "" if path == "actor_id"
+                    else f.enum_value(body, "visibility", Visibility) or current.visibility)
                 if value != getattr(current, path):
                     raise InvalidArgument(f"update_mask: field {path!r} cannot be changed")
             elif path == "name":
@@ -291,7 +302,7 @@ class KeyService:
                 changes["rate_limit"] = f.rate_limit(body)
             elif path == "expire_time":
                 raw = body.get("expire_time")
-                expire = None if raw in (None, "") else parse_rfc3339(raw, "expire_time")
+                expire = None if raw in (None, "") else f.timestamp(raw, "expire_time")
                 if expire is not None and expire <= now:
                     raise InvalidArgument("expire_time: must be in the future")
                 changes["expire_time"] = expire
@@ -303,7 +314,7 @@ class KeyService:
         await self.events.key_changed(updated)
         return updated
 
-    def _mask(self, body: dict[str, Any], update_mask: str | None) -> list[str]:
+    def _mask(self, body: dict[str, Any], update_mask: str | None) -> builtins.list[str]:
         if update_mask is None or not update_mask.strip():
             # AIP-134: every populated field; output-only fields are ignored here.
             return [p for p in (*MUTABLE, *IMMUTABLE) if _populated(body.get(p))]

@@ -227,7 +227,8 @@ class SqlStore:
         if not usage:
             return
         async with self._tx() as c:
-            for key_id, used in usage.items():
+            # One lock order for every writer: concurrent flushes (replicas) cannot deadlock.
+            for key_id, used in sorted(usage.items()):
                 await c.execute(
                     "UPDATE api_keys SET last_used_time = ? WHERE key_id = ? "
                     "AND (last_used_time IS NULL OR last_used_time < ?)",

@@ -38,11 +38,12 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, Timeou
 
 
 class _Conn:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Any) -> None:  # a Connection or a pool's proxy of one
         self._c = conn
 
     async def fetch(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
-        return await self._c.fetch(_numbered(sql), *args)
+        rows: Sequence[Sequence[Any]] = await self._c.fetch(_numbered(sql), *args)
+        return rows
 
     async def execute(self, sql: str, *args: Any) -> int:
         status = await self._c.execute(_numbered(sql), *args)

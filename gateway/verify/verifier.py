@@ -56,6 +56,7 @@ class Verifier:
         self.limiter = limiter
         self.usage = usage
         self.prefixes = prefixes
+        self._starts = secrets_format.issued_prefixes(prefixes)
         self.derived: Any = None  # set by the composition root when derived tokens exist
 
     def classify(self, credential: str) -> Result | str | None:
@@ -64,8 +65,7 @@ class Verifier:
             return Result(Outcome.INVALID_FORMAT)
         if self.derived is not None and self.derived.claims_token(credential):
             return None
-        if (secrets_format.looks_issued(credential, self.prefixes)
-                and not secrets_format.checksum_ok(credential)):
+        if credential.startswith(self._starts) and not secrets_format.checksum_ok(credential):
             return Result(Outcome.NOT_FOUND)  # same answer as unknown: no oracle, no lookup
         return self.digester.digest(credential)
 
@@ -86,12 +86,14 @@ class Verifier:
 
     def verify_cached(self, credential: str, client_ip: str | None,
                       expected_audiences: tuple[str, ...] = ()) -> Result | None:
-        step = self.classify(credential)
-        if isinstance(step, Result):
-            return step
-        if step is None or not self.cache.l1.enabled:
+        """Digest first: a digest in L1 was looked up before, so it passed the format and
+        checksum checks then; only misses pay for them (in ``classify``)."""
+        if not self.cache.l1.enabled or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
             return None
-        hit, entry = self.cache.l1.get(step, time.monotonic())
+        if self.derived is not None and self.derived.claims_token(credential):
+            return None
+        digest = self.digester.digest(credential)
+        hit, entry = self.cache.l1.get(digest, time.monotonic())
         if not hit:
             return None
         result = self.judge(entry, "L1", client_ip, expected_audiences)

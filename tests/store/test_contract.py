@@ -1,0 +1,357 @@
+"""The Store contract: every backend (SQLite, PostgreSQL) must pass this one suite."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import AlreadyExists
+from gateway.keys.model import ApiKey, KeyStatus, Kind, RateLimit, RevocationReason, Visibility
+from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+
+T0 = 1_700_000_000_000_000  # a fixed instant in microseconds; the store never reads the clock
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A closed store of each kind (PostgreSQL: the session's fresh database)."""
+    if request.param == "sqlite":
+        return SqliteStore(tmp_path / "contract.db")
+    return PostgresStore(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+async def store(backend: Store) -> AsyncIterator[Store]:
+    s = backend
+    await s.open()
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def make_key(actor: str, *, kind: Kind = Kind.ISSUED, seconds: int = 0, **changes: object
+             ) -> ApiKey:
+    token = secrets.token_hex(8)
+    key = ApiKey(key_id=f"k-{token}", kind=kind, digest=f"hs256:{token}",
+                 create_time=T0 + seconds * 1_000_000, update_time=T0 + seconds * 1_000_000,
+                 actor_id=actor, name=f"name-{token}")
+    return key.with_changes(**changes) if changes else key
+
+
+@pytest.fixture
+def actor() -> str:
+    return f"actor-{secrets.token_hex(6)}"
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    assert await store.migrate() == []
+    assert await store.pending_migrations() == []
+
+
+@pytest.fixture
+def fresh_postgres(fresh_pg_database: str) -> Store:
+    return PostgresStore(fresh_pg_database)
+
+
+async def test_first_migrate_applies_every_pending_migration_once(fresh_postgres: Store
+                                                                  ) -> None:
+    await fresh_postgres.open()
+    try:
+        pending = await fresh_postgres.pending_migrations()
+        assert pending and pending[0].startswith("0001_")
+        assert await fresh_postgres.migrate() == pending
+        assert await fresh_postgres.pending_migrations() == []
+        assert await fresh_postgres.migrate() == []
+    finally:
+        await fresh_postgres.close()
+
+
+async def test_sqlite_migrates_itself_on_first_open(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "new" / "gateway.db")
+    await store.open()
+    try:
+        assert await store.pending_migrations() == []
+        assert await store.migrate() == []
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_insert_then_get_round_trips_every_field(store: Store, actor: str) -> None:
+    key = make_key(
+        actor, scopes=("read", "write"), visibility=Visibility.PUBLIC,
+        metadata={"env": "prod", "nested": {"n": 1, "list": [1, "two", None]}},
+        allowed_cidrs=("10.0.0.0/8", "2001:db8::/32"), rate_limit=RateLimit(100, 60),
+        expire_time=T0 + 3_600_000_000, last_used_time=T0 + 5, request_id="req-1",
+        request_fingerprint="fp-1",
+    )
+    stored = await store.insert_key(key)
+    assert stored.seq > 0
+    got = await store.get_key(key.key_id)
+    assert got == key
+    assert got is not None and got.seq == stored.seq
+
+
+async def test_get_unknown_key_returns_none(store: Store) -> None:
+    assert await store.get_key("no-such-key") is None
+    assert await store.get_by_digest("hs256:no-such-digest") is None
+    assert await store.get_by_request_id(Kind.ISSUED, "no-such-request") is None
+
+
+async def test_get_by_digest_finds_the_key(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    got = await store.get_by_digest(key.digest)
+    assert got is not None and got.key_id == key.key_id
+
+
+async def test_get_by_request_id_is_scoped_by_kind(store: Store, actor: str) -> None:
+    request_id = f"req-{actor}"
+    issued = await store.insert_key(make_key(actor, request_id=request_id))
+    imported = await store.insert_key(make_key(actor, kind=Kind.IMPORTED, request_id=request_id))
+    got_issued = await store.get_by_request_id(Kind.ISSUED, request_id)
+    got_imported = await store.get_by_request_id(Kind.IMPORTED, request_id)
+    assert got_issued is not None and got_issued.key_id == issued.key_id
+    assert got_imported is not None and got_imported.key_id == imported.key_id
+
+
+@pytest.mark.parametrize("clash", ["key_id", "digest", "request_id"])
+async def test_unique_violation_raises_already_exists_and_writes_nothing(
+    store: Store, actor: str, clash: str
+) -> None:
+    first = await store.insert_key(make_key(actor, request_id=f"req-{actor}"))
+    second = make_key(actor, request_id=f"other-{actor}")
+    second = second.with_changes(**{clash: getattr(first, clash)})
+    with pytest.raises(AlreadyExists):
+        await store.insert_key(second)
+    rows = await store.list_keys(Kind.ISSUED, actor_id=actor, status=None, now_us=T0,
+                                 after_seq=0, limit=10)
+    assert [k.key_id for k in rows] == [first.key_id]
+
+
+async def test_list_keys_filters_by_kind_and_actor(store: Store, actor: str) -> None:
+    mine = await store.insert_key(make_key(actor))
+    await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+    await store.insert_key(make_key(actor + "-other"))
+    rows = await store.list_keys(Kind.ISSUED, actor_id=actor, status=None, now_us=T0,
+                                 after_seq=0, limit=10)
+    assert [k.key_id for k in rows] == [mine.key_id]
+
+
+async def test_list_keys_filters_by_status_at_the_given_instant(store: Store, actor: str
+                                                                ) -> None:
+    active = await store.insert_key(make_key(actor))
+    expiring = await store.insert_key(make_key(actor, expire_time=T0 + 10))
+    revoked = await store.insert_key(make_key(actor))
+    await store.revoke_key(revoked.key_id, RevocationReason.KEY_COMPROMISE, "", T0)
+
+    async def ids(status: KeyStatus | None, now: int) -> list[str]:
+        rows = await store.list_keys(Kind.ISSUED, actor_id=actor, status=status, now_us=now,
+                                     after_seq=0, limit=10)
+        return [k.key_id for k in rows]
+
+    assert await ids(KeyStatus.ACTIVE, T0) == [active.key_id, expiring.key_id]
+    assert await ids(KeyStatus.ACTIVE, T0 + 10) == [active.key_id]
+    assert await ids(KeyStatus.EXPIRED, T0 + 10) == [expiring.key_id]
+    assert await ids(KeyStatus.EXPIRED, T0) == []
+    assert await ids(KeyStatus.REVOKED, T0) == [revoked.key_id]
+    assert await ids(None, T0) == [active.key_id, expiring.key_id, revoked.key_id]
+
+
+async def test_list_keys_pages_by_seq_without_gaps_or_repeats(store: Store, actor: str) -> None:
+    inserted = [await store.insert_key(make_key(actor)) for _ in range(7)]
+    seen: list[str] = []
+    after = 0
+    while True:
+        rows = await store.list_keys(Kind.ISSUED, actor_id=actor, status=None, now_us=T0,
+                                     after_seq=after, limit=3)
+        if not rows:
+            break
+        assert len(rows) <= 3
+        seqs = [r.seq for r in rows]
+        assert seqs == sorted(seqs) and seqs[0] > after
+        seen += [r.key_id for r in rows]
+        after = rows[-1].seq
+    assert seen == [k.key_id for k in inserted]
+
+
+async def test_update_key_applies_when_update_time_matches(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    changed = key.with_changes(
+        name="renamed", scopes=("admin",), metadata={"a": 1}, allowed_cidrs=("192.0.2.0/24",),
+        rate_limit=RateLimit(5, 1), expire_time=T0 + 99, update_time=T0 + 1)
+    assert await store.update_key(changed, key.update_time) is True
+    assert await store.get_key(key.key_id) == changed
+
+
+async def test_update_key_refuses_a_stale_update_time(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    first = key.with_changes(name="first", update_time=T0 + 1)
+    second = key.with_changes(name="second", update_time=T0 + 2)
+    assert await store.update_key(first, key.update_time) is True
+    assert await store.update_key(second, key.update_time) is False
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.name == "first"
+
+
+async def test_update_key_refuses_a_revoked_key(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    revoked = await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1)
+    assert revoked is not None
+    attempt = revoked.with_changes(name="after-revoke", update_time=T0 + 2)
+    assert await store.update_key(attempt, revoked.update_time) is False
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.name == key.name
+
+
+async def test_revoke_key_records_reason_and_time(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    revoked = await store.revoke_key(
+        key.key_id, RevocationReason.PRIVILEGE_WITHDRAWN, "left the team", T0 + 7)
+    assert revoked is not None
+    assert revoked.revoke_time == T0 + 7
+    assert revoked.revocation_reason is RevocationReason.PRIVILEGE_WITHDRAWN
+    assert revoked.revocation_description == "left the team"
+    assert revoked.status(T0 + 8) is KeyStatus.REVOKED
+    assert await store.get_key(key.key_id) == revoked
+
+
+async def test_revoke_key_twice_keeps_the_first_revocation(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    first = await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1)
+    again = await store.revoke_key(key.key_id, RevocationReason.SUPERSEDED, "", T0 + 2)
+    assert again == first
+
+
+async def test_revoke_unknown_key_returns_none(store: Store) -> None:
+    assert await store.revoke_key("no-such-key", RevocationReason.KEY_COMPROMISE, "", T0) is None
+
+
+async def test_rotate_key_revokes_old_as_superseded_and_inserts_new(store: Store, actor: str
+                                                                    ) -> None:
+    old = await store.insert_key(make_key(actor))
+    new = make_key(actor, seconds=1)
+    stored = await store.rotate_key(old.key_id, new, T0 + 1_000_000)
+    assert stored is not None and stored.seq > old.seq
+    assert await store.get_key(new.key_id) == new
+    old_now = await store.get_key(old.key_id)
+    assert old_now is not None
+    assert old_now.revocation_reason is RevocationReason.SUPERSEDED
+    assert old_now.revoke_time == T0 + 1_000_000
+
+
+async def test_rotate_key_of_a_revoked_key_returns_none_and_inserts_nothing(
+    store: Store, actor: str
+) -> None:
+    old = await store.insert_key(make_key(actor))
+    await store.revoke_key(old.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1)
+    new = make_key(actor)
+    assert await store.rotate_key(old.key_id, new, T0 + 2) is None
+    assert await store.get_key(new.key_id) is None
+    old_now = await store.get_key(old.key_id)
+    assert old_now is not None and old_now.revocation_reason is RevocationReason.KEY_COMPROMISE
+
+
+async def test_rotate_key_of_an_unknown_key_returns_none_and_inserts_nothing(
+    store: Store, actor: str
+) -> None:
+    new = make_key(actor)
+    assert await store.rotate_key("no-such-key", new, T0) is None
+    assert await store.get_key(new.key_id) is None
+
+
+async def test_rotate_key_rolls_back_the_revocation_when_the_insert_fails(
+    store: Store, actor: str
+) -> None:
+    old = await store.insert_key(make_key(actor))
+    other = await store.insert_key(make_key(actor))
+    clashing = make_key(actor).with_changes(digest=other.digest)
+    with pytest.raises(AlreadyExists):
+        await store.rotate_key(old.key_id, clashing, T0 + 1)
+    old_now = await store.get_key(old.key_id)
+    assert old_now is not None and old_now.revoke_time is None
+    assert await store.get_key(clashing.key_id) is None
+
+
+async def test_delete_key_removes_it_once(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+    assert await store.delete_key(key.key_id) is True
+    assert await store.get_key(key.key_id) is None
+    assert await store.delete_key(key.key_id) is False
+
+
+async def test_record_usage_sets_last_used_time(store: Store, actor: str) -> None:
+    a = await store.insert_key(make_key(actor))
+    b = await store.insert_key(make_key(actor))
+    await store.record_usage({a.key_id: T0 + 10, b.key_id: T0 + 20, "no-such-key": T0})
+    got_a, got_b = await store.get_key(a.key_id), await store.get_key(b.key_id)
+    assert got_a is not None and got_a.last_used_time == T0 + 10
+    assert got_b is not None and got_b.last_used_time == T0 + 20
+
+
+async def test_record_usage_never_moves_last_used_time_backwards(store: Store, actor: str
+                                                                 ) -> None:
+    key = await store.insert_key(make_key(actor))
+    await store.record_usage({key.key_id: T0 + 50})
+    await store.record_usage({key.key_id: T0 + 40})
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.last_used_time == T0 + 50
+    await store.record_usage({key.key_id: T0 + 60})
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.last_used_time == T0 + 60
+
+
+async def test_record_usage_does_not_touch_update_time(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    await store.record_usage({key.key_id: T0 + 50})
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.update_time == key.update_time
+
+
+async def test_put_state_creates_only_when_absent(store: Store, actor: str) -> None:
+    name = f"state-{actor}"
+    assert await store.get_state(name) is None
+    assert await store.put_state(name, "v1", None) is True
+    assert await store.put_state(name, "v1-again", None) is False
+    assert await store.get_state(name) == "v1"
+
+
+async def test_put_state_compare_and_set(store: Store, actor: str) -> None:
+    name = f"state-{actor}"
+    await store.put_state(name, "v1", None)
+    assert await store.put_state(name, "v2", "wrong") is False
+    assert await store.get_state(name) == "v1"
+    assert await store.put_state(name, "v2", "v1") is True
+    assert await store.get_state(name) == "v2"
+    assert await store.put_state(name, "v3", "v1") is False
+    assert await store.get_state(name) == "v2"
+
+
+async def test_put_state_with_expected_value_does_not_create(store: Store, actor: str) -> None:
+    name = f"state-{actor}"
+    assert await store.put_state(name, "v1", "anything") is False
+    assert await store.get_state(name) is None
+
+
+async def test_ping_answers_when_open(store: Store) -> None:
+    await store.ping()
+
+
+async def test_concurrent_usage_flushes_in_opposite_orders_do_not_deadlock(
+    store: Store, actor: str
+) -> None:
+    keys = [await store.insert_key(make_key(actor)) for _ in range(40)]
+    for round_ in range(1, 6):
+        forward = {k.key_id: T0 + 2 * round_ for k in keys}
+        backward = {k.key_id: T0 + 2 * round_ + 1 for k in reversed(keys)}
+        await asyncio.gather(store.record_usage(forward), store.record_usage(backward))
+    for key in keys:
+        got = await store.get_key(key.key_id)
+        assert got is not None and got.last_used_time == T0 + 11
