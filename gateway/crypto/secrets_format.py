@@ -42,7 +42,7 @@ def new_secret(prefix: str, material: bytes | None = None) -> str:
     return head + _checksum(head)
 
 
-_TAIL = re.compile(r"_[0-9A-Za-z]{%d}\Z" % (RANDOM_LEN + CHECKSUM_LEN))
+_TAIL = re.compile(rf"_[0-9A-Za-z]{{{RANDOM_LEN + CHECKSUM_LEN}}}\Z")
 
 
 def issued_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
