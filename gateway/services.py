@@ -8,11 +8,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.cache.keycache import KeyCache
+from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto.admin_tokens import AdminTokens
 from gateway.crypto.digests import Digester
 from gateway.errors import ConfigError
+from gateway.keys.derive import Deriver
 from gateway.keys.model import ApiKey
 from gateway.keys.service import KeyService
 from gateway.observability.metrics import Metrics
@@ -20,11 +21,13 @@ from gateway.secret import Secret
 from gateway.settings import Settings
 from gateway.signing import Keyring, build_keyring
 from gateway.store import Store, build_store
+from gateway.verify.derived import DerivedVerifier
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
 from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway")
+SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing keys
 
 
 class CacheInvalidator:
@@ -34,7 +37,7 @@ class CacheInvalidator:
         self.cache = cache
 
     async def key_changed(self, key: ApiKey) -> None:
-        await self.cache.invalidate([key.digest])
+        await self.cache.invalidate([key.digest, key_id_cache_key(key.key_id)])
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Services:
     verifier: Verifier
     usage: UsageRecorder
     signing: Keyring
+    deriver: Deriver
     redis: RedisBackend | None = None
 
     async def start(self) -> None:
@@ -61,8 +65,19 @@ class Services:
             )
         await self.signing.start()
         if self.redis is not None:
-            await self.redis.start_listener(self.cache.invalidate_local)
+            await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
+
+    async def _on_invalidate(self, items: list[str]) -> None:
+        """Applied on every replica, before it acks the invalidation."""
+        self.cache.invalidate_local(items)
+        if SIGNING_CHANGED in items:
+            await self.signing.refresh()
+
+    async def signing_changed(self) -> None:
+        """Make every replica re-read the signing keys before returning (after a rotation)."""
+        if self.redis is not None:
+            await self.redis.publish_invalidation([SIGNING_CHANGED])
 
     async def stop(self) -> None:
         await self.signing.stop()
@@ -119,7 +134,12 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                       default_ttl=settings.default_key_ttl, events=CacheInvalidator(cache))
     usage = UsageRecorder(store)
     verifier = Verifier(digester, cache, RateLimiter(redis), usage, keys.prefixes)
+    signing = build_keyring(settings, store, digester)
+    verifier.derived = DerivedVerifier(verifier, signing, cache, digester, metrics,
+                                       settings.issuer)
+    deriver = Deriver(store, digester, signing, metrics, issuer=settings.issuer,
+                      prefixes=keys.prefixes)
     return Services(settings=settings, store=store, digester=digester,
                     admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
-                    signing=build_keyring(settings, store, digester))
+                    signing=signing, deriver=deriver)

@@ -19,6 +19,11 @@ from gateway.store.base import Store
 from gateway.verify.entry import Entry
 
 _NEGATIVE = b"-"
+KEY_ID_PREFIX = "kid:"  # cache keys of parents looked up by key id rather than by digest
+
+
+def key_id_cache_key(key_id: str) -> str:
+    return KEY_ID_PREFIX + key_id
 
 
 class CacheMode(enum.Enum):
@@ -114,7 +119,10 @@ class KeyCache:
     async def _from_store(self, digest: str, mode: CacheMode) -> Entry | None:
         started = time.monotonic()
         try:
-            key = await self.store.get_by_digest(digest)
+            if digest.startswith(KEY_ID_PREFIX):  # a parent looked up by id (derived tokens)
+                key = await self.store.get_key(digest[len(KEY_ID_PREFIX):])
+            else:
+                key = await self.store.get_by_digest(digest)
         except GatewayError:
             self.metrics.store_errors.labels("get_by_digest").inc()
             raise

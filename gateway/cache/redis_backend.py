@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -59,7 +59,7 @@ class RedisBackend:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
-        self._on_invalidate: Callable[[list[str]], None] | None = None
+        self._on_invalidate: Callable[[list[str]], Awaitable[None]] | None = None
         self.subscribed = asyncio.Event()
 
     def _make_client(self) -> aioredis.Redis:
@@ -168,7 +168,7 @@ class RedisBackend:
             if got:
                 acked += 1
 
-    async def start_listener(self, on_invalidate: Callable[[list[str]], None]) -> None:
+    async def start_listener(self, on_invalidate: Callable[[list[str]], Awaitable[None]]) -> None:
         self._on_invalidate = on_invalidate
         self._listener = asyncio.create_task(self._listen(), name="redis-invalidation")
         try:
@@ -214,7 +214,7 @@ class RedisBackend:
         except orjson.JSONDecodeError:
             return
         if self._on_invalidate is not None:
-            self._on_invalidate(list(message.get("d", [])))
+            await self._on_invalidate(list(message.get("d", [])))
         ack = message.get("ack")
         if isinstance(ack, str):
             pipe = self._client.pipeline(transaction=False)

@@ -95,6 +95,7 @@ async def rotate_credential_keys(request: Request) -> Response:
     if not isinstance(body, dict) or body.get("use") != "sig":
         raise InvalidArgument("use: must be sig")
     gens = await keyring.rotate(server)
+    await request.app.state.services.signing_changed()
     return JSONResponse([credential_key_wire(request, server, g) for g in gens])
 
 

@@ -171,6 +171,13 @@ async def legacy_revoke(request: Request) -> Response:
 
 
 @ory
+async def derive(request: Request) -> Response:
+    require_admin(request)
+    body = await read_json(request)
+    return JSONResponse(await request.app.state.services.deriver.derive(body))
+
+
+@ory
 async def self_revoke(request: Request) -> Response:
     await _keys(request).self_revoke(await read_json(request))
     return JSONResponse({})
@@ -206,5 +213,6 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/importedApiKeys/{{tail:path}}", imported_item,
               methods=["GET", "PATCH", "POST", "DELETE", "PUT"]),
         Route(f"{base}/apiKeys/{{tail:path}}", legacy_revoke, methods=["POST", "GET"]),
+        Route(f"{base}/apiKeys:derive", derive, methods=["POST"]),
         Route("/v2alpha1/apiKeys:selfRevoke", self_revoke, methods=["POST"]),
     ]

@@ -30,6 +30,7 @@ class Entry:
     revoked: bool
     cidrs: tuple[str, ...]
     rate_limit: RateLimit | None
+    digest: str = ""  # the parent's digest: the root of its macaroons
     networks: tuple[Network, ...] = ()
     valid_fields: dict[str, Any] | None = None
     valid_body: bytes = b""
@@ -64,17 +65,17 @@ class Entry:
         return cls(key_id=key.key_id, actor_id=key.actor_id, scopes=key.scopes,
                    visibility=key.visibility.value, metadata=key.metadata,
                    expire_time=key.expire_time, revoked=key.revoke_time is not None,
-                   cidrs=key.allowed_cidrs, rate_limit=key.rate_limit)
+                   cidrs=key.allowed_cidrs, rate_limit=key.rate_limit, digest=key.digest)
 
     def dumps(self) -> bytes:
         rl = self.rate_limit
         return orjson.dumps([self.key_id, self.actor_id, self.scopes, self.visibility,
                              self.metadata, self.expire_time, self.revoked, self.cidrs,
-                             [rl.quota, rl.window_s, rl.unit] if rl else None])
+                             [rl.quota, rl.window_s, rl.unit] if rl else None, self.digest])
 
     @classmethod
     def loads(cls, raw: bytes) -> Entry:
-        k, a, s, v, m, e, r, c, rl = orjson.loads(raw)
+        k, a, s, v, m, e, r, c, rl, d = orjson.loads(raw)
         return cls(key_id=k, actor_id=a, scopes=tuple(s), visibility=v, metadata=m,
                    expire_time=e, revoked=r, cidrs=tuple(c),
-                   rate_limit=RateLimit(*rl) if rl else None)
+                   rate_limit=RateLimit(*rl) if rl else None, digest=d)

@@ -1,0 +1,97 @@
+"""Minting derived tokens (JWT or macaroon) from a root API key.
+
+The parent is read fresh from the store (derivation is an admin call, not the hot path):
+a revoked, expired or unknown parent is refused. Scopes may only narrow the parent's; the
+TTL defaults to 1 h and is capped by the parent's remaining life.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.clock import now_us, to_rfc3339
+from gateway.crypto import secrets_format, tokens
+from gateway.crypto.digests import Digester
+from gateway.errors import FailedPrecondition, InvalidArgument, NotFound
+from gateway.keys import fields as f
+from gateway.keys.durations import parse_ttl
+from gateway.keys.model import KeyStatus
+from gateway.observability.metrics import Metrics
+from gateway.signing import Keyring
+from gateway.store.base import Store
+
+DEFAULT_TTL_S = 3600
+_FIELDS = frozenset({"credential", "algorithm", "ttl", "scopes", "audiences", "custom_claims"})
+_ALGORITHMS = ("TOKEN_ALGORITHM_UNSPECIFIED", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGORITHM_MACAROON")
+
+
+class Deriver:
+    def __init__(self, store: Store, digester: Digester, keyring: Keyring, metrics: Metrics,
+                 *, issuer: str, prefixes: tuple[str, ...]) -> None:
+        self.store = store
+        self.digester = digester
+        self.keyring = keyring
+        self.metrics = metrics
+        self.issuer = issuer
+        self.macaroon_subkey = digester.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
+        self._starts = secrets_format.issued_prefixes(prefixes)
+
+    async def derive(self, body: object) -> dict[str, Any]:
+        """The DeriveTokenResponse for a DeriveTokenRequest body."""
+        body = f.require_object(body, "DeriveTokenRequest")
+        f.check_known(body, _FIELDS, "DeriveTokenRequest")
+        credential = f.credential(body)
+        algorithm = body.get("algorithm") or "TOKEN_ALGORITHM_UNSPECIFIED"
+        if algorithm not in _ALGORITHMS:
+            raise InvalidArgument(f"algorithm: unknown value {algorithm!r}; expected "
+                                  "TOKEN_ALGORITHM_JWT or TOKEN_ALGORITHM_MACAROON")
+        label = "macaroon" if algorithm == "TOKEN_ALGORITHM_MACAROON" else "jwt"
+        try:
+            result = await self._derive(body, credential, label)
+        except Exception:
+            self.metrics.derivations.labels(label, "refused").inc()
+            raise
+        self.metrics.derivations.labels(label, "minted").inc()
+        return result
+
+    async def _derive(self, body: dict[str, Any], credential: str, label: str
+                      ) -> dict[str, Any]:
+        if tokens.classify(credential) is not None:
+            raise InvalidArgument("credential: derived tokens cannot derive further tokens")
+        if credential.startswith(self._starts) and not secrets_format.checksum_ok(credential):
+            raise NotFound("parent API key not found")
+        parent = await self.store.get_by_digest(self.digester.digest(credential))
+        if parent is None:
+            raise NotFound("parent API key not found")
+        now = now_us()
+        status = parent.status(now)
+        if status is KeyStatus.REVOKED:
+            raise FailedPrecondition("parent API key is revoked")
+        if status is KeyStatus.EXPIRED:
+            raise FailedPrecondition("parent API key has expired")
+        ttl = parse_ttl(body.get("ttl")) or DEFAULT_TTL_S
+        expire = int(time.time() + ttl)
+        if parent.expire_time is not None:
+            expire = min(expire, parent.expire_time // 1_000_000)
+        requested = f.string_list(body, "scopes")
+        scopes = requested or parent.scopes
+        wider = [s for s in scopes if s not in parent.scopes]
+        if wider:
+            raise InvalidArgument(f"scopes: {wider[0]!r} is not held by the parent key; a "
+                                  "derived token may only narrow the parent's scopes")
+        audiences = f.string_list(body, "audiences") or ()
+        custom = f.metadata(body, "custom_claims")
+        spec = tokens.DeriveSpec(issuer=self.issuer, subject=parent.actor_id,
+                                 parent_key_id=parent.key_id, expire_time=expire,
+                                 audiences=audiences, scopes=scopes,
+                                 allowed_cidrs=parent.allowed_cidrs, custom_claims=custom)
+        if label == "macaroon":
+            root = tokens.macaroon_root_key(self.macaroon_subkey, parent.digest)
+            minted = tokens.mint_macaroon(spec, root)
+        else:
+            minted = tokens.mint_jwt(spec, self.keyring.active_signer())
+        token: dict[str, Any] = {"token": minted.token, "claims": minted.claims,
+                                 "expire_time": to_rfc3339(minted.expire_time * 1_000_000),
+                                 "scopes": list(scopes), "audiences": list(audiences)}
+        return {"token": token}

@@ -1,0 +1,108 @@
+"""Verification of derived tokens (JWT and macaroon), on the same path as API keys.
+
+A derived token is checked in memory (JWT: signature against the keyring; macaroon: its
+HMAC chain from the parent's root key), then its *parent* key is judged like an API key
+through the same caches, keyed by key id. So a token stops verifying as soon as its parent
+is revoked: revocation invalidates the parent's cache entries on every replica before the
+admin call returns, and the cached answer needs no store round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.cache.keycache import CacheMode, KeyCache, key_id_cache_key
+from gateway.clock import to_rfc3339
+from gateway.crypto import tokens
+from gateway.crypto.digests import Digester
+from gateway.errors import Unavailable
+from gateway.observability.metrics import Metrics
+from gateway.signing import Keyring
+from gateway.verify.entry import Entry
+from gateway.verify.outcomes import Outcome
+from gateway.verify.verifier import Result, Verifier
+
+_OUTCOMES: dict[tokens.Outcome, Outcome] = {
+    tokens.Outcome.INVALID_FORMAT: Outcome.INVALID_FORMAT,
+    tokens.Outcome.UNKNOWN_KEY: Outcome.SIGNATURE_INVALID,
+    tokens.Outcome.SIGNATURE_INVALID: Outcome.SIGNATURE_INVALID,
+    tokens.Outcome.EXPIRED: Outcome.EXPIRED,
+    tokens.Outcome.NOT_YET_VALID: Outcome.INVALID_FORMAT,
+    tokens.Outcome.ISSUER_MISMATCH: Outcome.SIGNATURE_INVALID,
+    tokens.Outcome.AUDIENCE_MISMATCH: Outcome.AUDIENCE_MISMATCH,
+    tokens.Outcome.IP_NOT_ALLOWED: Outcome.IP_NOT_ALLOWED,
+    tokens.Outcome.UNKNOWN_CAVEAT: Outcome.INVALID_FORMAT,
+}
+
+
+class DerivedVerifier:
+    def __init__(self, verifier: Verifier, keyring: Keyring, cache: KeyCache,
+                 digester: Digester, metrics: Metrics, issuer: str) -> None:
+        self.verifier = verifier
+        self.keyring = keyring
+        self.cache = cache
+        self.metrics = metrics
+        self.issuer = issuer
+        self.macaroon_subkey = digester.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
+
+    def claims_token(self, credential: str) -> bool:
+        return tokens.classify(credential) is not None
+
+    async def _parent(self, key_id: str, mode: CacheMode) -> tuple[Entry | None, str]:
+        return await self.cache.lookup(key_id_cache_key(key_id), mode)
+
+    async def verify(self, credential: str, *, client_ip: str | None, mode: CacheMode,
+                     expected_audiences: tuple[str, ...]) -> Result:
+        kind = tokens.classify(credential)
+        try:
+            if kind is tokens.TokenKind.JWT:
+                key = await self.keyring.resolve(tokens.jwt_key_id(credential) or "")
+                checked = tokens.verify_jwt(credential, key, issuer=self.issuer,
+                                            expected_audiences=expected_audiences,
+                                            client_ip=client_ip)
+                parent: tuple[Entry | None, str] | None = None
+            else:
+                head = tokens.inspect_macaroon(credential)
+                if head is None:
+                    return self._count("macaroon", Result(Outcome.INVALID_FORMAT))
+                parent = await self._parent(head.parent_key_id, mode)
+                if parent[0] is None or not parent[0].digest:
+                    return self._count("macaroon", Result(Outcome.SIGNATURE_INVALID,
+                                                          cache=parent[1]))
+                root = tokens.macaroon_root_key(self.macaroon_subkey, parent[0].digest)
+                checked = tokens.verify_macaroon(head, root, issuer=self.issuer,
+                                                 expected_audiences=expected_audiences,
+                                                 client_ip=client_ip)
+            label = "jwt" if kind is tokens.TokenKind.JWT else "macaroon"
+            if not checked.ok or checked.claims is None:
+                return self._count(label, Result(_OUTCOMES.get(checked.outcome,
+                                                               Outcome.INVALID_FORMAT)))
+            claims = checked.claims
+            if parent is None:
+                parent = await self._parent(claims.parent_key_id, mode)
+        except Unavailable:
+            return Result(Outcome.UNAVAILABLE)
+        entry, level = parent
+        # the parent is judged like an API key; the token already carries the audience check
+        result = self.verifier.judge(entry, level, client_ip, ())
+        if result.valid and entry is not None and entry.rate_limit is not None:
+            result.limit = await self.verifier.limiter.hit(entry.key_id, entry.rate_limit)
+            if not result.limit.allowed:
+                result.outcome = Outcome.RATE_LIMITED
+        if result.valid and entry is not None:
+            self.verifier.usage.record(entry.key_id)
+            result.audiences = claims.audiences
+            result.token = _token_fields(claims)
+        if result.outcome is Outcome.NOT_FOUND:
+            result.outcome = Outcome.REVOKED  # a deleted parent: its tokens are dead too
+        return self._count(label, result)
+
+    def _count(self, kind: str, result: Result) -> Result:
+        self.metrics.derived_verifications.labels(kind, result.outcome.value).inc()
+        return result
+
+
+def _token_fields(claims: tokens.DerivedClaims) -> dict[str, Any]:
+    return {"actor_id": claims.subject, "scopes": list(claims.scopes),
+            "expire_time": to_rfc3339(claims.expire_time * 1_000_000),
+            "audiences": list(claims.audiences)}
