@@ -6,6 +6,7 @@ the ``SCHEMAS`` table of wire models, so adding a route means adding a row.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +30,7 @@ def enum(*values: str) -> dict[str, Any]:
     return {"type": S, "enum": list(values)}
 
 
-def obj(required: tuple[str, ...] = (), **props: dict[str, Any]) -> dict[str, Any]:
+def obj(required: tuple[str, ...] = (), /, **props: dict[str, Any]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": props}
     if required:
         schema["required"] = list(required)
@@ -111,6 +112,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         requests={"type": "array", "items": ref("VerifyApiKeyRequest"), "maxItems": 100}),
     "BatchVerifyApiKeysResponse": obj(
         results={"type": "array", "items": ref("VerifyApiKeyResponse")}),
+    "DeriveTokenRequest": obj(("credential",), credential=STR,
+                              algorithm=ref("TokenAlgorithm"), ttl=STR, scopes=STRS,
+                              audiences=STRS, custom_claims=OBJ),
+    "Token": obj(token=STR, claims=OBJ, expire_time=TIME, scopes=STRS, audiences=STRS),
+    "DeriveTokenResponse": obj(token=ref("Token")),
     "Status": obj(code={"type": "integer", "format": "int32"}, message=STR,
                   details={"type": "array", "items": OBJ}),
     "Empty": obj(),
@@ -152,6 +158,15 @@ OPERATIONS: list[Operation] = [
      "AdminRevokeApiKeyBody", None, True),
     ("post", "/v2alpha1/apiKeys:selfRevoke", "revokeApiKey", 200, "SelfRevokeApiKeyRequest",
      "Empty", False),
+    ("post", f"{_B}/apiKeys:verify", "adminVerifyApiKey", 200, "VerifyApiKeyRequest",
+     "VerifyApiKeyResponse", True),
+    ("post", f"{_B}/apiKeys:batchVerify", "adminBatchVerifyApiKeys", 200,
+     "BatchVerifyApiKeysRequest", "BatchVerifyApiKeysResponse", True),
+    ("post", f"{_B}/apiKeys:derive", "adminDeriveToken", 200, "DeriveTokenRequest",
+     "DeriveTokenResponse", True),
+    ("get", "/v2alpha1/decisions", "forwardAuth", 200, None, None, False),
+    ("get", "/metrics", "metrics", 200, None, None, False),
+    ("get", "/openapi.json", "openapi", 200, None, None, False),
     ("get", "/health/alive", "isAlive", 200, None, None, False),
     ("get", "/health/ready", "isReady", 200, None, None, False),
 ]
@@ -174,7 +189,7 @@ def document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": ref("Status")}}},
         }}
         params = [{"name": n, "in": "path", "required": True, "schema": STR}
-                  for n in ("key_id",) if f"{{{n}}}" in path]
+                  for n in re.findall(r"\{(\w+)\}", path)]
         if op_id.startswith("adminList"):
             params += [{"name": "page_size", "in": "query", "schema": {"type": "integer"}},
                        {"name": "page_token", "in": "query", "schema": STR},

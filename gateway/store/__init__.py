@@ -5,6 +5,8 @@ from __future__ import annotations
 from gateway.settings import Settings, sqlite_path
 from gateway.store.base import Store
 
+__all__ = ["Store", "build_store"]
+
 
 def build_store(settings: Settings) -> Store:
     if settings.is_sqlite:
