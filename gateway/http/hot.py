@@ -119,12 +119,7 @@ class HotPath:
         credential, audiences = _verify_request(body, "")
         mode = _mode(headers)
         client_ip = self._client_ip(scope, headers)
-        result = None
-        if mode is CacheMode.DEFAULT:
-            result = self.verifier.verify_cached(credential, client_ip, audiences)
-        if result is None:
-            result = await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
-                                                expected_audiences=audiences)
+        result = await self._check(credential, client_ip, mode, audiences)
         if result.outcome is Outcome.UNAVAILABLE:
             self.metrics.result(result.outcome.value, result.cache)
             raise _unavailable()
@@ -191,12 +186,7 @@ class HotPath:
         mode = _mode(headers)
         client_ip = self._client_ip(scope, headers)
         audiences = _list_header(headers.get(b"x-expected-audience"))
-        result = None
-        if mode is CacheMode.DEFAULT:
-            result = self.verifier.verify_cached(credential, client_ip, audiences)
-        if result is None:
-            result = await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
-                                                expected_audiences=audiences)
+        result = await self._check(credential, client_ip, mode, audiences)
         entry = result.entry
         if result.valid and entry is not None:
             required = _required_scopes(scope, headers)
@@ -226,6 +216,16 @@ class HotPath:
             extra.append((b"retry-after", str(result.limit.retry_after_s).encode()))
         body = orjson.dumps({"error": result.outcome.value, "error_description": wire.message})
         await _send(send, wire.http_status, body, extra)
+
+    async def _check(self, credential: str, client_ip: str | None, mode: CacheMode,
+                     audiences: tuple[str, ...]) -> Result:
+        """The synchronous L1 answer when there is one, else the whole verify path."""
+        if mode is CacheMode.DEFAULT:
+            result = self.verifier.verify_cached(credential, client_ip, audiences)
+            if result is not None:
+                return result
+        return await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
+                                          expected_audiences=audiences)
 
     def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
 
+from gateway.clock import parse_rfc3339
 from gateway.errors import InvalidArgument
 from gateway.keys.durations import parse_duration
 from gateway.keys.model import RateLimit
@@ -26,8 +26,6 @@ MAX_CIDRS = 256
 MAX_INT64 = 2**63 - 1
 
 E = TypeVar("E", bound=enum.Enum)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def require_object(body: object, what: str = "request body") -> dict[str, Any]:
@@ -152,23 +150,8 @@ def rate_limit(body: dict[str, Any], name: str = "rate_limit_policy") -> RateLim
 
 
 def timestamp(value: object, name: str) -> int:
-    """An RFC 3339 timestamp as integer microseconds, exactly (no float rounding).
-
-    Accepts ``Z``, ``+00:00`` style offsets and naive (UTC) timestamps, which is what the
-    Python SDK sends.
-    """
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name}: expected an RFC 3339 timestamp string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidArgument(f"{name}: {value!r} is not an RFC 3339 timestamp") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MICROSECOND
+    """An RFC 3339 timestamp as exact integer microseconds (see ``gateway.clock``)."""
+    return parse_rfc3339(value, name)
 
 
 def int64(value: object, name: str) -> int | None:

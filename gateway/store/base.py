@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RateLimit, RevocationReason, Visibility
+from gateway.store import migrations
 
 COLUMNS = (
     "key_id, kind, digest, name, actor_id, scopes, visibility, metadata, allowed_cidrs, "
@@ -130,7 +132,31 @@ _REVOKE = (
 
 
 class SqlStore:
-    """The store logic in portable SQL; subclasses supply connections and migrations."""
+    """The store logic in portable SQL; subclasses supply connections and a backend name."""
+
+    BACKEND = ""  # the folder of gateway/store/migrations this backend reads
+
+    async def _lock_migrations(self, c: Tx) -> None:
+        """Serialise concurrent ``migrate`` runs (the transaction suffices for SQLite)."""
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations in one transaction; idempotent."""
+        applied = []
+        async with self._tx() as c:
+            await self._lock_migrations(c)
+            await c.execute(migrations.CREATE_TABLE)
+            done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in migrations.available(self.BACKEND):
+                if version in done:
+                    continue
+                for stmt in migrations.statements(sql):
+                    await c.execute(stmt)
+                await c.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    version, name, datetime.now(UTC).isoformat(),
+                )
+                applied.append(name)
+        return applied
 
     def _conn(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError

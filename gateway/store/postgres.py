@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +12,7 @@ import asyncpg
 
 from gateway.errors import AlreadyExists, Unavailable
 from gateway.store import migrations
-from gateway.store.base import SqlStore
+from gateway.store.base import SqlStore, Tx
 
 _LOCK_ID = 0x6761_7465  # advisory lock held while migrating
 
@@ -52,6 +51,8 @@ class _Conn:
 
 
 class PostgresStore(SqlStore):
+    BACKEND = "postgres"
+
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
@@ -99,20 +100,5 @@ class PostgresStore(SqlStore):
                 done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
         return [name for v, name, _ in migrations.available("postgres") if v not in done]
 
-    async def migrate(self) -> list[str]:
-        applied = []
-        async with self._tx() as c:
-            await c.fetch("SELECT pg_advisory_xact_lock(?)", _LOCK_ID)
-            await c.execute(migrations.CREATE_TABLE)
-            done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
-            for version, name, sql in migrations.available("postgres"):
-                if version in done:
-                    continue
-                for stmt in migrations.statements(sql):
-                    await c.execute(stmt)
-                await c.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    version, name, datetime.now(UTC).isoformat(),
-                )
-                applied.append(name)
-        return applied
+    async def _lock_migrations(self, c: Tx) -> None:
+        await c.fetch("SELECT pg_advisory_xact_lock(?)", _LOCK_ID)

@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ class _Conn:
 
 class SqliteStore(SqlStore):
     """One connection in WAL mode; a lock keeps transactions from interleaving."""
+
+    BACKEND = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -90,20 +91,3 @@ class SqliteStore(SqlStore):
             await c.execute(migrations.CREATE_TABLE)
             done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
         return [name for v, name, _ in migrations.available("sqlite") if v not in done]
-
-    async def migrate(self) -> list[str]:
-        applied = []
-        async with self._tx() as c:
-            await c.execute(migrations.CREATE_TABLE)
-            done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
-            for version, name, sql in migrations.available("sqlite"):
-                if version in done:
-                    continue
-                for stmt in migrations.statements(sql):
-                    await c.execute(stmt)
-                await c.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    version, name, datetime.now(UTC).isoformat(),
-                )
-                applied.append(name)
-        return applied
