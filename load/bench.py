@@ -1,0 +1,822 @@
+"""One-run benchmark of the gateway's hot paths against the HTTP floor, driven by wrk.
+
+    .venv/bin/python load/bench.py [--duration 10 --connections 64 --threads N --only ID,...]
+
+Starts, in one run: the floor (load/floor.py, a bare ASGI app on the gateway's uvicorn
+settings); a gateway on SQLite + Redis; a second one with L1 off (GATEWAY_L1_TTL=0, so
+cached answers come from Redis); a third on a fresh PostgreSQL database that the script
+creates, migrates and drops. Seeds keys through the admin API, checks every scenario's
+answer once by hand (valid, and served from the cache level the row claims), then runs
+wrk (short warm-up, then the measured run with --latency) and prints a table. Results
+also go to load/results/<UTC timestamp>.json.
+
+Rows live in SCENARIOS: a name, the server it runs against, and a function building the
+one request wrk repeats. A row whose build raises Unsupported is reported as skipped, so
+rows for features that have not landed yet (derived JWT / macaroon verify) can stay in
+the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+LOAD = Path(__file__).resolve().parent
+ROOT = LOAD.parent
+LUA = LOAD / "request.lua"
+RESULTS = LOAD / "results"
+
+VERIFY = "/v2alpha1/admin/apiKeys:verify"
+BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
+DERIVE = "/v2alpha1/admin/apiKeys:derive"
+DECISIONS = "/v2alpha1/decisions"
+ISSUE = "/v2alpha1/admin/issuedApiKeys"
+BATCH_SIZE = 100
+
+
+class Unsupported(Exception):
+    """The gateway under test cannot run this row (a route or feature is missing)."""
+
+
+class BenchError(Exception):
+    """The harness itself failed (a server did not start, a check did not hold)."""
+
+
+# -- child processes --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1",
+                                       parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    token: str = ""
+    secrets: list[str] = field(default_factory=list)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn restricting a child to ``cpus`` (the harness runs no threads)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+class Processes:
+    """Owns every child process; ``stop_all`` ends them all (also on error or signal)."""
+
+    def __init__(self, workdir: Path, server_cpus: set[int] | None = None) -> None:
+        self.workdir = workdir
+        self.server_cpus = server_cpus
+        self.servers: list[Server] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str], *, port: int,
+              ready_path: str, token: str = "", timeout: float = 30) -> Server:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=pinned(self.server_cpus))
+        server = Server(name, f"http://127.0.0.1:{port}", proc, log, token)
+        self.servers.append(server)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not server.alive():
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + ready_path, timeout=1).status_code == 200:
+                    return server
+            time.sleep(0.1)
+        raise BenchError(f"{name} did not become ready in {timeout:.0f}s:\n{server.log_tail()}")
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            if server.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.proc.pid, signal.SIGTERM)
+        for server in self.servers:
+            try:
+                server.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.proc.pid, signal.SIGKILL)
+                server.proc.wait()
+        self.servers.clear()
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+# -- PostgreSQL scratch database --------------------------------------------------------------
+
+
+def _pg(admin_dsn: str, sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def scratch_database(admin_dsn: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, dropped afterwards (even on error)."""
+    name = f"gw_bench_{uuid.uuid4().hex[:10]}"
+    _pg(admin_dsn, f"CREATE DATABASE {name}")
+    try:
+        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _pg(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- wrk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Read requests/s, the --latency distribution's 50% and 99%, and the error lines."""
+    latency = {m[1]: float(m[2]) * _UNITS_MS[m[3]] for m in re.finditer(
+        r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)}
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
+    total = re.search(r"^\s*(\d+) requests in", text, re.MULTILINE)
+    if rps is None or total is None or set(latency) != {"50", "99"}:
+        raise BenchError(f"cannot read wrk output (was --latency given?):\n{text}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       text)
+    return WrkResult(
+        requests_per_s=float(rps[1]), p50_ms=latency["50"], p99_ms=latency["99"],
+        requests=int(total[1]), non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0)
+
+
+@dataclass(frozen=True)
+class Load:
+    duration: int
+    connections: int
+    threads: int
+    warmup: int
+    rounds: int = 1
+    wrk_cpus: tuple[int, ...] = ()
+
+
+def run_wrk(wrk: str, url: str, request: HttpRequest, load: Load, workdir: Path, tag: str,
+            *, duration: int | None = None) -> WrkResult:
+    env = {**os.environ, "BENCH_METHOD": request.method, "BENCH_BODY_FILE": "",
+           "BENCH_HEADERS_FILE": ""}
+    if request.body is not None:
+        body = workdir / f"{tag}.body"
+        body.write_bytes(request.body)
+        env["BENCH_BODY_FILE"] = str(body)
+    if request.headers:
+        headers = workdir / f"{tag}.headers"
+        headers.write_text("".join(f"{k}: {v}\n" for k, v in request.headers.items()))
+        env["BENCH_HEADERS_FILE"] = str(headers)
+    seconds = duration or load.duration
+    cmd = [wrk, "-t", str(load.threads), "-c", str(load.connections), "-d", f"{seconds}s",
+           "--timeout", "5s", "--latency", "-s", str(LUA), url + request.path]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60,
+                         preexec_fn=pinned(set(load.wrk_cpus)))
+    if out.returncode != 0:
+        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    return parse_wrk(out.stdout)
+
+
+# -- requests and scenarios -------------------------------------------------------------------
+
+Check = Callable[[httpx.Response], str | None]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The one request wrk repeats, and what its answer must look like (None = fine)."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    check: Check = lambda resp: None
+
+
+@dataclass(frozen=True)
+class Target:
+    ratio: float
+    baseline: str                 # a scenario id
+    per_credential: bool = False  # compare credentials/s instead of requests/s
+
+    def describe(self) -> str:
+        unit = " creds/s" if self.per_credential else ""
+        return f"≥{self.ratio:g}x{unit} {self.baseline}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    server: str                   # key of SERVERS
+    build: Callable[[Server], HttpRequest]
+    credentials: int = 1          # credentials verified per request
+    target: Target | None = None
+    default: bool = True          # run without --only
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def expect_verdict(cache: set[str]) -> Check:
+    def check(resp: httpx.Response) -> str | None:
+        body = _json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        if body.get("is_valid") is not True:
+            return f"not valid: {body.get('error_code')} {body.get('error_message')}"
+        if resp.headers.get("x-cache") not in cache:
+            return f"X-Cache {resp.headers.get('x-cache')!r}, expected one of {sorted(cache)}"
+        return None
+    return check
+
+
+def _verify(server: Server, credential: str, cache: set[str],
+            extra: dict[str, str] | None = None) -> HttpRequest:
+    return HttpRequest("POST", VERIFY, json.dumps({"credential": credential}).encode(),
+                       {**server.auth, **(extra or {})}, expect_verdict(cache))
+
+
+def floor_request(server: Server) -> HttpRequest:
+    body = json.dumps({"credential": "ory_ak_v1_" + "x" * 49}).encode()
+
+    def check(resp: httpx.Response) -> str | None:
+        return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+    return HttpRequest("POST", VERIFY, body, {"Authorization": "Bearer floor"}, check)
+
+
+def floor_get_request(server: Server) -> HttpRequest:
+    """The floor for forward-auth: a GET with a credential header and no body."""
+    def check(resp: httpx.Response) -> str | None:
+        return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+    return HttpRequest("GET", DECISIONS, None, {"X-API-Key": "ory_ak_v1_" + "x" * 49}, check)
+
+
+def verify_cached(server: Server) -> HttpRequest:
+    return _verify(server, server.secrets[0], {"L1"})
+
+
+def verify_from_redis(server: Server) -> HttpRequest:
+    return _verify(server, server.secrets[0], {"L2"})
+
+
+def verify_no_cache(server: Server) -> HttpRequest:
+    return _verify(server, server.secrets[0], {"BYPASS", "STORE", "MISS"},
+                   {"Cache-Control": "no-cache"})
+
+
+def batch_cached(server: Server) -> HttpRequest:
+    creds = server.secrets[:BATCH_SIZE]
+    if len(creds) < BATCH_SIZE:
+        raise BenchError(f"{server.name} has {len(creds)} seeded keys, need {BATCH_SIZE}")
+    body = json.dumps({"requests": [{"credential": c} for c in creds]}).encode()
+
+    def check(resp: httpx.Response) -> str | None:
+        data = _json(resp)
+        if resp.status_code != 200 or not isinstance(data, dict):
+            return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        results = data.get("results") or []
+        valid = sum(1 for r in results if r.get("is_valid") is True)
+        if valid != BATCH_SIZE:
+            return f"{valid}/{BATCH_SIZE} valid"
+        if resp.headers.get("x-cache") != f"L1={BATCH_SIZE}":
+            return f"X-Cache {resp.headers.get('x-cache')!r}, expected 'L1={BATCH_SIZE}'"
+        return None
+    return HttpRequest("POST", BATCH_VERIFY, body, dict(server.auth), check)
+
+
+def forward_auth(server: Server) -> HttpRequest:
+    def check(resp: httpx.Response) -> str | None:
+        if resp.status_code != 200:
+            return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        if not resp.headers.get("x-actor-id"):
+            return "no X-Actor-Id in the answer"
+        if resp.headers.get("x-cache") != "L1":
+            return f"X-Cache {resp.headers.get('x-cache')!r}, expected 'L1'"
+        return None
+    return HttpRequest("GET", DECISIONS, None, {"X-API-Key": server.secrets[0]}, check)
+
+
+def admin_list(server: Server) -> HttpRequest:
+    """Harness smoke row (not run by default): a plain Starlette admin route."""
+    def check(resp: httpx.Response) -> str | None:
+        return None if resp.status_code == 200 else f"HTTP {resp.status_code}"
+    return HttpRequest("GET", f"{ISSUE}?page_size=1", None, dict(server.auth), check)
+
+
+def derived_token_verify(algorithm: str) -> Callable[[Server], HttpRequest]:
+    """Hook for derived-token rows: derive one token from a seeded key, then verify it."""
+    def build(server: Server) -> HttpRequest:
+        resp = httpx.post(server.url + DERIVE, headers=server.auth, timeout=10, json={
+            "credential": server.secrets[0], "algorithm": algorithm, "ttl": "1h"})
+        if resp.status_code != 200:
+            raise Unsupported(f":derive answered {resp.status_code}")
+        token = (_json(resp) or {}).get("token", {}).get("token")
+        if not isinstance(token, str):
+            raise Unsupported(":derive returned no token.token")
+        # The signature is checked in memory; the parent key comes from L1.
+        return _verify(server, token, {"L1", "NONE"})
+    return build
+
+
+FLOOR_ID = "floor"
+SCENARIOS: list[Scenario] = [
+    Scenario(FLOOR_ID, "HTTP floor, POST + body (bare ASGI)", "floor", floor_request),
+    Scenario("floor-get", "HTTP floor, GET (bare ASGI)", "floor", floor_get_request),
+    Scenario("verify-cached", "verify, cached key (L1)", "sqlite", verify_cached,
+             target=Target(0.8, FLOOR_ID)),
+    Scenario("verify-l2", "verify, L1 off (from Redis)", "l1off", verify_from_redis,
+             target=Target(0.5, FLOOR_ID)),
+    Scenario("batch-cached", f"batchVerify x{BATCH_SIZE}, cached", "sqlite", batch_cached,
+             credentials=BATCH_SIZE, target=Target(20, "verify-cached", per_credential=True)),
+    Scenario("forward-auth", "forward-auth GET, cached (X-API-Key)", "sqlite", forward_auth,
+             target=Target(0.8, "floor-get")),
+    Scenario("verify-nocache-sqlite", "verify no-cache, SQLite", "sqlite", verify_no_cache),
+    Scenario("verify-nocache-pg", "verify no-cache, PostgreSQL", "postgres", verify_no_cache),
+    # Derived tokens: skipped (with the reason) until :derive answers.
+    Scenario("verify-jwt", "verify derived JWT", "sqlite",
+             derived_token_verify("TOKEN_ALGORITHM_JWT")),
+    Scenario("verify-macaroon", "verify derived macaroon", "sqlite",
+             derived_token_verify("TOKEN_ALGORITHM_MACAROON")),
+    # Harness smoke test only: --only admin-list
+    Scenario("admin-list", "admin list (Starlette route)", "sqlite", admin_list, default=False),
+]
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    redis_url: str
+    pg_admin_dsn: str
+    seed: int
+
+
+def gateway_command() -> list[str]:
+    script = Path(sys.executable).with_name("gateway")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "gateway.cli"]
+
+
+def gateway_env(extra: dict[str, str]) -> tuple[dict[str, str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    token = "bench-" + secrets.token_urlsafe(24)
+    env.update({"GATEWAY_ADMIN_TOKENS": token, "GATEWAY_PEPPER": secrets.token_hex(32),
+                "GATEWAY_LOG_LEVEL": "warning", **extra})
+    return env, token
+
+
+def seed(server: Server, count: int) -> None:
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=10) as client:
+        for i in range(count):
+            resp = client.post(ISSUE, json={"name": f"bench-{i}", "actor_id": "bench-actor",
+                                            "scopes": ["read"]})
+            if resp.status_code != 201:
+                raise BenchError(f"issuing a key on {server.name}: {resp.status_code} "
+                                 f"{resp.text[:200]}")
+            server.secrets.append(resp.json()["secret"])
+
+
+class Bench:
+    def __init__(self, procs: Processes, stack: contextlib.ExitStack, options: Options) -> None:
+        self.procs = procs
+        self.stack = stack
+        self.options = options
+        self.servers: dict[str, Server] = {}
+        self.unavailable: dict[str, str] = {}
+
+    def server(self, name: str) -> Server:
+        """Start ``name`` on first use; a server that cannot start skips its rows."""
+        if name in self.unavailable:
+            raise Unsupported(self.unavailable[name])
+        if name not in self.servers:
+            try:
+                self.servers[name] = self._start(name)
+            except (BenchError, Unsupported, OSError) as exc:
+                self.unavailable[name] = f"{name} unavailable: {exc}"
+                raise Unsupported(self.unavailable[name]) from exc
+        return self.servers[name]
+
+    def _start(self, name: str) -> Server:
+        port = free_port()
+        workdir = self.procs.workdir
+        if name == "floor":
+            return self.procs.start("floor", [sys.executable, str(LOAD / "floor.py"),
+                                              "--port", str(port)],
+                                    dict(os.environ), port=port, ready_path="/")
+        if not reachable(self.options.redis_url, 6379):
+            raise Unsupported(f"Redis at {self.options.redis_url} is not reachable")
+        extra = {"GATEWAY_REDIS_URL": self.options.redis_url}
+        if name in ("sqlite", "l1off"):
+            (workdir / name).mkdir(exist_ok=True)
+            extra["GATEWAY_DATABASE_URL"] = f"sqlite:///{workdir / name / 'gateway.db'}"
+            if name == "l1off":
+                extra["GATEWAY_L1_TTL"] = "0"
+        elif name == "postgres":
+            if not reachable(self.options.pg_admin_dsn, 5432):
+                raise Unsupported(f"PostgreSQL at {self.options.pg_admin_dsn} is not reachable")
+            extra["GATEWAY_DATABASE_URL"] = self.stack.enter_context(
+                scratch_database(self.options.pg_admin_dsn))
+            # The stack unwinds last-in first-out: stop the servers before the drop.
+            self.stack.callback(self.procs.stop_all)
+        else:
+            raise BenchError(f"unknown server {name!r}")
+        env, token = gateway_env(extra)
+        if name == "postgres":
+            migrate = subprocess.run([*gateway_command(), "migrate"], env=env,
+                                     capture_output=True, text=True, timeout=120)
+            if migrate.returncode != 0:
+                raise BenchError(f"gateway migrate failed: {migrate.stderr or migrate.stdout}")
+        server = self.procs.start(name, [*gateway_command(), "serve", "--host", "127.0.0.1",
+                                         "--port", str(port)],
+                                  env, port=port, ready_path="/health/ready", token=token)
+        seed(server, BATCH_SIZE if name == "sqlite" else self.options.seed)
+        return server
+
+
+# -- one row ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    id: str
+    title: str
+    server: str
+    status: str = "ok"            # ok | failed | skipped
+    note: str = ""
+    requests_per_s: float | None = None   # median over rounds
+    p50_ms: float | None = None           # median over rounds
+    p99_ms: float | None = None           # median over rounds
+    requests: int | None = None           # total over rounds
+    rounds_requests_per_s: list[float] = field(default_factory=list)
+    credentials_per_request: int = 1
+    credentials_per_s: float | None = None
+    vs_floor: float | None = None
+    target: str | None = None
+    target_value: float | None = None
+    target_met: bool | None = None
+
+
+def check_once(server: Server, request: HttpRequest, *, attempts: int = 2) -> None:
+    """Send the request by hand; the last of ``attempts`` must pass the check (the first
+    ones warm the caches)."""
+    problem: str | None = None
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(attempts):
+            resp = client.request(request.method, request.path, content=request.body,
+                                  headers={**request.headers, **(
+                                      {"Content-Type": "application/json"}
+                                      if request.body is not None else {})})
+            problem = request.check(resp)
+    if problem:
+        raise BenchError(problem)
+
+
+class Runner:
+    """Runs rows; the request of each row is built (and its server started) once."""
+
+    def __init__(self, bench: Bench, wrk: str, load: Load) -> None:
+        self.bench = bench
+        self.wrk = wrk
+        self.load = load
+        self.requests: dict[str, tuple[Server, HttpRequest]] = {}
+
+    def measure(self, scenario: Scenario) -> Row:
+        row = Row(scenario.id, scenario.title, scenario.server,
+                  credentials_per_request=scenario.credentials)
+        load, workdir = self.load, self.bench.procs.workdir
+        try:
+            if scenario.id not in self.requests:
+                server = self.bench.server(scenario.server)
+                self.requests[scenario.id] = (server, scenario.build(server))
+            server, request = self.requests[scenario.id]
+            check_once(server, request)
+            if load.warmup:
+                run_wrk(self.wrk, server.url, request, load, workdir, scenario.id,
+                        duration=load.warmup)
+            result = run_wrk(self.wrk, server.url, request, load, workdir, scenario.id)
+            if not server.alive():
+                raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
+            check_once(server, request, attempts=1)
+        except Unsupported as exc:
+            row.status, row.note = "skipped", str(exc)
+            return row
+        except (BenchError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+            row.status, row.note = "failed", str(exc).strip().splitlines()[0][:200]
+            return row
+        row.requests_per_s, row.p50_ms, row.p99_ms = (result.requests_per_s, result.p50_ms,
+                                                      result.p99_ms)
+        row.requests = result.requests
+        row.rounds_requests_per_s = [result.requests_per_s]
+        bad = result.non_2xx + result.socket_errors
+        if bad:
+            row.note = f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors"
+            if bad > result.requests * 0.001:
+                row.status = "failed"
+        return row
+
+
+def combine(rounds: list[Row]) -> Row:
+    """One row from the rounds of a scenario: medians, or the first failure/skip."""
+    bad = next((r for r in rounds if r.status != "ok"), None)
+    if bad is not None:
+        return bad
+    return dataclasses.replace(
+        rounds[0],
+        requests_per_s=statistics.median(r.requests_per_s or 0.0 for r in rounds),
+        p50_ms=statistics.median(r.p50_ms or 0.0 for r in rounds),
+        p99_ms=statistics.median(r.p99_ms or 0.0 for r in rounds),
+        requests=sum(r.requests or 0 for r in rounds),
+        rounds_requests_per_s=[r.requests_per_s or 0.0 for r in rounds],
+        note="; ".join(dict.fromkeys(r.note for r in rounds if r.note)))
+
+
+def ratio(row: Row, base: Row, scale: float = 1.0) -> float:
+    """``row`` ÷ ``base`` in requests/s. With several rounds, the median of the per-round
+    ratios: each row is compared with the baseline measured in the same round, which
+    cancels slow drifts in the machine's load."""
+    mine, theirs = row.rounds_requests_per_s, base.rounds_requests_per_s
+    if len(mine) == len(theirs) > 1 and all(theirs):
+        return statistics.median(m * scale / t for m, t in zip(mine, theirs, strict=True))
+    assert row.requests_per_s is not None and base.requests_per_s
+    return row.requests_per_s * scale / base.requests_per_s
+
+
+def score(rows: list[Row], scenarios: dict[str, Scenario]) -> None:
+    """Fill credentials/s, ratios to the floor and each row's target verdict."""
+    by_id = {r.id: r for r in rows if r.status == "ok" and r.requests_per_s}
+    floor = by_id.get(FLOOR_ID)
+    for row in by_id.values():
+        assert row.requests_per_s is not None
+        row.credentials_per_s = row.requests_per_s * row.credentials_per_request
+        if floor is not None:
+            row.vs_floor = ratio(row, floor)
+        target = scenarios[row.id].target
+        if target is None:
+            continue
+        row.target = target.describe()
+        base = by_id.get(target.baseline)
+        if base is None:
+            continue
+        scale = row.credentials_per_request if target.per_credential else 1
+        row.target_value = ratio(row, base, scale)
+        row.target_met = row.target_value >= target.ratio
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def render(rows: list[Row]) -> str:
+    head = ["scenario", "req/s", "p50 ms", "p99 ms", "x floor", "creds/s", "target", "result"]
+    lines: list[list[str]] = []
+    for r in rows:
+        if r.status != "ok":
+            lines.append([r.title, "-", "-", "-", "-", "-", r.target or "-",
+                          f"{r.status.upper()}: {r.note}"])
+            continue
+        assert r.requests_per_s is not None and r.p50_ms is not None and r.p99_ms is not None
+        creds = (f"{r.credentials_per_s:,.0f}" if r.credentials_per_request > 1 else "")
+        verdict = ""
+        if r.target_value is not None:
+            verdict = f"{r.target_value:.2f}x {'PASS' if r.target_met else 'MISS'}"
+        if r.note:
+            verdict = f"{verdict} ({r.note})".strip()
+        lines.append([r.title, f"{r.requests_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
+                      f"{r.vs_floor:.2f}" if r.vs_floor is not None else "-", creds,
+                      r.target or "", verdict])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+    numeric = {1, 2, 3, 4, 5}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "--version"], capture_output=True, text=True)
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def write_results(rows: list[Row], args: argparse.Namespace, load: Load, wrk: str,
+                  started: datetime) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({
+        "started": started.isoformat(),
+        "load": asdict(load),
+        "only": args.only,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "wrk": wrk_version(wrk),
+                    "loadavg_at_end": os.getloadavg()},
+        "rows": [asdict(r) for r in rows],
+    }, indent=2) + "\n")
+    return path
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``0`` or ``0,2`` or ``1-3`` → a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ids = [s.id for s in SCENARIOS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of discarded warm-up")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int,
+                        default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                        help="wrk threads (default: CPUs - 1, leaving one for the server)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every row this many times, interleaved; report medians")
+    parser.add_argument("--pin", metavar="SERVER_CPUS",
+                        help="pin the servers to these CPUs (e.g. 0) and wrk to the others")
+    parser.add_argument("--only", help=f"comma-separated scenario ids: {', '.join(ids)}")
+    parser.add_argument("--redis-url",
+                        default=os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--pg-admin-dsn", default=os.environ.get(
+        "GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL DSN allowed to CREATE/DROP DATABASE")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DBs)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(ids)
+        if unknown:
+            parser.error(f"unknown scenario ids: {', '.join(sorted(unknown))}")
+    if args.threads > args.connections:
+        parser.error("--threads must not exceed --connections")
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("bench: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    server_cpus: set[int] | None = None
+    wrk_cpus: tuple[int, ...] = ()
+    if args.pin:
+        server_cpus = parse_cpus(args.pin)
+        wrk_cpus = tuple(sorted(os.sched_getaffinity(0) - server_cpus))
+        if not wrk_cpus:
+            print("bench: --pin leaves no CPU for wrk", file=sys.stderr)
+            return 2
+    chosen = set(args.only.split(",")) if args.only else {s.id for s in SCENARIOS if s.default}
+    chosen.add(FLOOR_ID)  # every ratio needs it
+    scenarios = [s for s in SCENARIOS if s.id in chosen]
+    for s in scenarios:  # baselines of the chosen targets run too
+        if s.target and s.target.baseline not in chosen:
+            chosen.add(s.target.baseline)
+    scenarios = [s for s in SCENARIOS if s.id in chosen]
+    load = Load(args.duration, args.connections, args.threads, args.warmup, args.rounds,
+                wrk_cpus)
+    started = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with &
+    procs = Processes(workdir, server_cpus)
+    measured: dict[str, list[Row]] = {s.id: [] for s in scenarios}
+    failed = False
+    print(f"bench: {load.threads} wrk threads, {load.connections} connections, "
+          f"{load.warmup}s warm-up + {load.duration}s per row, {load.rounds} round(s); "
+          f"work dir {workdir}", file=sys.stderr)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(procs.stop_all)
+            bench = Bench(procs, stack, Options(args.redis_url, args.pg_admin_dsn, seed=1))
+            runner = Runner(bench, wrk, load)
+            for round_no in range(1, load.rounds + 1):
+                for scenario in scenarios:
+                    if measured[scenario.id] and measured[scenario.id][-1].status != "ok":
+                        continue  # skipped or failed once: do not retry every round
+                    print(f"bench: [{round_no}/{load.rounds}] {scenario.id} …",
+                          file=sys.stderr, flush=True)
+                    row = runner.measure(scenario)
+                    measured[scenario.id].append(row)
+                    if row.status != "ok" or row.note:
+                        print(f"bench:   {row.status}: {row.note}", file=sys.stderr)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        rows = [combine(r) for r in measured.values() if r]
+        if rows:
+            score(rows, {s.id: s for s in SCENARIOS})
+            print()
+            print(render(rows))
+            path = write_results(rows, args, load, wrk, started)
+            print(f"\nresults: {path.relative_to(ROOT)}")
+        failed = failed or any(r.status == "failed" for r in rows)
+        if args.keep or failed:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        return 1
+    if args.strict and any(r.target_met is False for r in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process stopped", file=sys.stderr)
+        sys.exit(130)

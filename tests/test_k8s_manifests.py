@@ -1,0 +1,193 @@
+"""The Kubernetes manifests in k8s/ (and the reference proxy configs in deploy/) hold together.
+
+Static checks only: every file parses, the kustomization lists every manifest, long-running
+containers have probes on the health routes, every container has resource limits and runs
+non-root on a read-only root filesystem, the Deployment takes its secrets from the Secret,
+selectors match, and the migration Job runs ``gateway migrate``. When kubectl is installed
+its built-in kustomize must render the directory too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+SECRET_ENV = ("GATEWAY_PEPPER", "GATEWAY_ADMIN_TOKENS", "GATEWAY_DATABASE_URL",
+              "GATEWAY_REDIS_URL")
+
+Doc = dict[str, Any]
+
+
+def _docs(path: Path) -> list[Doc]:
+    with path.open(encoding="utf-8") as fh:
+        return [d for d in yaml.safe_load_all(fh) if d is not None]
+
+
+@pytest.fixture(scope="module")
+def kustomization() -> Doc:
+    (doc,) = _docs(K8S / "kustomization.yaml")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def manifests(kustomization: Doc) -> list[Doc]:
+    return [d for name in kustomization["resources"] for d in _docs(K8S / name)]
+
+
+def _one(manifests: list[Doc], kind: str, component: str | None = None) -> Doc:
+    found = [d for d in manifests if d["kind"] == kind and (
+        component is None
+        or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)]
+    assert len(found) == 1, f"expected one {kind} ({component}), found {len(found)}"
+    return found[0]
+
+
+def _pod_specs(manifests: list[Doc]) -> Iterator[tuple[str, Doc]]:
+    for doc in manifests:
+        if doc["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+
+
+def _containers(spec: Doc) -> list[Doc]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_manifest_parses_and_names_itself(path: Path) -> None:
+    docs = _docs(path)
+    assert docs, f"{path.name} is empty"
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind"), path.name
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["name"], path.name
+
+
+def test_kustomization_lists_every_manifest(kustomization: Doc) -> None:
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job",
+            "Secret", "ConfigMap"} <= {d["kind"] for name in listed for d in _docs(K8S / name)}
+
+
+def test_kubectl_kustomize_renders() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(out.stdout) if d}
+    assert {"Deployment", "Job", "HorizontalPodAutoscaler"} <= kinds
+
+
+# -- containers ------------------------------------------------------------------------------
+
+
+def test_server_containers_probe_the_health_routes(manifests: list[Doc]) -> None:
+    """Every long-running container (Deployment) has readiness and liveness probes."""
+    deployment = _one(manifests, "Deployment")
+    for c in deployment["spec"]["template"]["spec"]["containers"]:
+        ports = {p["name"] for p in c.get("ports", [])} | {p["containerPort"]
+                                                           for p in c.get("ports", [])}
+        assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready", c["name"]
+        assert c["livenessProbe"]["httpGet"]["path"] == "/health/alive", c["name"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["port"] in ports, f"{c['name']} {probe} port"
+
+
+def test_every_container_has_requests_and_limits(manifests: list[Doc]) -> None:
+    for where, spec in _pod_specs(manifests):
+        for c in _containers(spec):
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(kind, {})), \
+                    f"{where} {c['name']} {kind}"
+
+
+def test_every_container_runs_non_root_on_a_read_only_root(manifests: list[Doc]) -> None:
+    for where, spec in _pod_specs(manifests):
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec.get("automountServiceAccountToken") is False, where
+        for c in _containers(spec):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, f"{where} {c['name']}"
+            assert sc["allowPrivilegeEscalation"] is False, f"{where} {c['name']}"
+            assert sc["capabilities"]["drop"] == ["ALL"], f"{where} {c['name']}"
+
+
+def test_deployment_takes_its_secrets_from_the_secret(manifests: list[Doc]) -> None:
+    secret = _one(manifests, "Secret")
+    secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    (container,) = _one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    for name in SECRET_ENV:
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"], name
+        assert ref["key"] in secret_keys, name
+    config = _one(manifests, "ConfigMap")
+    assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"]
+    assert config["data"]["GATEWAY_HOST"] == "0.0.0.0"
+    assert not set(SECRET_ENV) & set(config["data"]), "secrets belong in the Secret"
+
+
+def test_migration_job_runs_gateway_migrate(manifests: list[Doc]) -> None:
+    job = _one(manifests, "Job")
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] in ("Never", "OnFailure")
+    (container,) = spec["containers"]
+    assert [*container.get("command", []), *container.get("args", [])] == ["gateway", "migrate"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert "secretKeyRef" in env["GATEWAY_DATABASE_URL"]["valueFrom"]
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+
+def test_selectors_match_the_server_pods(manifests: list[Doc]) -> None:
+    deployment = _one(manifests, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    service = _one(manifests, "Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    pdb = _one(manifests, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    job_labels = _one(manifests, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= job_labels.items(), \
+        "the Service must not select the migration pod"
+    ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"]
+             for p in c["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+
+
+def test_hpa_scales_the_deployment_on_cpu(manifests: list[Doc]) -> None:
+    hpa = _one(manifests, "HorizontalPodAutoscaler")
+    deployment = _one(manifests, "Deployment")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert 1 < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+# -- reference proxy configs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["deploy/traefik/dynamic.yml", "deploy/envoy/envoy.yaml"])
+def test_reference_proxy_configs_parse_and_ask_the_decisions_route(path: str) -> None:
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert _docs(ROOT / path)
+    assert "/v2alpha1/decisions" in text
+    for header in ("x-actor-id", "x-key-id", "x-scopes"):
+        assert header in text.lower(), f"{path} does not pass {header} on"
