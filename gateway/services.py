@@ -73,6 +73,7 @@ class Services:
         self.cache.invalidate_local(items)
         if SIGNING_CHANGED in items:
             await self.signing.refresh()
+            self.verifier.derived.verified.clear()
 
     async def signing_changed(self) -> None:
         """Make every replica re-read the signing keys before returning (after a rotation)."""

@@ -144,6 +144,7 @@ class DerivedClaims:
     signing_key_id: str | None = None  # JWT header kid; None for macaroons
     not_before: int | None = None
     ip_constraints: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    audience_bound: bool = False  # the token names audiences (possibly none that match)
 
     def allows_ip(self, ip: str) -> bool:
         """True when ``ip`` is inside every CIDR list the token carries (none: any IP)."""
@@ -276,7 +277,7 @@ def _jwt_claims(payload: Mapping[str, Any], kid: str) -> DerivedClaims:
         audiences=_str_list(payload["aud"], "aud") if "aud" in payload else (),
         scopes=_str_list(payload.get("scopes", []), "scopes"),
         allowed_cidrs=_str_list(payload.get("allowed_cidrs", []), "allowed_cidrs"),
-        custom_claims=_custom(payload), signing_key_id=kid)
+        custom_claims=_custom(payload), signing_key_id=kid, audience_bound="aud" in payload)
 
 
 def _check_issuer(c: DerivedClaims, issuer: str) -> str | None:
@@ -321,6 +322,16 @@ def _check_claims(c: DerivedClaims, *, issuer: str, expected_audiences: Sequence
     return TokenResult(Outcome.VALID, c)
 
 
+def check_claims(c: DerivedClaims, *, issuer: str, expected_audiences: Sequence[str] = (),
+                 now: float | None = None, leeway: float = DEFAULT_LEEWAY_S,
+                 client_ip: str | None = None) -> TokenResult:
+    """The claim checks alone, for a token whose signature was verified before (the
+    verifier's cache of verified tokens); the same checks ``verify_*`` end with."""
+    return _check_claims(c, issuer=issuer, expected_audiences=expected_audiences,
+                         now=_now(now), leeway=leeway, client_ip=client_ip,
+                         bound=c.audience_bound)
+
+
 def verify_jwt(token: str, key: Jwk | None, *, issuer: str,
                expected_audiences: Sequence[str] = (), now: float | None = None,
                leeway: float = DEFAULT_LEEWAY_S, client_ip: str | None = None) -> TokenResult:
@@ -358,7 +369,7 @@ def verify_jwt(token: str, key: Jwk | None, *, issuer: str,
         return _fail(Outcome.INVALID_FORMAT, str(exc))
     return _check_claims(claims, issuer=issuer, expected_audiences=expected_audiences,
                          now=_now(now), leeway=leeway, client_ip=client_ip,
-                         bound="aud" in payload)
+                         bound=claims.audience_bound)
 
 
 # -- macaroons -------------------------------------------------------------------------
@@ -590,7 +601,8 @@ def verify_macaroon(token: str | MacaroonHead, root_key: bytes, *, issuer: str,
         expire_time=state.expire_time, issued_at=head.issued_at,
         audiences=state.audiences or (), scopes=state.scopes,
         allowed_cidrs=state.ip_constraints[0] if state.ip_constraints else (),
-        custom_claims=head.custom_claims, ip_constraints=tuple(state.ip_constraints))
+        custom_claims=head.custom_claims, ip_constraints=tuple(state.ip_constraints),
+        audience_bound=state.audiences is not None)
     return _check_claims(claims, issuer=issuer, expected_audiences=expected_audiences,
                          now=_now(now), leeway=leeway, client_ip=client_ip,
-                         bound=state.audiences is not None)
+                         bound=claims.audience_bound)

@@ -9,9 +9,12 @@ admin call returns, and the cached answer needs no store round trip.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 from gateway.cache.keycache import CacheMode, KeyCache, key_id_cache_key
+from gateway.cache.l1 import L1
 from gateway.clock import to_rfc3339
 from gateway.crypto import tokens
 from gateway.crypto.digests import Digester
@@ -19,9 +22,11 @@ from gateway.errors import Unavailable
 from gateway.observability.metrics import Metrics
 from gateway.signing import Keyring
 from gateway.verify.entry import Entry
-from gateway.verify.outcomes import Outcome
-from gateway.verify.verifier import Result, Verifier
+from gateway.verify.outcomes import Outcome, Result
+from gateway.verify.verifier import Verifier
 
+VERIFIED_TTL_S = 60.0
+VERIFIED_SIZE = 100_000
 _OUTCOMES: dict[tokens.Outcome, Outcome] = {
     tokens.Outcome.INVALID_FORMAT: Outcome.INVALID_FORMAT,
     tokens.Outcome.UNKNOWN_KEY: Outcome.SIGNATURE_INVALID,
@@ -43,7 +48,11 @@ class DerivedVerifier:
         self.cache = cache
         self.metrics = metrics
         self.issuer = issuer
+        self.digester = digester
         self.macaroon_subkey = digester.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
+        # tokens whose signature or HMAC chain checked out, by digest; claims are still
+        # checked on every use, and the parent is judged on every use
+        self.verified: L1[tokens.DerivedClaims] = L1(VERIFIED_SIZE, VERIFIED_TTL_S)
 
     def claims_token(self, credential: str) -> bool:
         return tokens.classify(credential) is not None
@@ -54,30 +63,41 @@ class DerivedVerifier:
     async def verify(self, credential: str, *, client_ip: str | None, mode: CacheMode,
                      expected_audiences: tuple[str, ...]) -> Result:
         kind = tokens.classify(credential)
+        label = "jwt" if kind is tokens.TokenKind.JWT else "macaroon"
+        started = time.monotonic()
+        cache_key = self.digester.digest(credential)
+        hit, known = (self.verified.get(cache_key, started) if mode is CacheMode.DEFAULT
+                      else (False, None))
+        parent: tuple[Entry | None, str] | None = None
         try:
-            if kind is tokens.TokenKind.JWT:
+            if hit and known is not None:  # signature checked before: only the claims now
+                checked = tokens.check_claims(known, issuer=self.issuer,
+                                              expected_audiences=expected_audiences,
+                                              client_ip=client_ip)
+            elif kind is tokens.TokenKind.JWT:
                 key = await self.keyring.resolve(tokens.jwt_key_id(credential) or "")
                 checked = tokens.verify_jwt(credential, key, issuer=self.issuer,
                                             expected_audiences=expected_audiences,
                                             client_ip=client_ip)
-                parent: tuple[Entry | None, str] | None = None
             else:
                 head = tokens.inspect_macaroon(credential)
                 if head is None:
-                    return self._count("macaroon", Result(Outcome.INVALID_FORMAT))
+                    return self._count(label, Result(Outcome.INVALID_FORMAT))
                 parent = await self._parent(head.parent_key_id, mode)
                 if parent[0] is None or not parent[0].digest:
-                    return self._count("macaroon", Result(Outcome.SIGNATURE_INVALID,
-                                                          cache=parent[1]))
+                    return self._count(label, Result(Outcome.SIGNATURE_INVALID,
+                                                     cache=parent[1]))
                 root = tokens.macaroon_root_key(self.macaroon_subkey, parent[0].digest)
                 checked = tokens.verify_macaroon(head, root, issuer=self.issuer,
                                                  expected_audiences=expected_audiences,
                                                  client_ip=client_ip)
-            label = "jwt" if kind is tokens.TokenKind.JWT else "macaroon"
             if not checked.ok or checked.claims is None:
                 return self._count(label, Result(_OUTCOMES.get(checked.outcome,
                                                                Outcome.INVALID_FORMAT)))
             claims = checked.claims
+            if not hit and mode is not CacheMode.NO_STORE:
+                self.verified.put(cache_key, claims,
+                                  min(VERIFIED_TTL_S, claims.expire_time - time.time()), started)
             if parent is None:
                 parent = await self._parent(claims.parent_key_id, mode)
         except Unavailable:
@@ -86,15 +106,14 @@ class DerivedVerifier:
         # the parent is judged like an API key; the token already carries the audience check
         result = self.verifier.judge(entry, level, client_ip, ())
         if result.valid and entry is not None and entry.rate_limit is not None:
-            result.limit = await self.verifier.limiter.hit(entry.key_id, entry.rate_limit)
-            if not result.limit.allowed:
-                result.outcome = Outcome.RATE_LIMITED
+            limit = await self.verifier.limiter.hit(entry.key_id, entry.rate_limit)
+            result = replace(result, limit=limit,
+                             outcome=Outcome.VALID if limit.allowed else Outcome.RATE_LIMITED)
         if result.valid and entry is not None:
             self.verifier.usage.record(entry.key_id)
-            result.audiences = claims.audiences
-            result.token = _token_fields(claims)
-        if result.outcome is Outcome.NOT_FOUND:
-            result.outcome = Outcome.REVOKED  # a deleted parent: its tokens are dead too
+            result = replace(result, audiences=claims.audiences, token=_token_fields(claims))
+        if result.outcome is Outcome.NOT_FOUND:  # a deleted parent: its tokens are dead too
+            result = replace(result, outcome=Outcome.REVOKED)
         return self._count(label, result)
 
     def _count(self, kind: str, result: Result) -> Result:

@@ -15,6 +15,7 @@ import orjson
 from gateway.clock import to_rfc3339
 from gateway.keys.model import ApiKey, RateLimit
 from gateway.keys.wire import rate_limit_wire
+from gateway.verify.outcomes import Outcome, Result
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,6 +35,8 @@ class Entry:
     networks: tuple[Network, ...] = ()
     valid_fields: dict[str, Any] | None = None
     valid_body: bytes = b""
+    valid_result: Result | None = None  # the shared Result(VALID, self, "L1") of the fast path
+    plain: bool = False  # no IP allow-list and no rate limit: nothing to check per request
 
     def __post_init__(self) -> None:
         self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
@@ -59,6 +62,8 @@ class Entry:
             fields["rate_limit_policy"] = rate_limit_wire(self.rate_limit)
         self.valid_fields = fields
         self.valid_body = orjson.dumps(fields)
+        self.plain = not self.networks and self.rate_limit is None and not self.revoked
+        self.valid_result = Result(Outcome.VALID, self, "L1")
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

@@ -7,7 +7,12 @@ public message. Internal detail is logged, never put here.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from gateway.verify.entry import Entry
+    from gateway.verify.ratelimit import Decision
 
 
 class Outcome(enum.Enum):
@@ -50,3 +55,19 @@ TABLE: dict[Outcome, Wire] = {
     Outcome.UNAVAILABLE: Wire("VERIFICATION_ERROR_INTERNAL", 503,
                               "the key store is unavailable; try again"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One verdict. Frozen: the L1 fast path hands out one shared instance per entry."""
+
+    outcome: Outcome
+    entry: Entry | None = None
+    cache: str = "NONE"
+    limit: Decision | None = None
+    audiences: tuple[str, ...] = ()
+    token: dict[str, Any] | None = field(default=None)  # claims of a derived token
+
+    @property
+    def valid(self) -> bool:
+        return self.outcome is Outcome.VALID

@@ -7,8 +7,7 @@ from typing import Any
 import orjson
 
 from gateway.clock import to_rfc3339
-from gateway.verify.outcomes import TABLE, Outcome
-from gateway.verify.verifier import Result
+from gateway.verify.outcomes import TABLE, Outcome, Result
 
 _KNOWN_KEY = {Outcome.REVOKED, Outcome.EXPIRED, Outcome.IP_NOT_ALLOWED, Outcome.RATE_LIMITED,
               Outcome.AUDIENCE_MISMATCH}

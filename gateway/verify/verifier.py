@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from gateway.cache.keycache import CacheMode, KeyCache
@@ -14,23 +14,9 @@ from gateway.crypto.digests import Digester
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.verify.entry import Entry
-from gateway.verify.outcomes import Outcome
-from gateway.verify.ratelimit import Decision, RateLimiter
+from gateway.verify.outcomes import Outcome, Result
+from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
-
-
-@dataclass(slots=True)
-class Result:
-    outcome: Outcome
-    entry: Entry | None = None
-    cache: str = "NONE"
-    limit: Decision | None = None
-    audiences: tuple[str, ...] = ()
-    token: dict[str, Any] | None = field(default=None)  # claims of a derived token
-
-    @property
-    def valid(self) -> bool:
-        return self.outcome is Outcome.VALID
 
 
 def ip_allowed(entry: Entry, client_ip: str | None) -> bool:
@@ -96,13 +82,17 @@ class Verifier:
         hit, entry = self.cache.l1.get(digest, time.monotonic())
         if not hit:
             return None
+        self.cache.metrics.cache("L1", True)
+        if entry is not None and entry.plain and not expected_audiences and (
+                entry.expire_time is None or entry.expire_time > time.time_ns() // 1000):
+            self.usage.record(entry.key_id)  # the common case: an active key, no policy
+            return entry.valid_result
         result = self.judge(entry, "L1", client_ip, expected_audiences)
         if result.valid:
             assert entry is not None
             if entry.rate_limit is not None:
                 return None
             self.usage.record(entry.key_id)
-        self.cache.metrics.cache("L1", True)
         return result
 
     async def verify(self, credential: str, *, client_ip: str | None = None,
@@ -131,9 +121,10 @@ class Verifier:
             return result
         assert entry is not None
         if entry.rate_limit is not None:
-            result.limit = await self.limiter.hit(entry.key_id, entry.rate_limit)
-            if not result.limit.allowed:
-                result.outcome = Outcome.RATE_LIMITED
+            limit = await self.limiter.hit(entry.key_id, entry.rate_limit)
+            outcome = Outcome.VALID if limit.allowed else Outcome.RATE_LIMITED
+            result = replace(result, outcome=outcome, limit=limit)
+            if not limit.allowed:
                 return result
         self.usage.record(entry.key_id)
         return result

@@ -38,3 +38,13 @@ def test_imported_key_id_is_sha512_256_hex_of_the_raw_key() -> None:
     raw = "sk_live_\u00e9xample"
     assert imported_key_id(raw) == hashlib.new("sha512_256", raw.encode()).hexdigest()
     assert len(imported_key_id(raw)) == 64
+
+
+def test_digest_is_the_standard_hmac_sha256_under_the_derived_key() -> None:
+    import hmac
+
+    pepper = "pepper-0123456789abcdef"
+    key = hashlib.sha256(b"gateway/digest/v1\x00" + pepper.encode()).digest()
+    for credential in ("", "a", "ory_ak_v1_" + "x" * 49, "\u00e9" * 300):
+        expected = hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()
+        assert Digester(Secret(pepper)).digest(credential) == "hs256:" + expected
