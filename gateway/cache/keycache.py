@@ -40,7 +40,7 @@ def cache_mode(cache_control: str | None, pragma: str | None) -> CacheMode:
             return CacheMode.NO_STORE
         if "no-cache" in tokens:
             mode = CacheMode.NO_CACHE
-    if pragma and "no-cache" in pragma.lower():
+    if pragma and "no-cache" in {t.strip().lower() for t in pragma.split(",")}:
         mode = CacheMode.NO_CACHE
     return mode
 
@@ -65,6 +65,12 @@ class KeyCache:
         self.l2_ttl = l2_ttl
         self.negative_ttl = negative_ttl
         self._inflight: dict[str, asyncio.Future[Entry | None]] = {}
+        # Digests whose invalidation has not reached Redis yet (it was unreachable). Until
+        # it has, L2 is neither read nor filled here, and a retry runs in the background.
+        self._unsynced: set[str] = set()
+        self._resync: asyncio.Task[None] | None = None
+        if redis is not None:
+            redis.on_resubscribe = self.l1.clear
 
     def _ttl(self, entry: Entry | None, cap: float) -> float:
         if entry is None:
@@ -74,12 +80,19 @@ class KeyCache:
             return min(cap, left) if left > 0 else min(cap, self.negative_ttl)
         return cap
 
-    def _decode(self, raw: bytes) -> Entry | None:
+    def _decode(self, raw: bytes | None) -> tuple[bool, Entry | None]:
+        """(hit, entry). A value this version cannot read (written by another version
+        during a rolling upgrade) is a miss, not an error."""
+        if raw is None:
+            return False, None
         if raw == _NEGATIVE:
-            return None
-        entry = Entry.loads(raw)
+            return True, None
+        try:
+            entry = Entry.loads(raw)
+        except (ValueError, TypeError):
+            return False, None
         entry.render(self.issuer)
-        return entry
+        return True, entry
 
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT
                      ) -> tuple[Entry | None, str]:
@@ -91,11 +104,11 @@ class KeyCache:
                 self.metrics.cache("L1", hit)
                 if hit:
                     return entry, "L1"
-            if self.redis is not None and self.redis.available:
-                raw = await self.redis.get(_l2_key(digest))
-                self.metrics.cache("L2", raw is not None)
-                if raw is not None:
-                    entry = self._decode(raw)
+            if (self.redis is not None and self.redis.available
+                    and (not self._unsynced or await self._sync())):
+                hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
+                self.metrics.cache("L2", hit)
+                if hit:
                     self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
                     return entry, "L2"
             fut = self._inflight.get(digest)
@@ -112,7 +125,9 @@ class KeyCache:
             else:
                 fut.set_result(entry)
             finally:
-                del self._inflight[digest]
+                # an invalidation may have detached this read (and a newer one may run)
+                if self._inflight.get(digest) is fut:
+                    del self._inflight[digest]
             return entry, "STORE"
         return await self._from_store(digest, mode), "STORE"
 
@@ -134,7 +149,7 @@ class KeyCache:
             entry.render(self.issuer)
         if mode is not CacheMode.NO_STORE:
             self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
-            if self.redis is not None:
+            if self.redis is not None and not self._unsynced:
                 raw = entry.dumps() if entry is not None else _NEGATIVE
                 await self.redis.fill(_l2_key(digest), _tomb_key(digest), raw,
                                       self._ttl(entry, self.l2_ttl))
@@ -143,10 +158,42 @@ class KeyCache:
     def invalidate_local(self, digests: list[str]) -> None:
         for digest in digests:
             self.l1.invalidate(digest)
+            # a store read already in flight may have seen the old row: later lookups must
+            # not join it
+            self._inflight.pop(digest, None)
 
     async def invalidate(self, digests: list[str]) -> None:
-        """Drop the digests everywhere before returning (L1 here, L2, every replica's L1)."""
+        """Drop the digests everywhere before returning (L1 here, L2, every replica's L1).
+
+        When Redis cannot be reached, L2 and the other replicas cannot be told now: the
+        invalidation is kept and retried until it lands, and until then this replica
+        neither reads nor fills L2 (whose entries for these digests may be stale)."""
         self.invalidate_local(digests)
         if self.redis is not None:
-            await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d)) for d in digests])
-            await self.redis.publish_invalidation(digests)
+            self._unsynced.update(digests)
+            if not await self._sync():
+                self._retry_sync()
+
+    async def _sync(self) -> bool:
+        """Push the pending invalidations to Redis; True when none is left."""
+        assert self.redis is not None
+        pending = list(self._unsynced)
+        if not pending:
+            return True
+        if (await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d)) for d in pending])
+                and await self.redis.publish_invalidation(pending)):
+            self._unsynced.difference_update(pending)
+        return not self._unsynced
+
+    def _retry_sync(self) -> None:
+        if self._resync is not None and not self._resync.done():
+            return
+        assert self.redis is not None
+        self._resync = self.redis.spawn(self._resync_loop(), "redis-invalidation-retry")
+
+    async def _resync_loop(self) -> None:
+        assert self.redis is not None
+        while self._unsynced:
+            await asyncio.sleep(0.1)
+            if self.redis.available and await self._sync():
+                return

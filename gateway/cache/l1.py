@@ -17,6 +17,7 @@ class L1(Generic[V]):
     def __init__(self, max_entries: int, ttl: float) -> None:
         self._data: dict[str, tuple[float, V]] = {}
         self._tombstones: dict[str, float] = {}
+        self._cleared = float("-inf")  # fills that started before the last clear() are dropped
         self.max_entries = max_entries
         self.ttl = ttl
 
@@ -38,6 +39,8 @@ class L1(Generic[V]):
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
         if not self.enabled or ttl <= 0:
             return
+        if started <= self._cleared:
+            return
         tomb = self._tombstones.get(digest)
         if tomb is not None and tomb >= started:
             return
@@ -54,9 +57,7 @@ class L1(Generic[V]):
             self._tombstones = {d: t for d, t in self._tombstones.items() if t >= cutoff}
 
     def clear(self) -> None:
-        now = time.monotonic()
-        for digest in self._data:
-            self._tombstones[digest] = now
+        self._cleared = time.monotonic()
         self._data.clear()
 
     def _evict(self) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -60,6 +60,11 @@ class RedisBackend:
         self._flushes: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._on_invalidate: Callable[[list[str]], Awaitable[None]] | None = None
+        # Called on every (re)subscription, and when an invalidation could not be applied:
+        # invalidations published while this replica was not subscribed were lost to it, so
+        # what it cached before cannot be trusted.
+        self.on_resubscribe: Callable[[], None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
 
     def _make_client(self) -> aioredis.Redis:
@@ -147,14 +152,15 @@ class RedisBackend:
 
     # -- invalidation bus ------------------------------------------------------------
 
-    async def publish_invalidation(self, digests: list[str]) -> None:
-        """Publish and wait until every subscribed replica has applied it."""
+    async def publish_invalidation(self, digests: list[str]) -> bool:
+        """Publish and wait until every subscribed replica has applied it. False when the
+        message could not be published at all."""
         nonce = uuid.uuid4().hex
         ack_key = f"gateway:ack:{nonce}"
         message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id})
         receivers = await self._call("publish", self._client.publish(CHANNEL, message))
-        if not receivers:
-            return
+        if receivers is None:
+            return False
         deadline = time.monotonic() + ACK_WAIT_S
         acked = 0
         while acked < receivers:
@@ -162,11 +168,19 @@ class RedisBackend:
             if remaining <= 0:
                 self.metrics.invalidation_timeouts.inc()
                 log.warning("invalidation acked by %d of %d replicas", acked, receivers)
-                return
+                return True
             wait = min(remaining, 0.2)
             got = await self._call("ack", self._client.blpop([ack_key], timeout=wait))
             if got:
                 acked += 1
+        return True
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A background task that ``close`` cancels."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def start_listener(self, on_invalidate: Callable[[list[str]], Awaitable[None]]) -> None:
         self._on_invalidate = on_invalidate
@@ -183,6 +197,8 @@ class RedisBackend:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)
+                if self.on_resubscribe is not None:
+                    self.on_resubscribe()
                 self.subscribed.set()
                 backoff = 0.1
                 async for message in pubsub.listen():
@@ -214,7 +230,17 @@ class RedisBackend:
         except orjson.JSONDecodeError:
             return
         if self._on_invalidate is not None:
-            await self._on_invalidate(list(message.get("d", [])))
+            try:
+                await self._on_invalidate(list(message.get("d", [])))
+            except Exception as exc:
+                # The subscription must outlive a failing handler. What this replica cached
+                # can no longer be trusted, and the publisher sees a missing ack.
+                self.metrics.redis_errors.labels("apply").inc()
+                log.error("applying an invalidation failed (%s); dropping L1",
+                          type(exc).__name__)
+                if self.on_resubscribe is not None:
+                    self.on_resubscribe()
+                return
         ack = message.get("ack")
         if isinstance(ack, str):
             pipe = self._client.pipeline(transaction=False)
@@ -223,8 +249,9 @@ class RedisBackend:
             await self._call("ack", pipe.execute())
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in [*self._background, self._listener]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._client.aclose()

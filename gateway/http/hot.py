@@ -34,9 +34,9 @@ from gateway.errors import (
 from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
-from gateway.verify.outcomes import TABLE, Outcome
+from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body, response_fields
-from gateway.verify.verifier import Result, Verifier
+from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway.hot")
 Scope = MutableMapping[str, Any]
@@ -163,7 +163,8 @@ class HotPath:
         for result in results:
             assert result is not None
             self.metrics.result(result.outcome.value, result.cache)
-            counts[result.cache] = counts.get(result.cache, 0) + 1
+            level = _cache(result, mode).decode()  # BYPASS under no-cache / no-store
+            counts[level] = counts.get(level, 0) + 1
             parts.append(response_body(result))
         out = b'{"results":[' + b",".join(parts) + b"]}"
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()

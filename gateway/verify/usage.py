@@ -32,8 +32,14 @@ class UsageRecorder:
             await self.store.record_usage(batch)
         except GatewayError as exc:
             log.warning("usage flush failed (%s); will retry", exc.message)
-            for key_id, used in batch.items():
-                self._pending[key_id] = max(used, self._pending.get(key_id, 0))
+            self._requeue(batch)
+        except BaseException:
+            self._requeue(batch)  # cancelled mid-write (shutdown): the final flush has it
+            raise
+
+    def _requeue(self, batch: dict[str, int]) -> None:
+        for key_id, used in batch.items():
+            self._pending[key_id] = max(used, self._pending.get(key_id, 0))
 
     async def _loop(self) -> None:
         while True:

@@ -1,0 +1,638 @@
+"""Unit tests of the read-through key cache (L1 → L2 → store) against a fake store and
+fakeredis.
+
+fakeredis runs without a Lua interpreter here, so the two Lua scripts of ``RedisBackend``
+are replaced by Python equivalents with the same semantics (EXISTS-guarded SET PX, and
+INCR + PEXPIRE). The real scripts run against a real Redis in ``tests/verify``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import fakeredis
+import fakeredis.aioredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
+from gateway.cache.l1 import L1
+from gateway.cache.redis_backend import RedisBackend
+from gateway.errors import Unavailable
+from gateway.keys.model import ApiKey, Kind
+from gateway.observability.metrics import Metrics
+from gateway.verify.entry import Entry
+
+DIGEST = "hs256:" + "ab" * 32
+
+
+def make_key(key_id: str = "key-1", *, digest: str = DIGEST, revoked: bool = False,
+             expire_in_s: float | None = None, scopes: tuple[str, ...] = ("read",)) -> ApiKey:
+    now = time.time_ns() // 1000
+    return ApiKey(key_id=key_id, kind=Kind.ISSUED, digest=digest, create_time=now,
+                  update_time=now, actor_id="actor", scopes=scopes,
+                  expire_time=None if expire_in_s is None else now + int(expire_in_s * 1e6),
+                  revoke_time=now if revoked else None)
+
+
+class FakeStore:
+    """``get_by_digest`` over a dict. A read takes its snapshot of the row *before* it
+    waits on the next gate, like a query whose answer is still in flight."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ApiKey] = {}
+        self.reads = 0
+        self.gates: list[asyncio.Event] = []
+        self.entered = asyncio.Event()
+        self.down = False
+
+    async def get_by_digest(self, digest: str) -> ApiKey | None:
+        self.reads += 1
+        if self.down:
+            raise Unavailable("the key store is unavailable")
+        row = self.rows.get(digest)
+        gate = self.gates.pop(0) if self.gates else None
+        self.entered.set()
+        if gate is not None:
+            await gate.wait()
+        return row
+
+
+def fake_backend(server: fakeredis.FakeServer, metrics: Metrics) -> RedisBackend:
+    """A RedisBackend whose connections go to a fakeredis server."""
+    backend = RedisBackend("redis://fake.invalid:6379/0", metrics)
+    client = fakeredis.aioredis.FakeRedis(server=server)
+    backend._client = client
+
+    async def fill(keys: list[str], args: list[Any]) -> int:
+        if await client.exists(keys[1]):
+            return 0
+        await client.set(keys[0], args[0], px=int(args[1]))
+        return 1
+
+    async def incr(keys: list[str], args: list[Any]) -> list[int]:
+        n = await client.incr(keys[0])
+        if n == 1:
+            await client.pexpire(keys[0], int(args[0]))
+        return [n, await client.pttl(keys[0])]
+
+    backend._fill = fill  # type: ignore[assignment]
+    backend._incr = incr  # type: ignore[assignment]
+    backend._make_listener_client = (  # type: ignore[method-assign]
+        lambda: fakeredis.aioredis.FakeRedis(server=server))
+    return backend
+
+
+def make_cache(store: FakeStore, redis: RedisBackend | None = None, *, l1_ttl: float = 60.0,
+               l1_size: int = 1000, l2_ttl: float = 300.0, negative_ttl: float = 5.0
+               ) -> KeyCache:
+    return KeyCache(store, redis.metrics if redis else Metrics(),  # type: ignore[arg-type]
+                    issuer="https://issuer.test", l1_ttl=l1_ttl, l1_size=l1_size,
+                    l2_ttl=l2_ttl, negative_ttl=negative_ttl, redis=redis)
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+async def redis(server: fakeredis.FakeServer) -> AsyncIterator[RedisBackend]:
+    backend = fake_backend(server, Metrics())
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def raw(server: fakeredis.FakeServer) -> fakeredis.aioredis.FakeRedis:
+    """A plain client on the same fake server, to look at what the cache wrote."""
+    return fakeredis.aioredis.FakeRedis(server=server)
+
+
+# -- cache_mode ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cache_control", "pragma", "expected"), [
+    (None, None, CacheMode.DEFAULT),
+    ("", "", CacheMode.DEFAULT),
+    ("no-cache", None, CacheMode.NO_CACHE),
+    ("No-Cache", None, CacheMode.NO_CACHE),
+    ("max-age=0, no-cache", None, CacheMode.NO_CACHE),
+    ('no-cache="set-cookie"', None, CacheMode.NO_CACHE),
+    ("no-store", None, CacheMode.NO_STORE),
+    ("NO-STORE", None, CacheMode.NO_STORE),
+    ("no-cache, no-store", None, CacheMode.NO_STORE),
+    ("no-store", "no-cache", CacheMode.NO_STORE),
+    ("max-age=0", None, CacheMode.DEFAULT),
+    ("private, must-revalidate", None, CacheMode.DEFAULT),
+    ("x-no-store", None, CacheMode.DEFAULT),
+    (None, "no-cache", CacheMode.NO_CACHE),
+    (None, "NO-CACHE", CacheMode.NO_CACHE),
+    ("max-age=60", "no-cache", CacheMode.NO_CACHE),
+    (None, "no-store", CacheMode.DEFAULT),
+    (None, "x-no-cache-y", CacheMode.DEFAULT),
+    (None, "foo", CacheMode.DEFAULT),
+])
+def test_cache_mode_parses_cache_control_and_pragma(
+        cache_control: str | None, pragma: str | None, expected: CacheMode) -> None:
+    assert cache_mode(cache_control, pragma) is expected
+
+
+# -- L1 ------------------------------------------------------------------------------
+
+
+def test_l1_never_holds_more_than_its_bound() -> None:
+    l1: L1[str] = L1(max_entries=100, ttl=60)
+    now = time.monotonic()
+    for i in range(1000):
+        l1.put(f"d{i}", f"v{i}", 60, now)
+        assert len(l1) <= 100
+    assert l1.get("d999", now) == (True, "v999")
+    assert l1.get("d0", now) == (False, None)
+
+
+def test_l1_evicts_expired_entries_before_live_ones() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=60)
+    now = time.monotonic()
+    for i in range(5):
+        l1.put(f"short{i}", "s", 0.001, now - 1)  # already expired
+    for i in range(5):
+        l1.put(f"live{i}", "l", 60, now)
+    l1.put("one-more", "x", 60, now)
+    assert all(l1.get(f"live{i}", now)[0] for i in range(5))
+    assert l1.get("one-more", now) == (True, "x")
+
+
+def test_l1_drops_a_fill_that_started_before_an_invalidation() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=60)
+    started = time.monotonic()
+    l1.invalidate("d")
+    l1.put("d", "stale", 60, started)
+    assert l1.get("d", time.monotonic()) == (False, None)
+    l1.put("d", "fresh", 60, time.monotonic())
+    assert l1.get("d", time.monotonic()) == (True, "fresh")
+
+
+def test_l1_with_zero_ttl_is_disabled() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=0)
+    assert not l1.enabled
+    l1.put("d", "v", 60, time.monotonic())
+    assert l1.get("d", time.monotonic()) == (False, None)
+
+
+def test_l1_entry_ttl_is_capped_by_the_l1_ttl() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=2)
+    now = time.monotonic()
+    l1.put("d", "v", 600, now)
+    assert l1.get("d", now + 1.9)[0]
+    assert not l1.get("d", now + 2.1)[0]
+
+
+# -- read-through, levels --------------------------------------------------------------
+
+
+async def test_lookup_reads_store_then_l1() -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store)
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None and entry.key_id == "key-1"
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "L1" and entry is not None and entry.key_id == "key-1"
+    assert store.reads == 1
+
+
+async def test_lookup_fills_l2_for_other_replicas(redis: RedisBackend,
+                                                  server: fakeredis.FakeServer) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key(scopes=("a", "b"))
+    first = make_cache(store, redis)
+    await first.lookup(DIGEST)
+    other = make_cache(store, fake_backend(server, Metrics()))
+    entry, level = await other.lookup(DIGEST)
+    assert level == "L2"
+    assert entry is not None and entry.scopes == ("a", "b") and entry.valid_body
+    assert store.reads == 1
+    assert (await other.lookup(DIGEST))[1] == "L1"
+
+
+async def test_no_cache_skips_reads_but_refreshes_both_levels(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis)
+    assert (await cache.lookup(DIGEST, CacheMode.NO_CACHE))[1] == "STORE"
+    assert (await cache.lookup(DIGEST, CacheMode.NO_CACHE))[1] == "STORE"
+    assert store.reads == 2
+    assert await raw.exists(f"gw:k:{DIGEST}")
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+
+
+async def test_no_store_skips_reads_and_writes(redis: RedisBackend,
+                                               raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis)
+    assert (await cache.lookup(DIGEST, CacheMode.NO_STORE))[1] == "STORE"
+    assert len(cache.l1) == 0
+    assert not await raw.exists(f"gw:k:{DIGEST}")
+    assert (await cache.lookup(DIGEST))[1] == "STORE"
+    assert store.reads == 2
+
+
+@pytest.mark.parametrize("stored", [b"not json", b'["too","short"]', b"{}"])
+async def test_an_unreadable_l2_value_is_a_miss_and_gets_replaced(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis, stored: bytes) -> None:
+    """E.g. written by another version of the gateway during a rolling upgrade."""
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    await raw.set(f"gw:k:{DIGEST}", stored)
+    cache = make_cache(store, redis, l1_ttl=0)
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None and entry.key_id == "key-1"
+    assert (await cache.lookup(DIGEST))[1] == "L2"
+
+
+# -- negative caching and TTLs --------------------------------------------------------
+
+
+async def test_not_found_is_cached_for_the_negative_ttl_only(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    cache = make_cache(store, redis, l1_ttl=60, l2_ttl=300, negative_ttl=3)
+    assert await cache.lookup(DIGEST) == (None, "STORE")
+    assert await cache.lookup(DIGEST) == (None, "L1")
+    assert store.reads == 1
+    now = time.monotonic()
+    assert cache.l1.get(DIGEST, now + 2.5) == (True, None)
+    assert cache.l1.get(DIGEST, now + 3.5) == (False, None)
+    pttl = await raw.pttl(f"gw:k:{DIGEST}")
+    assert 0 < pttl <= 3000
+
+
+async def test_a_key_created_after_a_cached_miss_verifies_once_invalidated(
+        redis: RedisBackend) -> None:
+    store = FakeStore()
+    cache = make_cache(store, redis, negative_ttl=60)
+    assert await cache.lookup(DIGEST) == (None, "STORE")
+    store.rows[DIGEST] = make_key()
+    await cache.invalidate([DIGEST])  # what KeyService.import_key does
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None
+
+
+async def test_an_entry_never_outlives_its_key_expiry(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key(expire_in_s=3)
+    cache = make_cache(store, redis, l1_ttl=60, l2_ttl=300)
+    await cache.lookup(DIGEST)
+    now = time.monotonic()
+    assert cache.l1.get(DIGEST, now + 2.5)[0]
+    assert not cache.l1.get(DIGEST, now + 3.1)[0]
+    pttl = await raw.pttl(f"gw:k:{DIGEST}")
+    assert 0 < pttl <= 3000
+
+
+async def test_an_entry_read_from_l2_keeps_the_key_expiry_in_l1(redis: RedisBackend,
+                                                               server: fakeredis.FakeServer
+                                                               ) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key(expire_in_s=3)
+    await make_cache(store, redis, l1_ttl=60).lookup(DIGEST)
+    other = make_cache(store, fake_backend(server, Metrics()), l1_ttl=60)
+    assert (await other.lookup(DIGEST))[1] == "L2"
+    now = time.monotonic()
+    assert not other.l1.get(DIGEST, now + 3.1)[0]
+
+
+# -- single flight ---------------------------------------------------------------------
+
+
+async def test_concurrent_misses_share_one_store_read() -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    gate = asyncio.Event()
+    store.gates.append(gate)
+    cache = make_cache(store)
+    tasks = [asyncio.create_task(cache.lookup(DIGEST)) for _ in range(50)]
+    await store.entered.wait()
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert store.reads == 1
+    assert all(entry is not None and entry.key_id == "key-1" for entry, _ in results)
+    assert {level for _, level in results} == {"STORE"}
+
+
+async def test_a_failed_shared_read_fails_every_waiter_and_is_not_cached() -> None:
+    store = FakeStore()
+    store.down = True
+    cache = make_cache(store)
+    results = await asyncio.gather(*(cache.lookup(DIGEST) for _ in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results)
+    store.down = False
+    store.rows[DIGEST] = make_key()
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None
+
+
+# -- tombstones: a racing fill cannot resurrect an invalidated key ---------------------
+
+
+async def _race(cache: KeyCache, store: FakeStore) -> tuple[Any, asyncio.Event]:
+    """Start a lookup whose store read saw the key active and is still in flight, then
+    revoke the key (store first, then invalidate, as KeyService does)."""
+    store.rows[DIGEST] = make_key()
+    gate = asyncio.Event()
+    store.gates.append(gate)
+    stale = asyncio.create_task(cache.lookup(DIGEST))
+    await store.entered.wait()
+    store.rows[DIGEST] = make_key(revoked=True)
+    await cache.invalidate([DIGEST])
+    return stale, gate
+
+
+async def test_a_fill_racing_a_revocation_does_not_resurrect_the_key(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    cache = make_cache(store, redis)
+    stale, gate = await _race(cache, store)
+    gate.set()
+    await stale  # it started before the revocation: its own answer may be the old one
+    assert cache.l1.get(DIGEST, time.monotonic()) == (False, None)
+    assert not await raw.exists(f"gw:k:{DIGEST}")
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE"
+    assert entry is not None and entry.revoked
+    assert store.reads == 2
+
+
+async def test_a_lookup_started_after_a_revocation_does_not_join_an_older_read(
+        redis: RedisBackend) -> None:
+    store = FakeStore()
+    cache = make_cache(store, redis)
+    stale, gate = await _race(cache, store)
+    fresh = asyncio.create_task(cache.lookup(DIGEST))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await stale
+    entry, level = await fresh
+    assert entry is not None and entry.revoked
+    assert level == "STORE"
+    # and afterwards the cache holds the revoked entry, not the stale one
+    entry, _ = await cache.lookup(DIGEST)
+    assert entry is not None and entry.revoked
+
+
+async def test_a_fill_racing_a_revocation_without_redis(redis: RedisBackend) -> None:
+    store = FakeStore()
+    cache = make_cache(store)
+    stale, gate = await _race(cache, store)
+    gate.set()
+    await stale
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None and entry.revoked
+
+
+async def test_another_replica_fill_cannot_resurrect_after_revocation(
+        redis: RedisBackend, server: fakeredis.FakeServer,
+        raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    replica_a = make_cache(store, redis)
+    store_b = FakeStore()
+    replica_b = make_cache(store_b, fake_backend(server, Metrics()))
+    store.rows[DIGEST] = store_b.rows[DIGEST] = make_key()
+    gate = asyncio.Event()
+    store_b.gates.append(gate)
+    stale = asyncio.create_task(replica_b.lookup(DIGEST))
+    await store_b.entered.wait()
+    store.rows[DIGEST] = store_b.rows[DIGEST] = make_key(revoked=True)
+    await replica_a.invalidate([DIGEST])  # replica A revokes
+    gate.set()
+    await stale
+    assert not await raw.exists(f"gw:k:{DIGEST}")
+    entry, level = await replica_a.lookup(DIGEST)
+    assert level == "STORE" and entry is not None and entry.revoked
+
+
+# -- invalidation bus ------------------------------------------------------------------
+
+
+def _applier(cache: KeyCache) -> Callable[[list[str]], Awaitable[None]]:
+    async def apply(digests: list[str]) -> None:
+        cache.invalidate_local(digests)
+
+    return apply
+
+
+async def test_a_failing_invalidation_handler_does_not_end_the_subscription(
+        server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.cache.redis_backend.ACK_WAIT_S", 0.3)
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    a = make_cache(store, fake_backend(server, Metrics()))
+    b = make_cache(store, fake_backend(server, Metrics()))
+    calls: list[list[str]] = []
+
+    async def flaky(digests: list[str]) -> None:
+        calls.append(digests)
+        if len(calls) == 1:
+            raise Unavailable("the key store is unavailable")  # e.g. a signing-key refresh
+        b.invalidate_local(digests)
+
+    try:
+        assert a.redis is not None and b.redis is not None
+        await a.redis.start_listener(_applier(a))
+        await b.redis.start_listener(flaky)
+        await b.lookup(DIGEST)
+        assert (await b.lookup(DIGEST))[1] == "L1"
+        await a.invalidate(["hs256:other"])  # b's handler fails on this one
+        assert a.redis.metrics.registry.get_sample_value(
+            "gateway_invalidation_ack_timeouts_total") == 1  # the publisher noticed
+        # b dropped its L1 rather than trust it
+        assert b.l1.get(DIGEST, time.monotonic()) == (False, None)
+        await b.lookup(DIGEST)
+        store.rows[DIGEST] = make_key(revoked=True)
+        await a.invalidate([DIGEST])  # and b still listens
+        assert len(calls) == 2
+        entry, _ = await b.lookup(DIGEST)
+        assert entry is not None and entry.revoked
+    finally:
+        for cache in (a, b):
+            assert cache.redis is not None
+            await cache.redis.close()
+
+
+async def test_invalidation_reaches_other_replicas_before_it_returns(
+        server: fakeredis.FakeServer) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    a = make_cache(store, fake_backend(server, Metrics()))
+    b = make_cache(store, fake_backend(server, Metrics()))
+    try:
+        assert a.redis is not None and b.redis is not None
+        await a.redis.start_listener(_applier(a))
+        await b.redis.start_listener(_applier(b))
+        await b.lookup(DIGEST)
+        assert (await b.lookup(DIGEST))[1] == "L1"
+        store.rows[DIGEST] = make_key(revoked=True)
+        await a.invalidate([DIGEST])
+        assert b.l1.get(DIGEST, time.monotonic()) == (False, None)
+        entry, level = await b.lookup(DIGEST)
+        assert level == "STORE" and entry is not None and entry.revoked
+        # every replica acked: the publisher did not wait for a missing one
+        assert a.redis.metrics.registry.get_sample_value(
+            "gateway_invalidation_ack_timeouts_total") == 0
+    finally:
+        for cache in (a, b):
+            assert cache.redis is not None
+            await cache.redis.close()
+
+
+# -- Redis failures --------------------------------------------------------------------
+
+
+class BrokenRedis:
+    """Every command fails as if the server were gone."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise ConnectionError("redis is down")
+
+        return fail
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> BrokenPipeline:
+        return BrokenPipeline()
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BrokenPipeline:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+    async def execute(self) -> Any:
+        raise ConnectionError("redis is down")
+
+
+async def test_redis_failures_fall_back_to_the_store(redis: RedisBackend) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis, l1_ttl=0)
+    redis._client = BrokenRedis()  # type: ignore[assignment]
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None
+    assert not redis.available
+    errors = redis.metrics.registry.get_sample_value("gateway_redis_errors_total", {"op": "mget"})
+    assert errors == 1
+
+
+async def test_a_revocation_during_a_redis_outage_is_applied_to_l2_on_recovery(
+        server: fakeredis.FakeServer, raw: fakeredis.aioredis.FakeRedis) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    backend_a = fake_backend(server, Metrics())
+    replica_a = make_cache(store, backend_a, l1_ttl=0)
+    replica_b = make_cache(store, fake_backend(server, Metrics()), l1_ttl=0)
+    try:
+        await replica_a.lookup(DIGEST)
+        assert (await replica_b.lookup(DIGEST))[1] == "L2"
+        healthy = backend_a._client
+        backend_a._client = BrokenRedis()  # type: ignore[assignment]
+        store.rows[DIGEST] = make_key(revoked=True)
+        await replica_a.invalidate([DIGEST])  # L2 cannot be reached: its entry is stale now
+        entry, _ = await replica_a.lookup(DIGEST)
+        assert entry is not None and entry.revoked
+        backend_a._client = healthy
+        backend_a._broken_until = 0.0  # Redis is back and the breaker closes
+        entry, _ = await replica_a.lookup(DIGEST)
+        assert entry is not None and entry.revoked
+        for _ in range(100):  # the invalidation is retried until it reaches Redis
+            value = await raw.get(f"gw:k:{DIGEST}")
+            if value is None or Entry.loads(value).revoked:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the stale L2 entry of a revoked key survived the Redis outage")
+        entry, _ = await replica_b.lookup(DIGEST)
+        assert entry is not None and entry.revoked
+    finally:
+        for cache in (replica_a, replica_b):
+            assert cache.redis is not None
+            await cache.redis.close()
+
+
+class DroppableListener:
+    """A listener client on the fake server whose subscription can be made to drop."""
+
+    def __init__(self, server: fakeredis.FakeServer, drop: asyncio.Event) -> None:
+        self.inner = fakeredis.aioredis.FakeRedis(server=server)
+        self.drop = drop
+        self.pubsub_inner: Any = None
+
+    def pubsub(self) -> DroppableListener:
+        self.pubsub_inner = self.inner.pubsub()
+        return self
+
+    async def subscribe(self, *channels: str) -> None:
+        await self.pubsub_inner.subscribe(*channels)
+
+    async def listen(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            if self.drop.is_set():
+                self.drop.clear()
+                raise RedisConnectionError("connection lost")
+            message = await self.pubsub_inner.get_message(timeout=0.02)
+            if message is not None:
+                yield message
+
+    async def aclose(self) -> None:
+        if self.pubsub_inner is not None:
+            await self.pubsub_inner.aclose()
+            self.pubsub_inner = None
+        else:
+            await self.inner.aclose()
+
+
+async def test_a_replica_that_lost_its_subscription_forgets_its_l1(
+        server: fakeredis.FakeServer, raw: fakeredis.aioredis.FakeRedis) -> None:
+    """Invalidations published while a replica was not subscribed are lost to it, so a
+    re-subscribed replica must not keep answering from what it cached before."""
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, fake_backend(server, Metrics()))
+    backend = cache.redis
+    assert backend is not None
+    drop = asyncio.Event()
+    listeners: list[DroppableListener] = []
+
+    def listener() -> DroppableListener:
+        listeners.append(DroppableListener(server, drop))
+        return listeners[-1]
+
+    backend._make_listener_client = listener  # type: ignore[assignment,method-assign]
+    try:
+        await backend.start_listener(_applier(cache))
+        await cache.lookup(DIGEST)
+        assert (await cache.lookup(DIGEST))[1] == "L1"
+        # another replica revokes the key: L2 is cleared, but this replica's subscription
+        # is down while the invalidation is published
+        store.rows[DIGEST] = make_key(revoked=True)
+        await raw.delete(f"gw:k:{DIGEST}")
+        drop.set()
+        for _ in range(100):
+            if len(listeners) == 2 and backend.subscribed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert len(listeners) == 2 and backend.subscribed.is_set()
+        entry, level = await cache.lookup(DIGEST)
+        assert level != "L1"
+        assert entry is not None and entry.revoked
+    finally:
+        await backend.close()

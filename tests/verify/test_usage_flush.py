@@ -1,0 +1,142 @@
+"""The verify path writes nothing to the store: ``last_used_time`` is aggregated in memory
+and flushed in batches (every few seconds, and once more on a graceful shutdown).
+
+Proof without timing: while the test holds SQLite's write lock (WAL mode: readers go on,
+writers wait and then fail), every kind of verify still answers "valid", and the row is
+unchanged; once the lock is released the flush lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import Gateway, start_gateway
+from verify_helpers import ISSUED, batch, decide, http, issue, verify, wait_until
+
+from gateway.verify.usage import UsageRecorder
+
+
+def _last_used(db: Path, key_id: str) -> int | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT last_used_time FROM api_keys WHERE key_id = ?",
+                           (key_id,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@contextmanager
+def _write_locked(db: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _admin_last_used(gw: Gateway, key_id: str) -> str | None:
+    r = http().get(f"{gw.url}{ISSUED}/{key_id}", headers=gw.auth)
+    assert r.status_code == 200
+    return r.json().get("last_used_time")
+
+
+def test_verify_writes_nothing_and_usage_is_flushed_later(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {"GATEWAY_L1_TTL": "0"})  # every verify reads the store
+    db = tmp_path / "gateway.db"
+    try:
+        a, key_a = issue(gw)
+        b, key_b = issue(gw, rate_limit_policy={"quota": "100", "window": "3600s"})
+        assert _last_used(db, key_a["key_id"]) is None
+        with _write_locked(db) as conn:
+            for _ in range(3):
+                assert verify(gw, a).json()["is_valid"] is True
+                assert verify(gw, b).json()["is_valid"] is True
+                assert verify(gw, a, headers={"Cache-Control": "no-store"}).json()["is_valid"]
+                assert decide(gw, a).status_code == 200
+                assert decide(gw, b).status_code == 200
+                results = batch(gw, [a, b]).json()["results"]
+                assert [r["is_valid"] for r in results] == [True, True]
+            for key in (key_a, key_b):
+                row = conn.execute("SELECT last_used_time FROM api_keys WHERE key_id = ?",
+                                   (key["key_id"],)).fetchone()
+                assert row == (None,)
+        # the lock is gone: the periodic flush writes what was aggregated
+        wait_until(lambda: _admin_last_used(gw, key_a["key_id"]), timeout=30,
+                   message="the usage flush")
+        wait_until(lambda: _last_used(db, key_b["key_id"]), timeout=30,
+                   message="the usage flush")
+        used = _last_used(db, key_a["key_id"])
+        assert used is not None and used >= _created(db, key_a["key_id"])
+    finally:
+        gw.stop()
+    assert "Traceback" not in gw.logs()
+
+
+def test_usage_is_flushed_on_graceful_shutdown(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {})
+    db = tmp_path / "gateway.db"
+    try:
+        secret, key = issue(gw)
+        with _write_locked(db):  # no periodic flush can land before the shutdown
+            assert verify(gw, secret).json()["is_valid"] is True
+            assert verify(gw, secret).json()["is_valid"] is True
+    finally:
+        gw.stop()  # SIGTERM: uvicorn runs the lifespan shutdown, which flushes
+    # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert gw.proc.returncode in (0, -signal.SIGTERM)
+    used = _last_used(db, key["key_id"])
+    assert used is not None and used >= _created(db, key["key_id"])
+
+
+def test_an_unused_key_keeps_no_last_used_time(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {})
+    db = tmp_path / "gateway.db"
+    try:
+        used, used_key = issue(gw)
+        _, idle_key = issue(gw)
+        revoked, revoked_key = issue(gw)
+        http().post(f"{gw.url}{ISSUED}/{revoked_key['key_id']}:revoke", headers=gw.auth,
+                    json={"reason": "REVOCATION_REASON_KEY_COMPROMISE"})
+        verify(gw, used)
+        verify(gw, revoked)  # a refused verify is not a use
+    finally:
+        gw.stop()
+    assert _last_used(db, used_key["key_id"]) is not None
+    assert _last_used(db, idle_key["key_id"]) is None
+    assert _last_used(db, revoked_key["key_id"]) is None
+
+
+def _created(db: Path, key_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT create_time FROM api_keys WHERE key_id = ?",
+                                (key_id,)).fetchone()[0])
+
+
+class _SlowStore:
+    """record_usage: the first call hangs (a write stuck behind a lock)."""
+
+    def __init__(self) -> None:
+        self.written: list[dict[str, int]] = []
+        self.entered = asyncio.Event()
+
+    async def record_usage(self, usage: dict[str, int]) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.sleep(3600)
+        self.written.append(dict(usage))
+
+
+async def test_a_flush_cut_short_by_shutdown_is_written_by_the_final_flush() -> None:
+    store = _SlowStore()
+    usage = UsageRecorder(store, interval_s=0.01)  # type: ignore[arg-type]
+    usage.start()
+    usage.record("key-1")
+    await store.entered.wait()  # the periodic flush took the batch and hangs
+    await usage.stop()
+    assert [set(batch) for batch in store.written] == [{"key-1"}]
