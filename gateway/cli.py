@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hash-token":
             return _hash_token(args.token)
         settings = load_settings()
+        logging.getLogger().setLevel(settings.log_level.upper())
         if args.command == "migrate":
             return _migrate(settings)
         return _serve(settings, args.host or settings.host, args.port or settings.port)

@@ -7,6 +7,7 @@ Every error names the offending key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -172,6 +173,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kw["credential_header"] = values["CREDENTIAL_HEADER"].lower()
     if "TRUSTED_PROXIES" in values:
         kw["trusted_proxies"] = _split(values["TRUSTED_PROXIES"])
+        for entry in kw["trusted_proxies"]:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an address "
+                                  "or CIDR range") from None
     for name in ("L1_TTL", "L2_TTL", "NEGATIVE_TTL"):
         if values.get(name):
             kw[name.lower()] = _number(name, values[name], float)

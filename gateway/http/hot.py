@@ -62,7 +62,7 @@ class HotPath:
         self.verifier: Verifier = services.verifier
         self.metrics = services.metrics
         self.credential_header = settings.credential_header.encode()
-        self.trusted = frozenset(settings.trusted_proxies)
+        self.trusted = Trusted(settings.trusted_proxies)
         self._last_admin_header: bytes | None = None
         self._latency = {name: self.metrics.latency(name)
                          for name in ("verify", "batch_verify", "forward_auth")}
@@ -141,14 +141,17 @@ class HotPath:
         verifier = self.verifier
         results: list[Result | None] = []
         slow: list[tuple[int, str, tuple[str, ...]]] = []
+        cached = verifier.verify_cached if mode is CacheMode.DEFAULT else None
         for index, item in enumerate(items):
-            try:
-                credential, audiences = _verify_request(item, f"requests[{index}].")
-            except InvalidArgument:
-                results.append(Result(Outcome.INVALID_FORMAT))
-                continue
-            result = (verifier.verify_cached(credential, client_ip, audiences)
-                      if mode is CacheMode.DEFAULT else None)
+            credential = item.get("credential") if type(item) is dict and len(item) == 1 else None
+            audiences: tuple[str, ...] = ()
+            if type(credential) is not str or len(credential) > MAX_CREDENTIAL_BYTES:
+                try:  # anything but a bare {"credential": "..."}: the full check
+                    credential, audiences = _verify_request(item, f"requests[{index}].")
+                except InvalidArgument:
+                    results.append(Result(Outcome.INVALID_FORMAT))
+                    continue
+            result = cached(credential, client_ip, audiences) if cached else None
             if result is None:
                 slow.append((index, credential, audiences))
             results.append(result)
@@ -159,13 +162,17 @@ class HotPath:
             for (index, _, _), result in zip(slow, done, strict=True):
                 results[index] = result
         parts = []
-        counts: dict[str, int] = {}
+        tally: dict[tuple[str, str], int] = {}
         for result in results:
             assert result is not None
-            self.metrics.result(result.outcome.value, result.cache)
-            level = _cache(result, mode).decode()  # BYPASS under no-cache / no-store
-            counts[level] = counts.get(level, 0) + 1
+            key = (result.outcome.value, result.cache)
+            tally[key] = tally.get(key, 0) + 1
             parts.append(response_body(result))
+        counts: dict[str, int] = {}
+        for (outcome, level), n in tally.items():
+            self.metrics.result(outcome, level, n)
+            label = "BYPASS" if mode is not CacheMode.DEFAULT and level == "STORE" else level
+            counts[label] = counts.get(label, 0) + n
         out = b'{"results":[' + b",".join(parts) + b"]}"
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
         await _send(send, 200, out, [(b"x-cache", summary or b"NONE")])
@@ -184,7 +191,9 @@ class HotPath:
             await _send(send, 401, b'{"error":"credential required"}',
                         [(b"www-authenticate", b'Bearer realm="gateway"')])
             return
-        mode = _mode(headers)
+        # Cache-Control / Pragma are the proxied client's own headers here: honouring them
+        # would let any client force a store read per request, so forward auth ignores them.
+        mode = CacheMode.DEFAULT
         client_ip = self._client_ip(scope, headers)
         audiences = _list_header(headers.get(b"x-expected-audience"))
         result = await self._check(credential, client_ip, mode, audiences)
@@ -244,6 +253,29 @@ class HotPath:
         return _valid_ip(real.decode("latin-1").strip()) if real else peer
 
 
+class Trusted:
+    """The proxies whose forwarding headers are believed: addresses or CIDR ranges."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        networks = [ipaddress.ip_network(e, strict=False) for e in entries]
+        self._exact = frozenset(str(n.network_address) for n in networks
+                                if n.num_addresses == 1)
+        self._ranges = tuple(n for n in networks if n.num_addresses > 1)
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str):
+            return False
+        if address in self._exact:
+            return True
+        if not self._ranges:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._ranges)
+
+
 def _valid_ip(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text))
@@ -278,9 +310,11 @@ def _list_header(raw: bytes | None) -> tuple[str, ...]:
 
 
 def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ...]:
+    """From ``X-Required-Scope``, and ``?scope=`` on the bare decisions path only: below it
+    (Envoy's path prefix) the query string is the client's own."""
     required = list(_list_header(headers.get(b"x-required-scope")))
     query = scope.get("query_string", b"")
-    if query:
+    if query and scope["path"] == DECISIONS:
         for value in parse_qs(query.decode("latin-1")).get("scope", []):
             required += [p for p in value.replace(",", " ").split() if p]
     return tuple(required)

@@ -120,7 +120,7 @@ class Metrics:
         lookups = self.hot.cache_lookups
         lookups[key] = lookups.get(key, 0) + 1
 
-    def result(self, outcome: str, cache: str) -> None:
+    def result(self, outcome: str, cache: str, n: int = 1) -> None:
         key = (outcome, cache)
         results = self.hot.results
-        results[key] = results.get(key, 0) + 1
+        results[key] = results.get(key, 0) + n

@@ -147,7 +147,10 @@ CASES = [
     Case("scope-query-missing", 403, params={"scope": "admin"}),
     Case("scope-query-repeated", 200, params={"scope": ["orders:read", "profile"]}),
     Case("scope-query-repeated-one-missing", 403, params={"scope": ["orders:read", "admin"]}),
-    Case("scope-on-sub-path", 403, path="/orders/42", params={"scope": "admin"}),
+    # below the bare path the query string is the client's own (Envoy): not a requirement
+    Case("scope-query-ignored-on-sub-path", 200, path="/orders/42", params={"scope": "admin"}),
+    Case("scope-header-on-sub-path", 403, path="/orders/42",
+         headers={"X-Required-Scope": "admin"}),
     Case("post", 200, method="POST"),
     Case("put", 200, method="PUT"),
     Case("patch", 200, method="PATCH"),
@@ -225,3 +228,35 @@ def test_the_decisions_prefix_is_not_matched_loosely(gw: Gateway, keys: Keys) ->
     headers = {"Authorization": f"Bearer {keys.valid}"}
     r = http().get(gw.url + "/v2alpha1/decisionsX", headers=headers, timeout=10)
     assert r.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def gw_cidr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Trusts a proxy *range* (as a Kubernetes ingress needs), which holds the test client."""
+    gateway = start_gateway(tmp_path_factory.mktemp("fa-cidr"),
+                            {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.0/8"})
+    yield gateway
+    gateway.stop()
+
+
+@pytest.mark.parametrize("case", [
+    Case("xff-believed-from-a-trusted-range", 200, credential="only_net",
+         headers={"X-Forwarded-For": "203.0.113.7"}),
+    Case("xff-outside-the-allow-list", 403, credential="only_net",
+         headers={"X-Forwarded-For": "198.51.100.7"}),
+    Case("trusted-hops-are-skipped", 200, credential="only_net",
+         headers={"X-Forwarded-For": "203.0.113.7, 10.1.2.3"}),
+], ids=lambda c: c.id)
+def test_trusted_proxies_may_be_cidr_ranges(gw_cidr: Gateway, case: Case) -> None:
+    keys = _keys(gw_cidr)
+    _check(_request(gw_cidr, keys, case), case, keys)
+
+
+@pytest.mark.parametrize("directive", [{"Cache-Control": "no-store"}, {"Pragma": "no-cache"}])
+def test_forward_auth_ignores_the_clients_cache_directives(gw: Gateway, keys: Keys,
+                                                            directive: dict[str, str]) -> None:
+    headers = {"X-API-Key": keys.valid}
+    http().get(gw.url + DECISIONS, headers=headers)
+    r = http().get(gw.url + DECISIONS, headers={**headers, **directive})
+    assert r.status_code == 200
+    assert r.headers["x-cache"] == "L1"
