@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import secrets
 import sys
 
 from gateway.errors import ConfigError, GatewayError
+from gateway.observability.logging import configure_logging
 from gateway.settings import Settings, load_settings
 
 
@@ -61,13 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     tok = sub.add_parser("hash-token", help="make an admin token and its argon2id hash")
     tok.add_argument("token", nargs="?", help="hash this token instead of a new one")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("info")
     try:
         if args.command == "hash-token":
             return _hash_token(args.token)
         settings = load_settings()
-        logging.getLogger().setLevel(settings.log_level.upper())
+        configure_logging(settings.log_level)
         if args.command == "migrate":
             return _migrate(settings)
         return _serve(settings, args.host or settings.host, args.port or settings.port)
