@@ -19,6 +19,7 @@ from gateway.store.base import Store
 from gateway.verify.entry import Entry
 
 _NEGATIVE = b"-"
+DECODED_MEMO = 4096
 KEY_ID_PREFIX = "kid:"  # cache keys of parents looked up by key id rather than by digest
 
 
@@ -65,6 +66,10 @@ class KeyCache:
         self.l2_ttl = l2_ttl
         self.negative_ttl = negative_ttl
         self._inflight: dict[str, asyncio.Future[Entry | None]] = {}
+        # L2 values already parsed, keyed by their bytes: a read from Redis still decides
+        # every answer (a changed or deleted value does not match), only the parsing and
+        # rendering of identical bytes is skipped
+        self._decoded: dict[bytes, Entry] = {}
         # Digests whose invalidation has not reached Redis yet (it was unreachable). Until
         # it has, L2 is neither read nor filled here, and a retry runs in the background.
         self._unsynced: set[str] = set()
@@ -87,11 +92,17 @@ class KeyCache:
             return False, None
         if raw == _NEGATIVE:
             return True, None
+        entry = self._decoded.get(raw)
+        if entry is not None:  # the same bytes as an earlier read: the same answer
+            return True, entry
         try:
             entry = Entry.loads(raw)
         except (ValueError, TypeError):
             return False, None
         entry.render(self.issuer)
+        if len(self._decoded) >= DECODED_MEMO:
+            self._decoded.clear()
+        self._decoded[raw] = entry
         return True, entry
 
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT

@@ -176,6 +176,9 @@ def _fail(outcome: Outcome, detail: str, claims: DerivedClaims | None = None) ->
     return TokenResult(outcome, claims, detail)
 
 
+TOKEN_STARTS = (MACAROON_PREFIX, "eyJ")  # every derived token starts with one of these
+
+
 def classify(credential: str) -> TokenKind | None:
     """JWT, macaroon, or None (an API key or junk) — by shape only."""
     if credential.startswith(MACAROON_PREFIX):

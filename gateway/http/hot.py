@@ -35,7 +35,7 @@ from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.verify.outcomes import TABLE, Outcome, Result
-from gateway.verify.render import response_body, response_fields
+from gateway.verify.render import response_body
 from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway.hot")
@@ -167,7 +167,9 @@ class HotPath:
             assert result is not None
             key = (result.outcome.value, result.cache)
             tally[key] = tally.get(key, 0) + 1
-            parts.append(response_body(result))
+            entry = result.entry
+            parts.append(entry.valid_body if entry is not None and result is entry.valid_result
+                         else response_body(result))
         counts: dict[str, int] = {}
         for (outcome, level), n in tally.items():
             self.metrics.result(outcome, level, n)
@@ -212,11 +214,12 @@ class HotPath:
             if result.entry is not None and result.entry.rate_limit is not None:
                 extra.append((b"x-ratelimit-limit", str(result.entry.rate_limit.quota).encode()))
         if result.valid and entry is not None:
-            fields = response_fields(result) if result.token else None
-            scopes = fields.get("scopes", entry.scopes) if fields else entry.scopes
-            extra += [(b"x-actor-id", (fields or {}).get("actor_id", entry.actor_id).encode()),
-                      (b"x-key-id", entry.key_id.encode()),
-                      (b"x-scopes", ",".join(scopes).encode())]
+            if result.token is None:
+                extra += entry.auth_headers
+            else:  # a derived token: its own actor and scopes
+                extra += [(b"x-actor-id", result.token["actor_id"].encode()),
+                          (b"x-key-id", entry.key_id.encode()),
+                          (b"x-scopes", ",".join(result.token["scopes"]).encode())]
             await _send(send, 200, b"", extra, content_type=False)
             return
         if wire.http_status == 401:

@@ -7,7 +7,7 @@ An ``Entry`` carries the verify response for the valid case pre-rendered, so a c
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,6 +36,7 @@ class Entry:
     valid_fields: dict[str, Any] | None = None
     valid_body: bytes = b""
     valid_result: Result | None = None  # the shared Result(VALID, self, "L1") of the fast path
+    auth_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # forward auth's
     plain: bool = False  # no IP allow-list and no rate limit: nothing to check per request
 
     def __post_init__(self) -> None:
@@ -64,6 +65,9 @@ class Entry:
         self.valid_body = orjson.dumps(fields)
         self.plain = not self.networks and self.rate_limit is None and not self.revoked
         self.valid_result = Result(Outcome.VALID, self, "L1")
+        self.auth_headers = [(b"x-actor-id", self.actor_id.encode()),
+                             (b"x-key-id", self.key_id.encode()),
+                             (b"x-scopes", ",".join(self.scopes).encode())]
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

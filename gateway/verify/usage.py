@@ -21,8 +21,8 @@ class UsageRecorder:
         self._pending: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def record(self, key_id: str) -> None:
-        self._pending[key_id] = time.time_ns() // 1000
+    def record(self, key_id: str, now_us: int | None = None) -> None:
+        self._pending[key_id] = time.time_ns() // 1000 if now_us is None else now_us
 
     async def flush(self) -> None:
         if not self._pending:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.cache.keycache import CacheMode, KeyCache
-from gateway.crypto import secrets_format
+from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import Digester
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
@@ -76,17 +76,19 @@ class Verifier:
         checksum checks then; only misses pay for them (in ``classify``)."""
         if not self.cache.l1.enabled or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
             return None
-        if self.derived is not None and self.derived.claims_token(credential):
+        if (credential.startswith(tokens.TOKEN_STARTS) and self.derived is not None
+                and self.derived.claims_token(credential)):
             return None
         digest = self.digester.digest(credential)
         hit, entry = self.cache.l1.get(digest, time.monotonic())
         if not hit:
             return None
         self.cache.metrics.cache("L1", True)
-        if entry is not None and entry.plain and not expected_audiences and (
-                entry.expire_time is None or entry.expire_time > time.time_ns() // 1000):
-            self.usage.record(entry.key_id)  # the common case: an active key, no policy
-            return entry.valid_result
+        if entry is not None and entry.plain and not expected_audiences:
+            now = time.time_ns() // 1000
+            if entry.expire_time is None or entry.expire_time > now:
+                self.usage.record(entry.key_id, now)  # the common case: no policy to apply
+                return entry.valid_result
         result = self.judge(entry, "L1", client_ip, expected_audiences)
         if result.valid:
             assert entry is not None
