@@ -116,10 +116,12 @@ class HotPath:
         headers = _headers(scope)
         self._admin(headers)
         body = _object(await _read_body(receive))
-        credential, audiences = _verify_request(body, "")
+        credential = body.get("credential") if len(body) == 1 else None
+        audiences: tuple[str, ...] = ()
+        if type(credential) is not str or len(credential) > MAX_CREDENTIAL_BYTES:
+            credential, audiences = _verify_request(body, "")  # the full check and its error
         mode = _mode(headers)
-        client_ip = self._client_ip(scope, headers)
-        result = await self._check(credential, client_ip, mode, audiences)
+        result = await self._check(credential, scope, headers, mode, audiences)
         if result.outcome is Outcome.UNAVAILABLE:
             self.metrics.result(result.outcome.value, result.cache)
             raise _unavailable()
@@ -151,7 +153,7 @@ class HotPath:
                 except InvalidArgument:
                     results.append(Result(Outcome.INVALID_FORMAT))
                     continue
-            result = cached(credential, client_ip, audiences) if cached else None
+            result = cached(credential, audiences) if cached else None
             if result is None:
                 slow.append((index, credential, audiences))
             results.append(result)
@@ -196,9 +198,8 @@ class HotPath:
         # Cache-Control / Pragma are the proxied client's own headers here: honouring them
         # would let any client force a store read per request, so forward auth ignores them.
         mode = CacheMode.DEFAULT
-        client_ip = self._client_ip(scope, headers)
         audiences = _list_header(headers.get(b"x-expected-audience"))
-        result = await self._check(credential, client_ip, mode, audiences)
+        result = await self._check(credential, scope, headers, mode, audiences)
         entry = result.entry
         if result.valid and entry is not None:
             required = _required_scopes(scope, headers)
@@ -230,15 +231,16 @@ class HotPath:
         body = orjson.dumps({"error": result.outcome.value, "error_description": wire.message})
         await _send(send, wire.http_status, body, extra)
 
-    async def _check(self, credential: str, client_ip: str | None, mode: CacheMode,
-                     audiences: tuple[str, ...]) -> Result:
-        """The synchronous L1 answer when there is one, else the whole verify path."""
+    async def _check(self, credential: str, scope: Scope, headers: dict[bytes, bytes],
+                     mode: CacheMode, audiences: tuple[str, ...]) -> Result:
+        """The synchronous L1 answer when there is one, else the whole verify path (the
+        client address is only worked out when a policy may need it)."""
         if mode is CacheMode.DEFAULT:
-            result = self.verifier.verify_cached(credential, client_ip, audiences)
+            result = self.verifier.verify_cached(credential, audiences)
             if result is not None:
                 return result
-        return await self.verifier.verify(credential, client_ip=client_ip, mode=mode,
-                                          expected_audiences=audiences)
+        return await self.verifier.verify(credential, client_ip=self._client_ip(scope, headers),
+                                          mode=mode, expected_audiences=audiences)
 
     def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")

@@ -70,32 +70,28 @@ class Verifier:
             return Result(Outcome.AUDIENCE_MISMATCH, entry, level)
         return Result(Outcome.VALID, entry, level)
 
-    def verify_cached(self, credential: str, client_ip: str | None,
-                      expected_audiences: tuple[str, ...] = ()) -> Result | None:
-        """Digest first: a digest in L1 was looked up before, so it passed the format and
+    def verify_cached(self, credential: str, expected_audiences: tuple[str, ...] = ()
+                      ) -> Result | None:
+        """The answer for an active key with no per-request policy (no IP allow-list, no
+        rate limit) found in L1, or None: then ``verify`` runs the whole path.
+
+        Digest first: a digest in L1 was looked up before, so it passed the format and
         checksum checks then; only misses pay for them (in ``classify``)."""
-        if not self.cache.l1.enabled or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
+        if (not credential or len(credential) > MAX_CREDENTIAL_BYTES or expected_audiences
+                or not self.cache.l1.enabled):
             return None
         if (credential.startswith(tokens.TOKEN_STARTS) and self.derived is not None
                 and self.derived.claims_token(credential)):
             return None
-        digest = self.digester.digest(credential)
-        hit, entry = self.cache.l1.get(digest, time.monotonic())
-        if not hit:
+        hit, entry = self.cache.l1.get(self.digester.digest(credential), time.monotonic())
+        if not hit or entry is None or not entry.plain:
+            return None
+        now = time.time_ns() // 1000
+        if entry.expire_time is not None and entry.expire_time <= now:
             return None
         self.cache.metrics.cache("L1", True)
-        if entry is not None and entry.plain and not expected_audiences:
-            now = time.time_ns() // 1000
-            if entry.expire_time is None or entry.expire_time > now:
-                self.usage.record(entry.key_id, now)  # the common case: no policy to apply
-                return entry.valid_result
-        result = self.judge(entry, "L1", client_ip, expected_audiences)
-        if result.valid:
-            assert entry is not None
-            if entry.rate_limit is not None:
-                return None
-            self.usage.record(entry.key_id)
-        return result
+        self.usage.record(entry.key_id, now)
+        return entry.valid_result
 
     async def verify(self, credential: str, *, client_ip: str | None = None,
                      mode: CacheMode = CacheMode.DEFAULT,
