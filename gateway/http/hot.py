@@ -118,7 +118,7 @@ class HotPath:
         body = _object(await _read_body(receive))
         credential = body.get("credential") if len(body) == 1 else None
         audiences: tuple[str, ...] = ()
-        if type(credential) is not str or len(credential) > MAX_CREDENTIAL_BYTES:
+        if type(credential) is not str or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
             credential, audiences = _verify_request(body, "")  # the full check and its error
         mode = _mode(headers)
         result = await self._check(credential, scope, headers, mode, audiences)
@@ -147,7 +147,8 @@ class HotPath:
         for index, item in enumerate(items):
             credential = item.get("credential") if type(item) is dict and len(item) == 1 else None
             audiences: tuple[str, ...] = ()
-            if type(credential) is not str or len(credential) > MAX_CREDENTIAL_BYTES:
+            if (type(credential) is not str or not credential
+                    or len(credential) > MAX_CREDENTIAL_BYTES):
                 try:  # anything but a bare {"credential": "..."}: the full check
                     credential, audiences = _verify_request(item, f"requests[{index}].")
                 except InvalidArgument:
