@@ -34,6 +34,7 @@ from gateway.errors import (
 from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.verify.entry import address_in
 from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body
 from gateway.verify.verifier import Verifier
@@ -273,13 +274,7 @@ class Trusted:
             return False
         if address in self._exact:
             return True
-        if not self._ranges:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._ranges)
+        return bool(self._ranges) and address_in(address, self._ranges)
 
 
 def _valid_ip(text: str) -> str | None:

@@ -20,6 +20,15 @@ from gateway.verify.outcomes import Outcome, Result
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def address_in(address: str, networks: tuple[Network, ...]) -> bool:
+    """True when ``address`` parses and lies in one of ``networks``."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 @dataclass(slots=True)
 class Entry:
     key_id: str

@@ -3,7 +3,6 @@ policy, return an outcome. No exceptions for verdicts, no database writes, no St
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import replace
 from typing import Any
@@ -13,7 +12,7 @@ from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import Digester
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
-from gateway.verify.entry import Entry
+from gateway.verify.entry import Entry, address_in
 from gateway.verify.outcomes import Outcome, Result
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
@@ -22,13 +21,7 @@ from gateway.verify.usage import UsageRecorder
 def ip_allowed(entry: Entry, client_ip: str | None) -> bool:
     if not entry.networks:
         return True
-    if client_ip is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in net for net in entry.networks)
+    return client_ip is not None and address_in(client_ip, entry.networks)
 
 
 class Verifier:
