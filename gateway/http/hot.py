@@ -71,31 +71,29 @@ class HotPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path in (VERIFY, BATCH_VERIFY):
-                if scope["method"] == "POST":
-                    await self._timed(self._verify if path == VERIFY else self._batch,
-                                      "verify" if path == VERIFY else "batch_verify",
-                                      scope, receive, send)
-                    return
+            handler: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+            if path == VERIFY:
+                route, handler = "verify", self._verify
+            elif path == BATCH_VERIFY:
+                route, handler = "batch_verify", self._batch
             elif path == DECISIONS or path.startswith(DECISIONS + "/"):
-                await self._timed(self._decide, "forward_auth", scope, receive, send)
+                route, handler = "forward_auth", self._decide
+            if handler is not None and (route == "forward_auth" or scope["method"] == "POST"):
+                start = time.perf_counter()
+                try:
+                    await handler(scope, receive, send)
+                except GatewayError as exc:
+                    await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
+                                [(b"www-authenticate", b'Bearer realm="gateway"')]
+                                if exc.http_status == 401 else [])
+                except Exception as exc:
+                    log.error("unhandled error on %s", route, exc_info=exc)
+                    await _send(send, 500,
+                                b'{"code":13,"message":"internal error","details":[]}')
+                finally:
+                    self._latency[route](time.perf_counter() - start)
                 return
         await self.app(scope, receive, send)
-
-    async def _timed(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]],
-                     route: str, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        try:
-            await handler(scope, receive, send)
-        except GatewayError as exc:
-            await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
-                        [(b"www-authenticate", b'Bearer realm="gateway"')]
-                        if exc.http_status == 401 else [])
-        except Exception as exc:
-            log.error("unhandled error on %s", route, exc_info=exc)
-            await _send(send, 500, b'{"code":13,"message":"internal error","details":[]}')
-        finally:
-            self._latency[route](time.perf_counter() - start)
 
     # -- the verify API --------------------------------------------------------------
 
@@ -122,12 +120,18 @@ class HotPath:
         if type(credential) is not str or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
             credential, audiences = _verify_request(body, "")  # the full check and its error
         mode = _mode(headers)
-        result = await self._check(credential, scope, headers, mode, audiences)
-        if result.outcome is Outcome.UNAVAILABLE:
-            self.metrics.result(result.outcome.value, result.cache)
-            raise _unavailable()
+        result = (self.verifier.verify_cached(credential, audiences)
+                  if mode is CacheMode.DEFAULT else None)
+        if result is None:
+            result = await self._check(credential, scope, headers, mode, audiences)
         self.metrics.result(result.outcome.value, result.cache)
-        await _send(send, 200, response_body(result), [(b"x-cache", _cache(result, mode))])
+        if result.outcome is Outcome.UNAVAILABLE:
+            raise _unavailable()
+        out = response_body(result)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", str(len(out)).encode()), _JSON,
+            (b"x-cache", _cache(result, mode))]})
+        await send({"type": "http.response.body", "body": out})
 
     async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
