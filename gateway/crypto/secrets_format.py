@@ -65,3 +65,9 @@ def checksum_ok(credential: str) -> bool:
     for char in credential[-CHECKSUM_LEN:]:
         value = value * 62 + _INDEX[char]
     return value == zlib.crc32(credential[:-CHECKSUM_LEN].encode())
+
+
+def forged(credential: str, starts: tuple[str, ...]) -> bool:
+    """True when a credential claims one of our prefixes (``issued_prefixes``) but fails
+    the checksum: it is refused without a store lookup, with the answer an unknown key gets."""
+    return credential.startswith(starts) and not checksum_ok(credential)

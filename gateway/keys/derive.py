@@ -59,7 +59,7 @@ class Deriver:
                       ) -> dict[str, Any]:
         if tokens.classify(credential) is not None:
             raise InvalidArgument("credential: derived tokens cannot derive further tokens")
-        if credential.startswith(self._starts) and not secrets_format.checksum_ok(credential):
+        if secrets_format.forged(credential, self._starts):
             raise NotFound("parent API key not found")
         parent = await self.store.get_by_digest(self.digester.digest(credential))
         if parent is None:

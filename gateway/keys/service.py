@@ -105,6 +105,7 @@ class KeyService:
         self.key_prefix = key_prefix
         self.public_key_prefix = public_key_prefix
         self.prefixes = (key_prefix, public_key_prefix)
+        self._starts = secrets_format.issued_prefixes(self.prefixes)
         self.default_ttl_s = parse_ttl(default_ttl, "default ttl") if default_ttl else None
         self.events: KeyEvents = events or NoEvents()
         self._idem_key = digester.subkey("issue-idempotency")
@@ -202,7 +203,7 @@ class KeyService:
         assert raw_key is not None
         f.text(body, "name", required=True)
         f.text(body, "actor_id", required=True)
-        if secrets_format.looks_issued(raw_key, self.prefixes):
+        if raw_key.startswith(self._starts):
             raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
         now = now_us()
         values = self._common(body, now)
@@ -405,8 +406,7 @@ class KeyService:
         if reason is RevocationReason.PRIVILEGE_WITHDRAWN:
             raise InvalidArgument("reason: REVOCATION_REASON_PRIVILEGE_WITHDRAWN is reserved "
                                   "for administrators")
-        if (secrets_format.looks_issued(credential, self.prefixes)
-                and not secrets_format.checksum_ok(credential)):
+        if secrets_format.forged(credential, self._starts):
             raise NotFound("API key not found")
         key = await self.store.get_by_digest(self.digester.digest(credential))
         if key is None:

@@ -44,7 +44,7 @@ class Verifier:
             return Result(Outcome.INVALID_FORMAT)
         if self.derived is not None and self.derived.claims_token(credential):
             return None
-        if credential.startswith(self._starts) and not secrets_format.checksum_ok(credential):
+        if secrets_format.forged(credential, self._starts):
             return Result(Outcome.NOT_FOUND)  # same answer as unknown: no oracle, no lookup
         return self.digester.digest(credential)
 

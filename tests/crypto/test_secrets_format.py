@@ -84,3 +84,12 @@ def test_looks_issued_matches_only_our_versioned_prefixes() -> None:
     assert not sf.looks_issued("ory_ak_v2_anything", prefixes)
     assert not sf.looks_issued("ory_akv1_anything", prefixes)
     assert not sf.looks_issued("sk_live_anything", prefixes)
+
+
+def test_forged_means_our_prefix_with_a_wrong_checksum() -> None:
+    starts = sf.issued_prefixes(("ory_ak", "ory_pk"))
+    good = sf.new_secret("ory_ak")
+    bad = good[:-1] + ("A" if good[-1] != "A" else "B")
+    assert not sf.forged(good, starts)
+    assert sf.forged(bad, starts)
+    assert not sf.forged("sk_live_" + bad, starts)  # not ours: left to the store lookup
