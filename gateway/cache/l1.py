@@ -35,6 +35,19 @@ class L1(Generic[V]):
             return False, None
         return True, item[1]
 
+    def fresh(self, digest: str, now: float) -> V | None:
+        """The cached value when present and unexpired, else None (also for a cached
+        negative answer): the hot path's one-call lookup. Expired items are left for
+        ``get`` or eviction to drop."""
+        item = self._data.get(digest)
+        return item[1] if item is not None and item[0] > now else None
+
+    def fresh_many(self, digests: list[str], now: float) -> list[V | None]:
+        """``fresh`` for each digest, in order."""
+        get = self._data.get
+        return [item[1] if (item := get(d)) is not None and item[0] > now else None
+                for d in digests]
+
     def put(self, digest: str, value: V | None, ttl: float, started: float) -> None:
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
         if not self.enabled or ttl <= 0:

@@ -55,7 +55,7 @@ class RedisBackend:
         self._broken_until = 0.0
         self._fill = self._client.register_script(_FILL)
         self._incr = self._client.register_script(_INCR)
-        self._pending: dict[str, asyncio.Future[bytes | None]] = {}
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -89,7 +89,8 @@ class RedisBackend:
     async def _call(self, op: str, coro: Any) -> Any:
         start = time.perf_counter()
         try:
-            result = await asyncio.wait_for(coro, self._timeout * 2)
+            async with asyncio.timeout(self._timeout * 2):  # no extra task, unlike wait_for
+                result = await coro
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             return None
@@ -102,14 +103,18 @@ class RedisBackend:
         """The cached bytes or None (miss, or Redis unavailable)."""
         if not self.available:
             return None
-        fut = self._pending.get(key)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            self._pending[key] = fut
+        loop = asyncio.get_running_loop()
+        # One future per caller, so a cancelled caller cancels only its own wait.
+        fut: asyncio.Future[bytes | None] = loop.create_future()
+        waiters = self._pending.get(key)
+        if waiters is None:
+            self._pending[key] = [fut]
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._start_flush)
-        return await asyncio.shield(fut)
+                loop.call_soon(self._start_flush)
+        else:
+            waiters.append(fut)
+        return await fut
 
     def _start_flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -118,14 +123,16 @@ class RedisBackend:
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batch: dict[str, asyncio.Future[bytes | None]]) -> None:
+    async def _flush(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
         keys = list(batch)
-        values = await self._call("mget", self._client.mget(keys))
-        if values is None:
-            values = [None] * len(keys)
-        for key, value in zip(keys, values, strict=True):
-            if not batch[key].done():
-                batch[key].set_result(value)
+        values = None
+        try:
+            values = await self._call("mget", self._client.mget(keys))
+        finally:  # also when cancelled (shutdown): no caller is left waiting
+            for key, value in zip(keys, values or [None] * len(keys), strict=True):
+                for fut in batch[key]:
+                    if not fut.done():
+                        fut.set_result(value)
 
     async def fill(self, key: str, tombstone: str, value: bytes, ttl_s: float) -> None:
         if self.available and ttl_s > 0:

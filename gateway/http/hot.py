@@ -16,14 +16,17 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from hmac import compare_digest
+from time import monotonic, perf_counter
+from typing import Any, TypeGuard, cast
 from urllib.parse import parse_qs
 
 import orjson
 
 from gateway.cache.keycache import CacheMode, cache_mode
-from gateway.crypto.compare import constant_time_equal
+from gateway.cache.l1 import L1
+from gateway.crypto import tokens
 from gateway.errors import (
     GatewayError,
     InvalidArgument,
@@ -34,7 +37,8 @@ from gateway.errors import (
 from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
-from gateway.verify.entry import address_in
+from gateway.observability.metrics import HotCounters
+from gateway.verify.entry import Entry, address_in
 from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body
 from gateway.verify.verifier import Verifier
@@ -56,6 +60,11 @@ _CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE"
 
 
 class HotPath:
+    """The hot routes. Each has an L1 fast path: a bare request for a plain key (no IP
+    allow-list, no rate limit) found in L1 is answered from bytes and headers the
+    ``Entry`` pre-rendered, with one clock read and no ``Result``; anything else takes
+    the general path, which gives the same answers for those requests too."""
+
     def __init__(self, app: ASGIApp, services: Any) -> None:
         self.app = app
         self.services = services
@@ -65,6 +74,11 @@ class HotPath:
         self.credential_header = settings.credential_header.encode()
         self.trusted = Trusted(settings.trusted_proxies)
         self._last_admin_header: bytes | None = None
+        self._l1: L1[Entry] = services.cache.l1
+        self._digest: Callable[[str], str] = services.digester.digest
+        self._digest_many: Callable[[list[str]], list[str]] = services.digester.digest_many
+        self._used: dict[str, float] = services.usage.pending
+        self._counters: HotCounters = self.metrics.hot
         self._latency = {name: self.metrics.latency(name)
                          for name in ("verify", "batch_verify", "forward_auth")}
 
@@ -79,7 +93,7 @@ class HotPath:
             elif path == DECISIONS or path.startswith(DECISIONS + "/"):
                 route, handler = "forward_auth", self._decide
             if handler is not None and (route == "forward_auth" or scope["method"] == "POST"):
-                start = time.perf_counter()
+                start = perf_counter()
                 try:
                     await handler(scope, receive, send)
                 except GatewayError as exc:
@@ -91,16 +105,26 @@ class HotPath:
                     await _send(send, 500,
                                 b'{"code":13,"message":"internal error","details":[]}')
                 finally:
-                    self._latency[route](time.perf_counter() - start)
+                    self._latency[route](perf_counter() - start)
                 return
         await self.app(scope, receive, send)
 
+    def _plain_l1(self, digest: str, now: float) -> Entry | None:
+        """The L1 entry of a plain, unexpired root key with this digest, or None."""
+        entry = self._l1.fresh(digest, now)
+        if entry is None or not entry.plain:
+            return None
+        # L1 never holds an entry past its key's expiry; the wall clock is asked anyway,
+        # for expiring keys only, in case the clock was stepped since the fill
+        if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
+            return None
+        return entry
+
     # -- the verify API --------------------------------------------------------------
 
-    def _admin(self, headers: dict[bytes, bytes]) -> None:
-        raw = headers.get(b"authorization")
+    def _admin(self, raw: bytes | None) -> None:
         last = self._last_admin_header
-        if raw is not None and last is not None and constant_time_equal(raw, last):
+        if raw is not None and last is not None and compare_digest(raw, last):
             # The same admin client as last time; its token was checked then. This header
             # is held in memory only (never logged): it is a credential the process trusts.
             return
@@ -112,30 +136,39 @@ class HotPath:
         self._last_admin_header = raw
 
     async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
-        self._admin(headers)
-        body = _object(await _read_body(receive))
+        headers = dict(scope["headers"])
+        raw = headers.get(b"authorization")
+        last = self._last_admin_header
+        if raw is None or last is None or not compare_digest(raw, last):
+            self._admin(raw)
+        message = await receive()
+        body = _object(await _read_body(receive, message) if message.get("more_body")
+                       else message.get("body", b""))
         credential = body.get("credential") if len(body) == 1 else None
-        audiences: tuple[str, ...] = ()
-        if type(credential) is not str or not credential or len(credential) > MAX_CREDENTIAL_BYTES:
-            credential, audiences = _verify_request(body, "")  # the full check and its error
+        digest = None
+        if (_bare(credential) and b"cache-control" not in headers
+                and b"pragma" not in headers):
+            now = monotonic()
+            digest = self._digest(credential)
+            entry = self._plain_l1(digest, now)
+            if entry is not None:
+                self._used[entry.key_id] = now
+                self._counters.l1_valid += 1
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": entry.verify_headers})
+                await send({"type": "http.response.body", "body": entry.valid_body})
+                return
+        credential, audiences = _verify_request(body, "")
         mode = _mode(headers)
-        result = (self.verifier.verify_cached(credential, audiences)
-                  if mode is CacheMode.DEFAULT else None)
-        if result is None:
-            result = await self._check(credential, scope, headers, mode, audiences)
+        result = await self._check(credential, scope, headers, mode, audiences, digest)
         self.metrics.result(result.outcome.value, result.cache)
         if result.outcome is Outcome.UNAVAILABLE:
             raise _unavailable()
-        out = response_body(result)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-length", str(len(out)).encode()), _JSON,
-            (b"x-cache", _cache(result, mode))]})
-        await send({"type": "http.response.body", "body": out})
+        await _send(send, 200, response_body(result), [(b"x-cache", _cache(result, mode))])
 
     async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
-        self._admin(headers)
+        headers = dict(scope["headers"])
+        self._admin(headers.get(b"authorization"))
         body = _object(await _read_body(receive))
         items = body.get("requests")
         if not isinstance(items, list):
@@ -144,53 +177,76 @@ class HotPath:
             raise InvalidArgument(f"requests: {len(items)} items exceeds the limit of {MAX_BATCH}")
         self.metrics.batch_size.observe(len(items))
         mode = _mode(headers)
-        client_ip = self._client_ip(scope, headers)
-        verifier = self.verifier
-        results: list[Result | None] = []
+        parts: list[bytes | None] = [None] * len(items)
+        fast = 0
+        if mode is CacheMode.DEFAULT:
+            fast = self._batch_from_l1(items, parts)
         slow: list[tuple[int, str, tuple[str, ...]]] = []
-        cached = verifier.verify_cached if mode is CacheMode.DEFAULT else None
-        for index, item in enumerate(items):
-            credential = item.get("credential") if type(item) is dict and len(item) == 1 else None
-            audiences: tuple[str, ...] = ()
-            if (type(credential) is not str or not credential
-                    or len(credential) > MAX_CREDENTIAL_BYTES):
-                try:  # anything but a bare {"credential": "..."}: the full check
-                    credential, audiences = _verify_request(item, f"requests[{index}].")
-                except InvalidArgument:
-                    results.append(Result(Outcome.INVALID_FORMAT))
-                    continue
-            result = cached(credential, audiences) if cached else None
+        results: dict[int, Result] = {}
+        for index, item in enumerate(items if fast < len(items) else ()):
+            if parts[index] is not None:
+                continue
+            try:
+                credential, audiences = _verify_request(item, f"requests[{index}].")
+            except InvalidArgument:
+                results[index] = Result(Outcome.INVALID_FORMAT)
+                continue
+            result = (self.verifier.verify_cached(credential, audiences)
+                      if mode is CacheMode.DEFAULT else None)
             if result is None:
                 slow.append((index, credential, audiences))
-            results.append(result)
+            else:
+                results[index] = result
         if slow:
+            client_ip = self._client_ip(scope, headers)
             done = await asyncio.gather(*(
-                verifier.verify(c, client_ip=client_ip, mode=mode, expected_audiences=a)
+                self.verifier.verify(c, client_ip=client_ip, mode=mode, expected_audiences=a)
                 for _, c, a in slow))
             for (index, _, _), result in zip(slow, done, strict=True):
                 results[index] = result
-        parts = []
         tally: dict[tuple[str, str], int] = {}
-        for result in results:
-            assert result is not None
+        for index, result in results.items():
             key = (result.outcome.value, result.cache)
             tally[key] = tally.get(key, 0) + 1
-            entry = result.entry
-            parts.append(entry.valid_body if entry is not None and result is entry.valid_result
-                         else response_body(result))
-        counts: dict[str, int] = {}
+            parts[index] = response_body(result)
+        counts: dict[str, int] = {"L1": fast} if fast else {}
+        self._counters.l1_valid += fast
         for (outcome, level), n in tally.items():
             self.metrics.result(outcome, level, n)
             label = "BYPASS" if mode is not CacheMode.DEFAULT and level == "STORE" else level
             counts[label] = counts.get(label, 0) + n
-        out = b'{"results":[' + b",".join(parts) + b"]}"
+        out = b'{"results":[' + b",".join(cast(list[bytes], parts)) + b"]}"
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
         await _send(send, 200, out, [(b"x-cache", summary or b"NONE")])
+
+    def _batch_from_l1(self, items: list[Any], parts: list[bytes | None]) -> int:
+        """Fill ``parts`` with the pre-rendered answers of the bare items whose plain key
+        is in L1 (one digest loop, one L1 pass); the number answered."""
+        bare = [c if type(item) is dict and len(item) == 1 and _bare(c := item.get("credential"))
+                else None for item in items]
+        if None in bare:
+            index: Sequence[int] = [i for i, c in enumerate(bare) if c is not None]
+            credentials = [bare[i] for i in index]
+        else:
+            index, credentials = range(len(bare)), bare
+        now = monotonic()
+        entries = self._l1.fresh_many(self._digest_many(cast(list[str], credentials)), now)
+        used = self._used
+        answered = 0
+        for i, entry in zip(index, entries, strict=True):
+            if entry is None or not entry.plain:
+                continue
+            if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
+                continue  # see _plain_l1
+            parts[i] = entry.valid_body
+            used[entry.key_id] = now
+            answered += 1
+        return answered
 
     # -- forward auth ----------------------------------------------------------------
 
     async def _decide(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)  # the body is never read: proxies send none, or ignore it
+        headers = dict(scope["headers"])  # the body is never read: proxies send none
         raw = headers.get(b"authorization")
         credential = bearer_token(raw.decode("latin-1")) if raw else None
         if credential is None:
@@ -201,11 +257,25 @@ class HotPath:
             await _send(send, 401, b'{"error":"credential required"}',
                         [(b"www-authenticate", b'Bearer realm="gateway"')])
             return
+        digest = None
+        if (_bare(credential) and b"x-required-scope" not in headers
+                and b"x-expected-audience" not in headers
+                and not (scope["query_string"] and scope["path"] == DECISIONS)):
+            now = monotonic()
+            digest = self._digest(credential)
+            entry = self._plain_l1(digest, now)
+            if entry is not None:
+                self._used[entry.key_id] = now
+                self._counters.l1_valid += 1
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": entry.decision_headers})
+                await send({"type": "http.response.body", "body": b""})
+                return
         # Cache-Control / Pragma are the proxied client's own headers here: honouring them
         # would let any client force a store read per request, so forward auth ignores them.
         mode = CacheMode.DEFAULT
         audiences = _list_header(headers.get(b"x-expected-audience"))
-        result = await self._check(credential, scope, headers, mode, audiences)
+        result = await self._check(credential, scope, headers, mode, audiences, digest)
         entry = result.entry
         if result.valid and entry is not None:
             required = _required_scopes(scope, headers)
@@ -238,15 +308,18 @@ class HotPath:
         await _send(send, wire.http_status, body, extra)
 
     async def _check(self, credential: str, scope: Scope, headers: dict[bytes, bytes],
-                     mode: CacheMode, audiences: tuple[str, ...]) -> Result:
+                     mode: CacheMode, audiences: tuple[str, ...],
+                     digest: str | None = None) -> Result:
         """The synchronous L1 answer when there is one, else the whole verify path (the
-        client address is only worked out when a policy may need it)."""
-        if mode is CacheMode.DEFAULT:
+        client address is only worked out when a policy may need it). ``digest``: the
+        credential's, when the fast path computed it and found no plain L1 entry."""
+        if mode is CacheMode.DEFAULT and digest is None:
             result = self.verifier.verify_cached(credential, audiences)
             if result is not None:
                 return result
         return await self.verifier.verify(credential, client_ip=self._client_ip(scope, headers),
-                                          mode=mode, expected_audiences=audiences)
+                                          mode=mode, expected_audiences=audiences,
+                                          digest=digest)
 
     def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")
@@ -288,8 +361,10 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope["headers"])
+def _bare(credential: object) -> TypeGuard[str]:
+    """A credential the L1 fast path may answer: a root key's shape, not a derived token."""
+    return (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_BYTES
+            and not credential.startswith(tokens.TOKEN_STARTS))
 
 
 def _mode(headers: dict[bytes, bytes]) -> CacheMode:
@@ -359,18 +434,28 @@ def _unavailable() -> GatewayError:
     return Unavailable(TABLE[Outcome.UNAVAILABLE].message)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    body = b""
+async def _read_body(receive: Receive, first: Message | None = None) -> bytes:
+    """The whole request body; ``first`` is its first message when already received."""
+    message = first if first is not None else await receive()
+    body: bytes = message.get("body", b"")
+    if len(body) > BODY_LIMIT:
+        raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+    if not message.get("more_body", False):  # the usual case: one message
+        return body
+    chunks = [body]
+    size = len(body)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        body += message.get("body", b"")
-        if len(body) > BODY_LIMIT:
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > BODY_LIMIT:
             raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return body
+    return b"".join(chunks)
 
 
 async def _send(send: Send, status: int, body: bytes,

@@ -53,12 +53,18 @@ class HotCounters(Collector):
         self.results: dict[tuple[str, str], int] = {}
         self.cache_lookups: dict[tuple[str, str], int] = {}
         self.latency: dict[str, LatencyHistogram] = {}
+        # Valid answers of the L1 fast path (hot.py): each is one L1 hit and one
+        # (valid, L1) result, added to both series at scrape time.
+        self.l1_valid = 0
 
     def collect(self) -> Iterator[Metric]:
         results = CounterMetricFamily("gateway_verify_results",
                                       "Verification outcomes by result and cache level.",
                                       labels=["outcome", "cache"])
-        for (outcome, cache), n in sorted(self.results.items()):
+        merged = dict(self.results)
+        if self.l1_valid:
+            merged[("valid", "L1")] = merged.get(("valid", "L1"), 0) + self.l1_valid
+        for (outcome, cache), n in sorted(merged.items()):
             results.add_metric([outcome, cache], n)
         yield results
         lookups = CounterMetricFamily("gateway_cache_requests",
@@ -69,6 +75,8 @@ class HotCounters(Collector):
                                   labels=["level"])
         for level in ("L1", "L2"):
             hits = self.cache_lookups.get((level, "hit"), 0)
+            if level == "L1":
+                hits += self.l1_valid
             misses = self.cache_lookups.get((level, "miss"), 0)
             lookups.add_metric([level, "hit"], hits)
             lookups.add_metric([level, "miss"], misses)

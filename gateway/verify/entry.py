@@ -47,6 +47,10 @@ class Entry:
     valid_result: Result | None = None  # the shared Result(VALID, self, "L1") of the fast path
     auth_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # forward auth's
     plain: bool = False  # no IP allow-list and no rate limit: nothing to check per request
+    # The response headers of the L1 fast path (hot.py), as ASGI header tuples: a "yes"
+    # to verify, and a 200 to forward auth. Tuples, so no sender can change them in place.
+    verify_headers: tuple[tuple[bytes, bytes], ...] = ()
+    decision_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
@@ -77,6 +81,10 @@ class Entry:
         self.auth_headers = [(b"x-actor-id", self.actor_id.encode()),
                              (b"x-key-id", self.key_id.encode()),
                              (b"x-scopes", ",".join(self.scopes).encode())]
+        self.verify_headers = ((b"content-length", str(len(self.valid_body)).encode()),
+                               (b"content-type", b"application/json"), (b"x-cache", b"L1"))
+        self.decision_headers = ((b"content-length", b"0"), (b"x-cache", b"L1"),
+                                 *self.auth_headers)
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

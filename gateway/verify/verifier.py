@@ -38,15 +38,16 @@ class Verifier:
         self._starts = secrets_format.issued_prefixes(prefixes)
         self.derived: Any = None  # set by the composition root when derived tokens exist
 
-    def classify(self, credential: str) -> Result | str | None:
-        """An early verdict, the digest to look up, or None for a derived token."""
+    def classify(self, credential: str, digest: str | None = None) -> Result | str | None:
+        """An early verdict, the digest to look up, or None for a derived token.
+        ``digest``: the credential's, when the caller has computed it already."""
         if not credential or len(credential) > MAX_CREDENTIAL_BYTES or not credential.isascii():
             return Result(Outcome.INVALID_FORMAT)
         if self.derived is not None and self.derived.claims_token(credential):
             return None
         if secrets_format.forged(credential, self._starts):
             return Result(Outcome.NOT_FOUND)  # same answer as unknown: no oracle, no lookup
-        return self.digester.digest(credential)
+        return digest if digest is not None else self.digester.digest(credential)
 
     def judge(self, entry: Entry | None, level: str, client_ip: str | None,
               expected_audiences: tuple[str, ...]) -> Result:
@@ -88,8 +89,9 @@ class Verifier:
 
     async def verify(self, credential: str, *, client_ip: str | None = None,
                      mode: CacheMode = CacheMode.DEFAULT,
-                     expected_audiences: tuple[str, ...] = ()) -> Result:
-        step = self.classify(credential)
+                     expected_audiences: tuple[str, ...] = (),
+                     digest: str | None = None) -> Result:
+        step = self.classify(credential, digest)
         if isinstance(step, Result):
             return step
         if step is None:
