@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from gateway.cache.keycache import CacheMode, cache_mode
+from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.crypto import tokens
 from gateway.errors import (
@@ -74,6 +74,7 @@ class HotPath:
         self.credential_header = settings.credential_header.encode()
         self.trusted = Trusted(settings.trusted_proxies)
         self._last_admin_header: bytes | None = None
+        self._cache: KeyCache = services.cache
         self._l1: L1[Entry] = services.cache.l1
         self._digest: Callable[[str], str] = services.digester.digest
         self._digest_many: Callable[[list[str]], list[str]] = services.digester.digest_many
@@ -112,13 +113,7 @@ class HotPath:
     def _plain_l1(self, digest: str, now: float) -> Entry | None:
         """The L1 entry of a plain, unexpired root key with this digest, or None."""
         entry = self._l1.fresh(digest, now)
-        if entry is None or not entry.plain:
-            return None
-        # L1 never holds an entry past its key's expiry; the wall clock is asked anyway,
-        # for expiring keys only, in case the clock was stepped since the fill
-        if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
-            return None
-        return entry
+        return entry if entry is not None and entry.plain and _unexpired(entry) else None
 
     # -- the verify API --------------------------------------------------------------
 
@@ -158,9 +153,26 @@ class HotPath:
                             "headers": entry.verify_headers})
                 await send({"type": "http.response.body", "body": entry.valid_body})
                 return
-        credential, audiences = _verify_request(body, "")
-        mode = _mode(headers)
-        result = await self._check(credential, scope, headers, mode, audiences, digest)
+        mode = CacheMode.DEFAULT
+        step = (self.verifier.classify(cast(str, credential), digest) if digest is not None
+                else None)
+        if isinstance(step, str):  # a bare root key that L1 could not answer
+            try:
+                entry, level = await self._cache.lookup(step)
+            except Unavailable:
+                raise _unavailable() from None
+            if entry is not None and entry.plain and _unexpired(entry):
+                self._used[entry.key_id] = monotonic()
+                self.metrics.result(Outcome.VALID.value, level)
+                await _send(send, 200, entry.valid_body, [(b"x-cache", _CACHE_HEADER[level])])
+                return
+            result = await self.verifier.decide(entry, level, self._client_ip(scope, headers))
+        elif isinstance(step, Result):  # malformed or forged: no lookup
+            result = step
+        else:
+            credential, audiences = _verify_request(body, "")
+            mode = _mode(headers)
+            result = await self._check(credential, scope, headers, mode, audiences)
         self.metrics.result(result.outcome.value, result.cache)
         if result.outcome is Outcome.UNAVAILABLE:
             raise _unavailable()
@@ -236,8 +248,8 @@ class HotPath:
         for i, entry in zip(index, entries, strict=True):
             if entry is None or not entry.plain:
                 continue
-            if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
-                continue  # see _plain_l1
+            if not _unexpired(entry):
+                continue
             parts[i] = entry.valid_body
             used[entry.key_id] = now
             answered += 1
@@ -361,6 +373,12 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
+def _unexpired(entry: Entry) -> bool:
+    """L1 never holds an entry past its key's expiry; the wall clock is asked anyway, for
+    expiring keys only, in case it was stepped since the fill."""
+    return entry.expire_time is None or entry.expire_time > time.time_ns() // 1000
+
+
 def _bare(credential: object) -> TypeGuard[str]:
     """A credential the L1 fast path may answer: a root key's shape, not a derived token."""
     return (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_BYTES
@@ -402,8 +420,10 @@ def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ..
 
 def _object(body: bytes) -> dict[str, Any]:
     try:
-        parsed = orjson.loads(body) if body.strip() else {}
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if not body.strip():
+            return {}
         raise InvalidArgument(f"request body is not valid JSON: {exc.msg} at position "
                               f"{exc.pos}") from None
     if not isinstance(parsed, dict):

@@ -109,6 +109,13 @@ class Verifier:
             entry, level = await self.cache.lookup(digest, mode)
         except Unavailable:
             return Result(Outcome.UNAVAILABLE)
+        return await self.decide(entry, level, client_ip, expected_audiences, count=count)
+
+    async def decide(self, entry: Entry | None, level: str, client_ip: str | None,
+                     expected_audiences: tuple[str, ...] = (), *, count: bool = True
+                     ) -> Result:
+        """The verdict on a looked-up root key: policy, then its rate limit; a valid
+        use is recorded (unless ``count`` is false)."""
         result = self.judge(entry, level, client_ip, expected_audiences)
         if not result.valid or not count:
             return result
