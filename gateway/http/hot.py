@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from hmac import compare_digest
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import Any, TypeGuard, cast
 from urllib.parse import parse_qs
 
@@ -86,7 +86,7 @@ class HotPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            handler: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+            handler: Callable[[Scope, Receive, Send, float], Awaitable[None]] | None = None
             if path == VERIFY:
                 route, handler = "verify", self._verify
             elif path == BATCH_VERIFY:
@@ -94,9 +94,9 @@ class HotPath:
             elif path == DECISIONS or path.startswith(DECISIONS + "/"):
                 route, handler = "forward_auth", self._decide
             if handler is not None and (route == "forward_auth" or scope["method"] == "POST"):
-                start = perf_counter()
+                start = monotonic()  # also the handlers' "now" for L1: one clock read
                 try:
-                    await handler(scope, receive, send)
+                    await handler(scope, receive, send, start)
                 except GatewayError as exc:
                     await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
                                 [(b"www-authenticate", b'Bearer realm="gateway"')]
@@ -106,14 +106,17 @@ class HotPath:
                     await _send(send, 500,
                                 b'{"code":13,"message":"internal error","details":[]}')
                 finally:
-                    self._latency[route](perf_counter() - start)
+                    self._latency[route](monotonic() - start)
                 return
         await self.app(scope, receive, send)
 
     def _plain_l1(self, digest: str, now: float) -> Entry | None:
         """The L1 entry of a plain, unexpired root key with this digest, or None."""
         entry = self._l1.fresh(digest, now)
-        return entry if entry is not None and entry.plain and _unexpired(entry) else None
+        if entry is None or not entry.plain or (entry.expire_time is not None
+                                                and not _unexpired(entry)):
+            return None
+        return entry
 
     # -- the verify API --------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class HotPath:
             raise Unauthenticated("invalid admin credential")
         self._last_admin_header = raw
 
-    async def _verify(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _verify(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
         headers = dict(scope["headers"])
         raw = headers.get(b"authorization")
         last = self._last_admin_header
@@ -143,7 +146,6 @@ class HotPath:
         digest = None
         if (_bare(credential) and b"cache-control" not in headers
                 and b"pragma" not in headers):
-            now = monotonic()
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
             if entry is not None:
@@ -160,13 +162,16 @@ class HotPath:
             try:
                 entry, level = await self._cache.lookup(step)
             except Unavailable:
-                raise _unavailable() from None
-            if entry is not None and entry.plain and _unexpired(entry):
-                self._used[entry.key_id] = monotonic()
-                self.metrics.result(Outcome.VALID.value, level)
-                await _send(send, 200, entry.valid_body, [(b"x-cache", _CACHE_HEADER[level])])
-                return
-            result = await self.verifier.decide(entry, level, self._client_ip(scope, headers))
+                result = Result(Outcome.UNAVAILABLE)
+            else:
+                if entry is not None and entry.plain and _unexpired(entry):
+                    self._used[entry.key_id] = now
+                    self.metrics.result(Outcome.VALID.value, level)
+                    await _send(send, 200, entry.valid_body,
+                                [(b"x-cache", _CACHE_HEADER[level])])
+                    return
+                result = await self.verifier.decide(entry, level,
+                                                    self._client_ip(scope, headers))
         elif isinstance(step, Result):  # malformed or forged: no lookup
             result = step
         else:
@@ -178,7 +183,7 @@ class HotPath:
             raise _unavailable()
         await _send(send, 200, response_body(result), [(b"x-cache", _cache(result, mode))])
 
-    async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _batch(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
         headers = dict(scope["headers"])
         self._admin(headers.get(b"authorization"))
         body = _object(await _read_body(receive))
@@ -192,7 +197,7 @@ class HotPath:
         parts: list[bytes | None] = [None] * len(items)
         fast = 0
         if mode is CacheMode.DEFAULT:
-            fast = self._batch_from_l1(items, parts)
+            fast = self._batch_from_l1(items, parts, now)
         slow: list[tuple[int, str, tuple[str, ...]]] = []
         results: dict[int, Result] = {}
         for index, item in enumerate(items if fast < len(items) else ()):
@@ -231,24 +236,25 @@ class HotPath:
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
         await _send(send, 200, out, [(b"x-cache", summary or b"NONE")])
 
-    def _batch_from_l1(self, items: list[Any], parts: list[bytes | None]) -> int:
+    def _batch_from_l1(self, items: list[Any], parts: list[bytes | None], now: float) -> int:
         """Fill ``parts`` with the pre-rendered answers of the bare items whose plain key
         is in L1 (one digest loop, one L1 pass); the number answered."""
-        bare = [c if type(item) is dict and len(item) == 1 and _bare(c := item.get("credential"))
-                else None for item in items]
+        limit, starts = MAX_CREDENTIAL_BYTES, tokens.TOKEN_STARTS
+        bare = [c if (type(item) is dict and len(item) == 1  # _bare, inlined: per item
+                      and type(c := item.get("credential")) is str
+                      and 0 < len(c) <= limit and not c.startswith(starts)) else None
+                for item in items]
         if None in bare:
             index: Sequence[int] = [i for i, c in enumerate(bare) if c is not None]
             credentials = [bare[i] for i in index]
         else:
             index, credentials = range(len(bare)), bare
-        now = monotonic()
         entries = self._l1.fresh_many(self._digest_many(cast(list[str], credentials)), now)
         used = self._used
         answered = 0
         for i, entry in zip(index, entries, strict=True):
-            if entry is None or not entry.plain:
-                continue
-            if not _unexpired(entry):
+            if entry is None or not entry.plain or (entry.expire_time is not None
+                                                    and not _unexpired(entry)):
                 continue
             parts[i] = entry.valid_body
             used[entry.key_id] = now
@@ -257,7 +263,7 @@ class HotPath:
 
     # -- forward auth ----------------------------------------------------------------
 
-    async def _decide(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _decide(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
         headers = dict(scope["headers"])  # the body is never read: proxies send none
         raw = headers.get(b"authorization")
         credential = bearer_token(raw.decode("latin-1")) if raw else None
@@ -273,7 +279,6 @@ class HotPath:
         if (_bare(credential) and b"x-required-scope" not in headers
                 and b"x-expected-audience" not in headers
                 and not (scope["query_string"] and scope["path"] == DECISIONS)):
-            now = monotonic()
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
             if entry is not None:
