@@ -111,11 +111,14 @@ class HotPath:
         await self.app(scope, receive, send)
 
     def _plain_l1(self, digest: str, now: float) -> Entry | None:
-        """The L1 entry of a plain, unexpired root key with this digest, or None."""
+        """The L1 entry of a plain, unexpired root key with this digest, with its use
+        recorded and counted (the caller answers yes from it), or None."""
         entry = self._l1.fresh(digest, now)
         if entry is None or not entry.plain or (entry.expire_time is not None
                                                 and not _unexpired(entry)):
             return None
+        self._used[entry.key_id] = now
+        self._counters.l1_valid += 1
         return entry
 
     # -- the verify API --------------------------------------------------------------
@@ -149,8 +152,6 @@ class HotPath:
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
             if entry is not None:
-                self._used[entry.key_id] = now
-                self._counters.l1_valid += 1
                 await send({"type": "http.response.start", "status": 200,
                             "headers": entry.verify_headers})
                 await send({"type": "http.response.body", "body": entry.valid_body})
@@ -282,8 +283,6 @@ class HotPath:
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
             if entry is not None:
-                self._used[entry.key_id] = now
-                self._counters.l1_valid += 1
                 await send({"type": "http.response.start", "status": 200,
                             "headers": entry.decision_headers})
                 await send({"type": "http.response.body", "body": b""})
