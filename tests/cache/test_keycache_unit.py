@@ -191,6 +191,19 @@ def test_l1_entry_ttl_is_capped_by_the_l1_ttl() -> None:
     assert not l1.get("d", now + 2.1)[0]
 
 
+def test_l1_fresh_answers_only_unexpired_positive_entries() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=5)
+    now = time.monotonic()
+    l1.put("live", "v", 5, now)
+    l1.put("negative", None, 5, now)
+    assert l1.fresh("live", now + 1) == "v"
+    assert l1.fresh("live", now + 5.1) is None
+    assert l1.fresh("negative", now + 1) is None
+    assert l1.fresh("absent", now) is None
+    assert l1.fresh_many(["absent", "live", "negative", "live"], now + 1) == [
+        None, "v", None, "v"]
+
+
 # -- read-through, levels --------------------------------------------------------------
 
 
@@ -519,6 +532,44 @@ class BrokenPipeline:
 
     async def execute(self) -> Any:
         raise ConnectionError("redis is down")
+
+
+async def test_concurrent_l2_reads_share_one_mget_and_a_cancelled_reader_stops_only_itself(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    await raw.set("k1", b"one")
+    await raw.set("k2", b"two")
+    mgets = 0
+    mget = redis._client.mget
+
+    async def counting(keys: list[str]) -> Any:
+        nonlocal mgets
+        mgets += 1
+        return await mget(keys)
+
+    redis._client.mget = counting  # type: ignore[method-assign]
+    readers = [asyncio.ensure_future(redis.get(k)) for k in ("k1", "k1", "k2", "k1", "k3")]
+    await asyncio.sleep(0)  # every reader is waiting on the one flush
+    readers[1].cancel()
+    results = await asyncio.gather(*readers, return_exceptions=True)
+    assert results[0] == b"one" and results[3] == b"one" and results[2] == b"two"
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[4] is None
+    assert mgets == 1
+
+
+async def test_a_cancelled_flush_releases_its_readers(redis: RedisBackend) -> None:
+    started = asyncio.Event()
+
+    async def hanging(keys: list[str]) -> Any:
+        started.set()
+        await asyncio.sleep(3600)
+
+    redis._client.mget = hanging  # type: ignore[method-assign]
+    reader = asyncio.ensure_future(redis.get("k"))
+    await started.wait()
+    for flush in list(redis._flushes):
+        flush.cancel()  # as close() does on shutdown
+    assert await asyncio.wait_for(reader, 1) is None
 
 
 async def test_redis_failures_fall_back_to_the_store(redis: RedisBackend) -> None:

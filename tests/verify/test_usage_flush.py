@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,3 +141,25 @@ async def test_a_flush_cut_short_by_shutdown_is_written_by_the_final_flush() -> 
     await store.entered.wait()  # the periodic flush took the batch and hangs
     await usage.stop()
     assert [set(batch) for batch in store.written] == [{"key-1"}]
+
+
+class _RecordingStore:
+    def __init__(self) -> None:
+        self.written: list[dict[str, int]] = []
+
+    async def record_usage(self, usage: dict[str, int]) -> None:
+        self.written.append(dict(usage))
+
+
+async def test_a_use_stamped_on_the_monotonic_clock_is_written_as_wall_time() -> None:
+    store = _RecordingStore()
+    usage = UsageRecorder(store)  # type: ignore[arg-type]
+    pending = usage.pending
+    usage.record("key-1", time.monotonic() - 2.0)  # used two seconds ago
+    pending["key-2"] = time.monotonic()  # as the hot path writes it
+    await usage.flush()
+    assert usage.pending is pending and not pending  # the same dict, emptied
+    [batch] = store.written
+    now_us = time.time_ns() // 1000
+    assert abs(batch["key-1"] - (now_us - 2_000_000)) < 500_000
+    assert abs(batch["key-2"] - now_us) < 500_000
