@@ -538,6 +538,8 @@ class Row:
     target: str | None = None
     target_value: float | None = None
     target_met: bool | None = None
+    # req/s of the target's baseline measured just before this row, one per round
+    paired_baseline_rps: list[float] = field(default_factory=list)
 
 
 def check_once(server: Server, request: HttpRequest, *, attempts: int = 3) -> None:
@@ -612,6 +614,7 @@ def combine(rounds: list[Row]) -> Row:
         p99_ms=statistics.median(r.p99_ms or 0.0 for r in rounds),
         requests=sum(r.requests or 0 for r in rounds),
         rounds_requests_per_s=[r.requests_per_s or 0.0 for r in rounds],
+        paired_baseline_rps=[p for r in rounds for p in r.paired_baseline_rps],
         note="; ".join(dict.fromkeys(r.note for r in rounds if r.note)))
 
 
@@ -643,7 +646,13 @@ def score(rows: list[Row], scenarios: dict[str, Scenario]) -> None:
         if base is None:
             continue
         scale = row.credentials_per_request if target.per_credential else 1
-        row.target_value = ratio(row, base, scale)
+        paired = row.paired_baseline_rps
+        if len(paired) == len(row.rounds_requests_per_s) and all(paired):
+            # each round's ratio to the baseline run measured right before the row
+            row.target_value = statistics.median(
+                m * scale / b for m, b in zip(row.rounds_requests_per_s, paired, strict=True))
+        else:
+            row.target_value = ratio(row, base, scale)
         row.target_met = row.target_value >= target.ratio
 
 
@@ -782,13 +791,21 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(procs.stop_all)
             bench = Bench(procs, stack, Options(args.redis_url, args.pg_admin_dsn, seed=1))
             runner = Runner(bench, wrk, load)
+            by_id = {s.id: s for s in scenarios}
             for round_no in range(1, load.rounds + 1):
                 for scenario in scenarios:
                     if measured[scenario.id] and measured[scenario.id][-1].status != "ok":
                         continue  # skipped or failed once: do not retry every round
                     print(f"bench: [{round_no}/{load.rounds}] {scenario.id} …",
                           file=sys.stderr, flush=True)
+                    paired = None
+                    if scenario.target is not None and scenario.target.baseline in by_id:
+                        # the baseline again, right before the row: machine drift between
+                        # the two runs of a ratio is seconds, not a whole round
+                        paired = runner.measure(by_id[scenario.target.baseline])
                     row = runner.measure(scenario)
+                    if paired is not None and paired.status == "ok" and paired.requests_per_s:
+                        row.paired_baseline_rps = [paired.requests_per_s]
                     measured[scenario.id].append(row)
                     if row.status != "ok" or row.note:
                         print(f"bench:   {row.status}: {row.note}", file=sys.stderr)
