@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from hmac import compare_digest
 from time import monotonic
@@ -115,7 +114,7 @@ class HotPath:
         recorded and counted (the caller answers yes from it), or None."""
         entry = self._l1.fresh(digest, now)
         if entry is None or not entry.plain or (entry.expire_time is not None
-                                                and not _unexpired(entry)):
+                                                and not entry.unexpired()):
             return None
         self._used[entry.key_id] = now
         self._counters.l1_valid += 1
@@ -165,7 +164,7 @@ class HotPath:
             except Unavailable:
                 result = Result(Outcome.UNAVAILABLE)
             else:
-                if entry is not None and entry.plain and _unexpired(entry):
+                if entry is not None and entry.plain and entry.unexpired():
                     self._used[entry.key_id] = now
                     self.metrics.result(Outcome.VALID.value, level)
                     await _send(send, 200, entry.valid_body,
@@ -255,7 +254,7 @@ class HotPath:
         answered = 0
         for i, entry in zip(index, entries, strict=True):
             if entry is None or not entry.plain or (entry.expire_time is not None
-                                                    and not _unexpired(entry)):
+                                                    and not entry.unexpired()):
                 continue
             parts[i] = entry.valid_body
             used[entry.key_id] = now
@@ -375,12 +374,6 @@ def _valid_ip(text: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-
-
-def _unexpired(entry: Entry) -> bool:
-    """L1 never holds an entry past its key's expiry; the wall clock is asked anyway, for
-    expiring keys only, in case it was stepped since the fill."""
-    return entry.expire_time is None or entry.expire_time > time.time_ns() // 1000
 
 
 def _bare(credential: object) -> TypeGuard[str]:

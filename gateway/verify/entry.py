@@ -7,6 +7,7 @@ An ``Entry`` carries the verify response for the valid case pre-rendered, so a c
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,11 @@ class Entry:
 
     def __post_init__(self) -> None:
         self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
+
+    def unexpired(self) -> bool:
+        """True unless the key has expired by the wall clock. Caches never hold an entry
+        past its key's expiry; this is asked anyway, in case the clock was stepped."""
+        return self.expire_time is None or self.expire_time > time.time_ns() // 1000
 
     def render(self, issuer: str) -> None:
         """Pre-render the fields and bytes of a positive verify answer."""

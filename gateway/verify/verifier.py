@@ -56,7 +56,7 @@ class Verifier:
             return Result(Outcome.NOT_FOUND, cache=level)
         if entry.revoked:
             return Result(Outcome.REVOKED, entry, level)
-        if entry.expire_time is not None and entry.expire_time <= time.time_ns() // 1000:
+        if not entry.unexpired():
             return Result(Outcome.EXPIRED, entry, level)
         if not ip_allowed(entry, client_ip):
             return Result(Outcome.IP_NOT_ALLOWED, entry, level)
@@ -77,14 +77,12 @@ class Verifier:
         if (credential.startswith(tokens.TOKEN_STARTS) and self.derived is not None
                 and self.derived.claims_token(credential)):
             return None
-        hit, entry = self.cache.l1.get(self.digester.digest(credential), time.monotonic())
-        if not hit or entry is None or not entry.plain:
-            return None
-        now = time.time_ns() // 1000
-        if entry.expire_time is not None and entry.expire_time <= now:
+        now = time.monotonic()
+        hit, entry = self.cache.l1.get(self.digester.digest(credential), now)
+        if not hit or entry is None or not entry.plain or not entry.unexpired():
             return None
         self.cache.metrics.cache("L1", True)
-        self.usage.record(entry.key_id, now)
+        self.usage.record(entry.key_id, now)  # the usage recorder's clock: monotonic
         return entry.valid_result
 
     async def verify(self, credential: str, *, client_ip: str | None = None,

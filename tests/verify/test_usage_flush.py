@@ -79,6 +79,26 @@ def test_verify_writes_nothing_and_usage_is_flushed_later(tmp_path: Path) -> Non
     assert "Traceback" not in gw.logs()
 
 
+def test_uses_answered_from_l1_outside_the_fast_path_get_their_real_time(
+        tmp_path: Path) -> None:
+    """A required scope (forward auth) or a derived-token parent takes the general L1
+    answer rather than the fast path; its use must be stamped on the same clock."""
+    gw = start_gateway(tmp_path, {})
+    db = tmp_path / "gateway.db"
+    try:
+        secret, key = issue(gw, scopes=["read"])
+        for _ in range(3):  # the first fills L1, the others are answered from it
+            r = decide(gw, secret, headers={"X-Required-Scope": "read"})
+            assert r.status_code == 200 and r.headers["x-cache"] in ("STORE", "L1")
+        wait_until(lambda: _last_used(db, key["key_id"]), timeout=30,
+                   message="the usage flush")
+        used = _last_used(db, key["key_id"])
+        assert used is not None
+        assert _created(db, key["key_id"]) <= used <= time.time_ns() // 1000
+    finally:
+        gw.stop()
+
+
 def test_usage_is_flushed_on_graceful_shutdown(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path, {})
     db = tmp_path / "gateway.db"
