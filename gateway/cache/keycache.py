@@ -105,6 +105,16 @@ class KeyCache:
         self._decoded[raw] = entry
         return True, entry
 
+    def plain_l1(self, digest: str, now: float) -> Entry | None:
+        """The L1 entry for ``digest`` when it answers yes by itself: a plain root key (no
+        IP allow-list, no rate limit) that has not expired; else None. Synchronous: the
+        hot path's whole lookup for a cached key."""
+        entry = self.l1.fresh(digest, now)
+        if entry is None or not entry.plain or (entry.expire_time is not None
+                                                and not entry.unexpired()):
+            return None
+        return entry
+
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT
                      ) -> tuple[Entry | None, str]:
         """(entry or None for not-found, level that answered: L1, L2 or STORE)."""

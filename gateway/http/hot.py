@@ -111,9 +111,8 @@ class HotPath:
     def _plain_l1(self, digest: str, now: float) -> Entry | None:
         """The L1 entry of a plain, unexpired root key with this digest, with its use
         recorded and counted (the caller answers yes from it), or None."""
-        entry = self._l1.fresh(digest, now)
-        if entry is None or not entry.plain or (entry.expire_time is not None
-                                                and not entry.unexpired()):
+        entry = self._cache.plain_l1(digest, now)
+        if entry is None:
             return None
         self._used[entry.key_id] = now
         self._counters.l1_valid += 1

@@ -78,8 +78,8 @@ class Verifier:
                 and self.derived.claims_token(credential)):
             return None
         now = time.monotonic()
-        hit, entry = self.cache.l1.get(self.digester.digest(credential), now)
-        if not hit or entry is None or not entry.plain or not entry.unexpired():
+        entry = self.cache.plain_l1(self.digester.digest(credential), now)
+        if entry is None:
             return None
         self.cache.metrics.cache("L1", True)
         self.usage.record(entry.key_id, now)  # the usage recorder's clock: monotonic

@@ -9,6 +9,7 @@ INCR + PEXPIRE). The real scripts run against a real Redis in ``tests/verify``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,7 +23,7 @@ from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import Unavailable
-from gateway.keys.model import ApiKey, Kind
+from gateway.keys.model import ApiKey, Kind, RateLimit
 from gateway.observability.metrics import Metrics
 from gateway.verify.entry import Entry
 
@@ -202,6 +203,30 @@ def test_l1_fresh_answers_only_unexpired_positive_entries() -> None:
     assert l1.fresh("absent", now) is None
     assert l1.fresh_many(["absent", "live", "negative", "live"], now + 1) == [
         None, "v", None, "v"]
+
+
+async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key() -> None:
+    store = FakeStore()
+    plain, guarded, limited, expiring, missing = (f"hs256:{c * 64}" for c in "12345")
+    store.rows[plain] = make_key("plain", digest=plain)
+    store.rows[guarded] = dataclasses.replace(make_key("guarded", digest=guarded),
+                                              allowed_cidrs=("10.0.0.0/8",))
+    store.rows[limited] = dataclasses.replace(make_key("limited", digest=limited),
+                                              rate_limit=RateLimit(quota=5, window_s=60))
+    store.rows[expiring] = make_key("expiring", digest=expiring, expire_in_s=3600)
+    cache = make_cache(store)
+    now = time.monotonic()
+    assert cache.plain_l1(plain, now) is None  # not cached yet: the caller looks it up
+    for digest in (plain, guarded, limited, expiring, missing):
+        await cache.lookup(digest)
+    now = time.monotonic()
+    assert [e.key_id if (e := cache.plain_l1(d, now)) else None
+            for d in (plain, guarded, limited, expiring, missing)] == [
+        "plain", None, None, "expiring", None]
+    entry = cache.plain_l1(expiring, now)
+    assert entry is not None
+    entry.expire_time = time.time_ns() // 1000 - 1  # expired by the wall clock since cached
+    assert cache.plain_l1(expiring, now) is None
 
 
 # -- read-through, levels --------------------------------------------------------------
