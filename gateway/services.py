@@ -83,6 +83,7 @@ class Services:
     async def stop(self) -> None:
         await self.signing.stop()
         await self.usage.stop()
+        await self.cache.close()
         if self.redis is not None:
             await self.redis.close()
         await self.store.close()

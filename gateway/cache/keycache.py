@@ -8,6 +8,7 @@ store read; concurrent L2 reads share one MGET (see ``RedisBackend.get``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 
@@ -20,6 +21,7 @@ from gateway.verify.entry import Entry
 
 _NEGATIVE = b"-"
 DECODED_MEMO = 4096
+REFRESH_RETRY_S = 1.0  # pause after a refresh round that failed (store or Redis down)
 KEY_ID_PREFIX = "kid:"  # cache keys of parents looked up by key id rather than by digest
 
 
@@ -76,6 +78,8 @@ class KeyCache:
         self._resync: asyncio.Task[None] | None = None
         if redis is not None:
             redis.on_resubscribe = self.l1.clear
+        self._refresher: asyncio.Task[None] | None = None
+        self.l1.on_due = self._start_refresh
 
     def _ttl(self, entry: Entry | None, cap: float) -> float:
         if entry is None:
@@ -125,32 +129,65 @@ class KeyCache:
                 self.metrics.cache("L1", hit)
                 if hit:
                     return entry, "L1"
-            if (self.redis is not None and self.redis.available
-                    and (not self._unsynced or await self._sync())):
-                hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
-                self.metrics.cache("L2", hit)
-                if hit:
-                    self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
-                    return entry, "L2"
-            fut = self._inflight.get(digest)
-            if fut is not None:
-                return await asyncio.shield(fut), "STORE"
-            fut = asyncio.get_running_loop().create_future()
-            self._inflight[digest] = fut
-            try:
-                entry = await self._from_store(digest, mode)
-            except BaseException as exc:
-                fut.set_exception(exc)
-                fut.exception()  # mark retrieved: waiters re-raise it themselves
-                raise
-            else:
-                fut.set_result(entry)
-            finally:
-                # an invalidation may have detached this read (and a newer one may run)
-                if self._inflight.get(digest) is fut:
-                    del self._inflight[digest]
-            return entry, "STORE"
+            return await self._below_l1(digest, started)
         return await self._from_store(digest, mode), "STORE"
+
+    async def _below_l1(self, digest: str, started: float) -> tuple[Entry | None, str]:
+        """L2, else the store (one read shared by concurrent callers); fills the levels
+        above the one that answered."""
+        if (self.redis is not None and self.redis.available
+                and (not self._unsynced or await self._sync())):
+            hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
+            self.metrics.cache("L2", hit)
+            if hit:
+                self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
+                return entry, "L2"
+        fut = self._inflight.get(digest)
+        if fut is not None:
+            return await asyncio.shield(fut), "STORE"
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = fut
+        try:
+            entry = await self._from_store(digest, CacheMode.DEFAULT)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            fut.set_result(entry)
+        finally:
+            # an invalidation may have detached this read (and a newer one may run)
+            if self._inflight.get(digest) is fut:
+                del self._inflight[digest]
+        return entry, "STORE"
+
+    # -- refresh-ahead (see gateway.cache.l1) ----------------------------------------
+
+    def _start_refresh(self) -> None:
+        """Called by L1 when a hit finds an entry due for refresh and none was due."""
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_due(), name="l1-refresh")
+
+    async def _refresh_due(self) -> None:
+        """Re-read the due L1 entries through L2 and the store, as a miss would. A fill
+        that races an invalidation is dropped by L1's tombstones, as any other."""
+        while self.l1.due:
+            digests = list(self.l1.due)
+            self.l1.due.clear()
+            started = time.monotonic()
+            results = await asyncio.gather(*(self._below_l1(d, started) for d in digests),
+                                           return_exceptions=True)
+            if any(isinstance(r, BaseException) for r in results):
+                # the store or Redis is failing: the entries answer until they expire,
+                # and hits meanwhile ask again no more than once per interval
+                await asyncio.sleep(REFRESH_RETRY_S)
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
 
     async def _from_store(self, digest: str, mode: CacheMode) -> Entry | None:
         started = time.monotonic()

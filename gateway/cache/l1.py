@@ -2,24 +2,36 @@
 
 A fill that started before an invalidation of the same digest is dropped, so a lookup
 racing with a revocation cannot put the old answer back.
+
+Refresh-ahead: a hit on a positive entry in the last quarter of its life puts its digest in
+``due`` (and calls ``on_due`` when ``due`` was empty), so the owner can re-read it in the
+background while the entry still answers. A hot key then never drops out of L1 under load;
+otherwise every request in flight for it misses at the same moment, when it expires. An
+entry is never answered past its expiry.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
 TOMBSTONE_S = 60.0
+REFRESH_AFTER = 0.75  # share of an entry's L1 life after which a hit asks for a refresh
 
 
 class L1(Generic[V]):
     def __init__(self, max_entries: int, ttl: float) -> None:
-        self._data: dict[str, tuple[float, V]] = {}
+        # digest -> (refresh_at, value, expires), refresh_at <= expires: a hit before
+        # refresh_at is one comparison, as cheap as the expiry check alone
+        self._data: dict[str, tuple[float, V | None, float]] = {}
         self._tombstones: dict[str, float] = {}
         self._cleared = float("-inf")  # fills that started before the last clear() are dropped
         self.max_entries = max_entries
         self.ttl = ttl
+        self.due: set[str] = set()
+        self.on_due: Callable[[], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -30,23 +42,43 @@ class L1(Generic[V]):
         item = self._data.get(digest)
         if item is None:
             return False, None
-        if item[0] <= now:
-            self._data.pop(digest, None)
-            return False, None
-        return True, item[1]
+        if item[0] > now:
+            return True, item[1]
+        if item[2] > now:
+            self._mark_due(digest)
+            return True, item[1]
+        self._data.pop(digest, None)
+        return False, None
 
     def fresh(self, digest: str, now: float) -> V | None:
         """The cached value when present and unexpired, else None (also for a cached
         negative answer): the hot path's one-call lookup. Expired items are left for
         ``get`` or eviction to drop."""
         item = self._data.get(digest)
-        return item[1] if item is not None and item[0] > now else None
+        if item is None:
+            return None
+        return item[1] if item[0] > now else self._late(digest, item, now)
 
     def fresh_many(self, digests: list[str], now: float) -> list[V | None]:
         """``fresh`` for each digest, in order."""
-        get = self._data.get
-        return [item[1] if (item := get(d)) is not None and item[0] > now else None
+        get, late = self._data.get, self._late
+        return [(item[1] if item[0] > now else late(d, item, now))
+                if (item := get(d)) is not None else None
                 for d in digests]
+
+    def _late(self, digest: str, item: tuple[float, V | None, float], now: float) -> V | None:
+        """A hit past the entry's refresh time: its value until it expires, marked due."""
+        if item[2] <= now:
+            return None
+        self._mark_due(digest)
+        return item[1]
+
+    def _mark_due(self, digest: str) -> None:
+        if self.on_due is None:  # nobody refreshes: the entry just runs out
+            return
+        if not self.due:
+            self.on_due()
+        self.due.add(digest)
 
     def put(self, digest: str, value: V | None, ttl: float, started: float) -> None:
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
@@ -59,11 +91,18 @@ class L1(Generic[V]):
             return
         if len(self._data) >= self.max_entries:
             self._evict()
-        self._data[digest] = (started + min(ttl, self.ttl), value)  # type: ignore[assignment]
+        life = min(ttl, self.ttl)
+        expires = started + life
+        # Negative answers and entries cut short by their key's expiry are not refreshed:
+        # they are meant to end.
+        refreshed = value is not None and ttl >= self.ttl and self.on_due is not None
+        refresh_at = started + life * REFRESH_AFTER if refreshed else expires
+        self._data[digest] = (refresh_at, value, expires)
 
     def invalidate(self, digest: str) -> None:
         now = time.monotonic()
         self._data.pop(digest, None)
+        self.due.discard(digest)
         self._tombstones[digest] = now
         if len(self._tombstones) > 10_000:
             cutoff = now - TOMBSTONE_S
@@ -72,11 +111,12 @@ class L1(Generic[V]):
     def clear(self) -> None:
         self._cleared = time.monotonic()
         self._data.clear()
+        self.due.clear()
 
     def _evict(self) -> None:
         """Drop expired entries, then the oldest tenth (insertion order)."""
         now = time.monotonic()
-        expired = [d for d, (exp, _) in self._data.items() if exp <= now]
+        expired = [d for d, (_, _, exp) in self._data.items() if exp <= now]
         for d in expired:
             del self._data[d]
         if len(self._data) >= self.max_entries:

@@ -229,6 +229,33 @@ async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key() -> None:
     assert cache.plain_l1(expiring, now) is None
 
 
+def test_l1_asks_for_a_refresh_of_a_hit_in_the_last_quarter_of_its_life() -> None:
+    calls: list[str] = []
+    l1: L1[str] = L1(max_entries=10, ttl=8)
+    l1.on_due = lambda: calls.append("due")
+    now = time.monotonic()
+    l1.put("hot", "v", 8, now)
+    l1.put("negative", None, 8, now)
+    l1.put("ending", "e", 2, now)  # cut short by its key's expiry: meant to end
+    assert l1.fresh("hot", now + 5.9) == "v" and not l1.due
+    assert l1.fresh("hot", now + 6.1) == "v"  # still answered while due
+    assert l1.fresh_many(["hot", "ending", "negative"], now + 6.2) == ["v", None, None]
+    assert l1.get("hot", now + 7) == (True, "v")
+    assert l1.due == {"hot"} and calls == ["due"]  # told once, when the first became due
+    assert l1.fresh("ending", now + 1.9) == "e" and l1.due == {"hot"}
+    assert l1.fresh("hot", now + 8) is None  # never answered past its expiry
+    l1.invalidate("hot")
+    assert not l1.due
+
+
+def test_l1_without_a_refresher_marks_nothing_due() -> None:
+    l1: L1[str] = L1(max_entries=10, ttl=8)
+    now = time.monotonic()
+    l1.put("hot", "v", 8, now)
+    assert l1.fresh("hot", now + 7) == "v" and l1.get("hot", now + 7) == (True, "v")
+    assert not l1.due
+
+
 # -- read-through, levels --------------------------------------------------------------
 
 
@@ -377,6 +404,76 @@ async def test_a_failed_shared_read_fails_every_waiter_and_is_not_cached() -> No
     store.rows[DIGEST] = make_key()
     entry, level = await cache.lookup(DIGEST)
     assert level == "STORE" and entry is not None
+
+
+# -- refresh-ahead ----------------------------------------------------------------------
+
+
+async def _until_refreshed(cache: KeyCache) -> None:
+    assert cache._refresher is not None
+    await cache._refresher
+
+
+async def test_a_hot_entry_is_re_read_before_it_expires_once_for_all_hits() -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key(scopes=("read",))
+    cache = make_cache(store, l1_ttl=8)
+    await cache.lookup(DIGEST)
+    # the row changes without an invalidation (as a missed one would leave it)
+    store.rows[DIGEST] = make_key(scopes=("read", "write"))
+    late = time.monotonic() + 7  # in the last quarter of the entry's life
+    hits = [cache.plain_l1(DIGEST, late) for _ in range(50)]
+    assert all(e is not None and e.scopes == ("read",) for e in hits)  # answered meanwhile
+    await _until_refreshed(cache)
+    assert store.reads == 2  # fifty hits, one re-read
+    entry = cache.plain_l1(DIGEST, time.monotonic())
+    assert entry is not None and entry.scopes == ("read", "write")
+
+
+async def test_a_refresh_reads_l2_before_the_store(redis: RedisBackend) -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis, l1_ttl=8)
+    await cache.lookup(DIGEST)  # store read; fills L2 too
+    assert cache.plain_l1(DIGEST, time.monotonic() + 7) is not None
+    await _until_refreshed(cache)
+    assert store.reads == 1
+
+
+async def test_a_refresh_racing_a_revocation_does_not_resurrect_the_key() -> None:
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, l1_ttl=8)
+    await cache.lookup(DIGEST)
+    gate = asyncio.Event()
+    store.gates.append(gate)
+    store.entered.clear()
+    assert cache.plain_l1(DIGEST, time.monotonic() + 7) is not None
+    await store.entered.wait()  # the refresh read saw the key active and is in flight
+    store.rows[DIGEST] = make_key(revoked=True)
+    await cache.invalidate([DIGEST])
+    gate.set()
+    await _until_refreshed(cache)
+    assert cache.l1.get(DIGEST, time.monotonic()) == (False, None)
+    entry, level = await cache.lookup(DIGEST)
+    assert level == "STORE" and entry is not None and entry.revoked
+
+
+async def test_a_failed_refresh_leaves_the_entry_answering_until_it_expires(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.cache.keycache.REFRESH_RETRY_S", 0)
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, l1_ttl=8)
+    await cache.lookup(DIGEST)
+    store.down = True
+    late = time.monotonic() + 7
+    assert cache.plain_l1(DIGEST, late) is not None
+    await _until_refreshed(cache)  # the failure ends inside the refresher
+    assert store.reads == 2
+    assert cache.plain_l1(DIGEST, late) is not None  # still answers: not expired
+    assert cache.plain_l1(DIGEST, late + 1.1) is None  # and never past its expiry
+    await cache.close()
 
 
 # -- tombstones: a racing fill cannot resurrect an invalidated key ---------------------
