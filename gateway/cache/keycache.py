@@ -114,10 +114,7 @@ class KeyCache:
         IP allow-list, no rate limit) that has not expired; else None. Synchronous: the
         hot path's whole lookup for a cached key."""
         entry = self.l1.fresh(digest, now)
-        if entry is None or not entry.plain or (entry.expire_time is not None
-                                                and not entry.unexpired()):
-            return None
-        return entry
+        return entry if entry is not None and entry.answers_alone() else None
 
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT
                      ) -> tuple[Entry | None, str]:

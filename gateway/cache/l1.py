@@ -74,9 +74,8 @@ class L1(Generic[V]):
         return item[1]
 
     def _mark_due(self, digest: str) -> None:
-        if self.on_due is None:  # nobody refreshes: the entry just runs out
-            return
-        if not self.due:
+        # only entries put while on_due was set have a refresh_at before their expiry
+        if not self.due and self.on_due is not None:
             self.on_due()
         self.due.add(digest)
 

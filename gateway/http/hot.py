@@ -159,7 +159,7 @@ class HotPath:
             except Unavailable:
                 result = Result(Outcome.UNAVAILABLE)
             else:
-                if entry is not None and entry.plain and entry.unexpired():
+                if entry is not None and entry.answers_alone():
                     self._used[entry.key_id] = now
                     self.metrics.result(Outcome.VALID.value, level)
                     await _send(send, 200, entry.valid_body,
@@ -190,13 +190,17 @@ class HotPath:
         self.metrics.batch_size.observe(len(items))
         mode = _mode(headers)
         parts: list[bytes | None] = [None] * len(items)
-        fast = 0
+        fast, missed = 0, dict[int, str]()
         if mode is CacheMode.DEFAULT:
-            fast = self._batch_from_l1(items, parts, now)
-        slow: list[tuple[int, str, tuple[str, ...]]] = []
+            fast, missed = self._batch_from_l1(items, parts, now)
+        slow: list[tuple[int, str, tuple[str, ...], str | None]] = []
         results: dict[int, Result] = {}
         for index, item in enumerate(items if fast < len(items) else ()):
             if parts[index] is not None:
+                continue
+            digest = missed.get(index)
+            if digest is not None:  # a bare item L1 could not answer: its digest is known
+                slow.append((index, item["credential"], (), digest))
                 continue
             try:
                 credential, audiences = _verify_request(item, f"requests[{index}].")
@@ -206,15 +210,16 @@ class HotPath:
             result = (self.verifier.verify_cached(credential, audiences)
                       if mode is CacheMode.DEFAULT else None)
             if result is None:
-                slow.append((index, credential, audiences))
+                slow.append((index, credential, audiences, None))
             else:
                 results[index] = result
         if slow:
             client_ip = self._client_ip(scope, headers)
             done = await asyncio.gather(*(
-                self.verifier.verify(c, client_ip=client_ip, mode=mode, expected_audiences=a)
-                for _, c, a in slow))
-            for (index, _, _), result in zip(slow, done, strict=True):
+                self.verifier.verify(c, client_ip=client_ip, mode=mode, expected_audiences=a,
+                                     digest=d)
+                for _, c, a, d in slow))
+            for (index, *_), result in zip(slow, done, strict=True):
                 results[index] = result
         tally: dict[tuple[str, str], int] = {}
         for index, result in results.items():
@@ -231,9 +236,11 @@ class HotPath:
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
         await _send(send, 200, out, [(b"x-cache", summary or b"NONE")])
 
-    def _batch_from_l1(self, items: list[Any], parts: list[bytes | None], now: float) -> int:
+    def _batch_from_l1(self, items: list[Any], parts: list[bytes | None], now: float
+                       ) -> tuple[int, dict[int, str]]:
         """Fill ``parts`` with the pre-rendered answers of the bare items whose plain key
-        is in L1 (one digest pass, one L1 pass); the number answered."""
+        is in L1 (one digest pass, one L1 pass). Returns the number answered, and the
+        digests of the bare items it could not answer, by index."""
         limit, starts = MAX_CREDENTIAL_BYTES, tokens.TOKEN_STARTS
         bare = [c if (type(item) is dict and len(item) == 1  # _bare, inlined: per item
                       and type(c := item.get("credential")) is str
@@ -245,17 +252,20 @@ class HotPath:
         else:
             index, credentials = range(len(bare)), bare
         digest = self._digest
-        entries = self._l1.fresh_many([digest(c) for c in cast(list[str], credentials)], now)
+        digests = [digest(c) for c in cast(list[str], credentials)]
+        entries = self._l1.fresh_many(digests, now)
         used = self._used
-        answered = 0
-        for i, entry in zip(index, entries, strict=True):
+        answered, missed = 0, dict[int, str]()
+        for i, d, entry in zip(index, digests, entries, strict=True):
+            # Entry.answers_alone, inlined (a call per item); expiry asked only if it has one
             if entry is None or not entry.plain or (entry.expire_time is not None
                                                     and not entry.unexpired()):
+                missed[i] = d
                 continue
             parts[i] = entry.valid_body
             used[entry.key_id] = now
             answered += 1
-        return answered
+        return answered, missed
 
     # -- forward auth ----------------------------------------------------------------
 

@@ -61,6 +61,11 @@ class Entry:
         past its key's expiry; this is asked anyway, in case the clock was stepped."""
         return self.expire_time is None or self.expire_time > time.time_ns() // 1000
 
+    def answers_alone(self) -> bool:
+        """A "yes" with nothing to check per request: plain (no IP allow-list, no rate
+        limit, not revoked) and unexpired."""
+        return self.plain and self.unexpired()
+
     def render(self, issuer: str) -> None:
         """Pre-render the fields and bytes of a positive verify answer."""
         fields: dict[str, Any] = {
