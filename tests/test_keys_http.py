@@ -504,6 +504,106 @@ def test_patch_refuses_a_bad_mask(admin: Admin, actor: str, mask: str,
     assert admin.get(f"{ISSUED}/{key_id}").json()["name"] == "keep"
 
 
+# -- nested mask paths (AIP-134 sub-fields, AIP-161 map keys) ------------------------------
+
+LIMITED = {"quota": "5", "window": "60s"}
+
+
+def test_a_sub_path_changes_one_field_of_the_rate_limit(admin: Admin, actor: str) -> None:
+    key_id = admin.issue(actor, rate_limit_policy=LIMITED)["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}",
+                       {"rate_limit_policy": {"quota": "9", "window": "1s"}},
+                       params={"update_mask": "rate_limit_policy.quota"})
+    assert resp.status_code == 200, resp.text
+    expected = {"quota": "9", "window": "60s", "unit": "requests"}
+    assert resp.json()["rate_limit_policy"] == expected
+    assert admin.get(f"{ISSUED}/{key_id}").json()["rate_limit_policy"] == expected
+
+
+def test_sub_paths_on_a_key_without_a_rate_limit_must_make_a_whole_policy(
+        admin: Admin, actor: str) -> None:
+    key_id = admin.issue(actor, name="keep")["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"rate_limit_policy": {"quota": "9"}},
+                       params={"update_mask": "rate_limit_policy.quota"})
+    assert_status(resp, 400, INVALID_ARGUMENT, "rate_limit_policy.window", "required")
+    assert "rate_limit_policy" not in admin.get(f"{ISSUED}/{key_id}").json()
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"rate_limit_policy": {"quota": "9",
+                                                                    "window": "2s"}},
+                       params={"update_mask": "rate_limit_policy.quota,"
+                                              "rate_limit_policy.window"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rate_limit_policy"]["window"] == "2s"
+
+
+def test_clearing_a_required_part_of_the_rate_limit_is_refused(admin: Admin, actor: str
+                                                                ) -> None:
+    key_id = admin.issue(actor, rate_limit_policy=LIMITED)["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"name": "x"},
+                       params={"update_mask": "name,rate_limit_policy.quota"})
+    assert_status(resp, 400, INVALID_ARGUMENT, "rate_limit_policy.quota")
+    after = admin.get(f"{ISSUED}/{key_id}").json()
+    assert after["name"] == "k" and after["rate_limit_policy"]["quota"] == "5"
+
+
+def test_a_map_key_path_sets_and_removes_single_metadata_keys(admin: Admin, actor: str
+                                                               ) -> None:
+    key_id = admin.issue(actor, metadata={"team": "a", "tier": 1, "cost.centre": "x"}
+                         )["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}",
+                       {"metadata": {"team": "b", "ignored": True, "new": [1]}},
+                       params={"update_mask": "metadata.team,metadata.tier,metadata.new,"
+                                              "metadata.`cost.centre`"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["metadata"] == {"team": "b", "new": [1]}
+    assert admin.get(f"{ISSUED}/{key_id}").json()["metadata"] == {"team": "b", "new": [1]}
+
+
+def test_the_whole_field_wins_over_its_own_sub_path(admin: Admin, actor: str) -> None:
+    key_id = admin.issue(actor, metadata={"a": 1, "b": 2})["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"metadata": {"c": 3}},
+                       params={"update_mask": "metadata.a,metadata"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["metadata"] == {"c": 3}
+
+
+def test_ip_restriction_allowed_cidrs_is_the_whole_restriction(admin: Admin, actor: str
+                                                               ) -> None:
+    key_id = admin.issue(actor, ip_restriction={"allowed_cidrs": ["10.0.0.0/8"]}
+                         )["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}",
+                       {"ip_restriction": {"allowed_cidrs": ["192.0.2.0/24"]}},
+                       params={"update_mask": "ip_restriction.allowed_cidrs"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["ip_restriction"] == {"allowed_cidrs": ["192.0.2.0/24"]}
+
+
+@pytest.mark.parametrize(("mask", "words"), [
+    ("rate_limit_policy.burst", ("rate_limit_policy.burst", "unknown field", "quota")),
+    ("name.first", ("name.first", "no subfields")),
+    ("status.code", ("status", "output only")),
+    ("metadata.a.b", ("metadata.a.b", "backticks")),
+    ("metadata.``", ("metadata.``", "backticks")),
+    ("metadata.", ("metadata.", "backticks")),
+])
+def test_patch_refuses_a_bad_nested_path(admin: Admin, actor: str, mask: str,
+                                         words: tuple[str, ...]) -> None:
+    key_id = admin.issue(actor, name="keep", metadata={"a": 1})["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"name": "x", "metadata": {}},
+                       params={"update_mask": f"name,{mask}"})
+    assert_status(resp, 400, INVALID_ARGUMENT, "update_mask", *words)
+    after = admin.get(f"{ISSUED}/{key_id}").json()
+    assert (after["name"], after["metadata"]) == ("keep", {"a": 1})
+
+
+def test_a_metadata_path_with_a_body_that_is_not_an_object_is_refused(admin: Admin,
+                                                                      actor: str) -> None:
+    key_id = admin.issue(actor, metadata={"a": 1})["issued_api_key"]["key_id"]
+    resp = admin.patch(f"{ISSUED}/{key_id}", {"metadata": "a=2"},
+                       params={"update_mask": "metadata.a"})
+    assert_status(resp, 400, INVALID_ARGUMENT, "metadata", "object")
+    assert admin.get(f"{ISSUED}/{key_id}").json()["metadata"] == {"a": 1}
+
+
 @pytest.mark.parametrize("stamp", ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00",
                                    "2026-01-01T00:00:00", "2026-01-01T00:00:00.123456Z"])
 def test_patch_accepts_every_timestamp_style_the_sdk_sends(admin: Admin, actor: str,

@@ -432,6 +432,18 @@ def test_update_without_a_mask_applies_every_populated_field(ory_keys: Any, acto
     assert updated.visibility == KeyVisibility.KEY_VISIBILITY_SECRET
 
 
+def test_update_with_nested_mask_paths(ory_keys: Any, actor: str) -> None:
+    key = issue(ory_keys, actor, metadata={"team": "a", "tier": 1},
+                rate_limit_policy=RateLimitPolicy(quota="5", window="1m")).issued_api_key
+    updated = ory_keys.admin_update_issued_api_key(
+        key.key_id, AdminUpdateIssuedApiKeyRequest(
+            metadata={"team": "b"}, rate_limit_policy=RateLimitPolicy(quota="8")),
+        update_mask="metadata.team,metadata.tier,rate_limit_policy.quota")
+    assert updated.metadata == {"team": "b"}
+    assert (updated.rate_limit_policy.quota, updated.rate_limit_policy.window) == ("8", "60s")
+    assert ory_keys.admin_get_issued_api_key(key.key_id).to_dict() == updated.to_dict()
+
+
 def test_update_accepts_the_resource_read_back_from_get(ory_keys: Any, actor: str) -> None:
     key = issue(ory_keys, actor, name="before", scopes=["read"], ttl="1h").issued_api_key
     body = AdminUpdateIssuedApiKeyRequest.from_dict(

@@ -7,7 +7,6 @@ before returning, so caches are invalidated before the admin call answers.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import hmac
 import os
@@ -32,7 +31,9 @@ from gateway.errors import (
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.listing import Filter, make_page_token, parse_page_token
+from gateway.keys.masks import IMMUTABLE, merge, parse_mask, populated
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RevocationReason, Visibility
+from gateway.keys.wire import rate_limit_wire
 from gateway.store.base import Store
 
 _CREATE_FIELDS = frozenset({"name", "actor_id", "scopes", "ttl", "metadata", "ip_restriction",
@@ -45,10 +46,6 @@ _RESOURCE_FIELDS = frozenset({"key_id", "name", "actor_id", "scopes", "status", 
                               "update_time", "expire_time", "last_used_time",
                               "revocation_reason", "revocation_description",
                               "revocation_reason_text"})
-MUTABLE = ("name", "scopes", "metadata", "ip_restriction", "rate_limit_policy", "expire_time")
-IMMUTABLE = ("actor_id", "visibility")
-OUTPUT_ONLY = ("key_id", "status", "create_time", "update_time", "last_used_time",
-               "revocation_reason", "revocation_description", "revocation_reason_text")
 MAX_BATCH_IMPORT = 1000
 
 
@@ -119,7 +116,7 @@ class KeyService:
         Unset-equivalent values (null, "", [], ``*_UNSPECIFIED``) are left out, as proto3
         reads them as not provided: the SDK always sends ``visibility: …_UNSPECIFIED``.
         """
-        meaningful = {k: v for k, v in body.items() if _populated(v)}
+        meaningful = {k: v for k, v in body.items() if populated(v)}
         canonical = orjson.dumps(meaningful, option=orjson.OPT_SORT_KEYS)
         return hmac.new(self._fp_key, canonical, hashlib.sha256).hexdigest()
 
@@ -278,13 +275,13 @@ class KeyService:
         for stamp in ("create_time", "update_time", "last_used_time"):
             if body.get(stamp) not in (None, ""):
                 f.timestamp(body[stamp], stamp)
-        paths = self._mask(body, update_mask)
+        mask = parse_mask(update_mask, body)
         current = await self.get(kind, key_id)
         if current.revoke_time is not None:
             raise FailedPrecondition(f"API key {key_id!r} is revoked and cannot be updated")
         now = now_us()
         changes: dict[str, Any] = {"update_time": max(now, current.update_time + 1)}
-        for path in paths:
+        for path in mask.fields:
             if path in IMMUTABLE:
                 value: object = (
                     f.text(body, "actor_id") or "" if path == "actor_id"
@@ -307,6 +304,7 @@ class KeyService:
                 if expire is not None and expire <= now:
                     raise InvalidArgument("expire_time: must be in the future")
                 changes["expire_time"] = expire
+        changes.update(self._partial_changes(current, body, mask.parts))
         updated = current.with_changes(**changes)
         if not await self.store.update_key(updated, current.update_time):
             raise FailedPrecondition(
@@ -315,21 +313,24 @@ class KeyService:
         await self.events.key_changed(updated)
         return updated
 
-    def _mask(self, body: dict[str, Any], update_mask: str | None) -> builtins.list[str]:
-        if update_mask is None or not update_mask.strip():
-            # AIP-134: every populated field; output-only fields are ignored here.
-            return [p for p in (*MUTABLE, *IMMUTABLE) if _populated(body.get(p))]
-        paths = [p.strip() for p in update_mask.split(",") if p.strip()]
-        if paths == ["*"]:
-            return [*MUTABLE, *IMMUTABLE]
-        for path in paths:
-            if path in OUTPUT_ONLY:
-                raise InvalidArgument(f"update_mask: field {path!r} is output only")
-            if path not in MUTABLE and path not in IMMUTABLE:
-                raise InvalidArgument(
-                    f"update_mask: unknown field {path!r}; updatable: {', '.join(MUTABLE)}"
-                )
-        return list(dict.fromkeys(paths))
+    @staticmethod
+    def _partial_changes(current: ApiKey, body: dict[str, Any],
+                         parts: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+        """The changes of the mask's sub-paths: each named part is set from the body, or
+        cleared, and the rest of the field is kept; the result is checked as a whole."""
+        changes: dict[str, Any] = {}
+        for head, names in parts.items():
+            given = body.get(head)
+            if head == "metadata":
+                merged = merge(current.metadata, given, names, head)
+                changes["metadata"] = f.metadata({head: merged}) if merged else None
+            elif head == "ip_restriction":  # its one part is the whole of it
+                changes["allowed_cidrs"] = f.ip_restriction(body) or ()
+            elif head == "rate_limit_policy":
+                rl = current.rate_limit
+                merged = merge(rate_limit_wire(rl) if rl else None, given, names, head)
+                changes["rate_limit"] = f.rate_limit({head: merged})
+        return changes
 
     # -- revoke / rotate / delete ----------------------------------------------------
 
@@ -420,7 +421,3 @@ class KeyService:
             await self.events.key_changed(revoked)
 
 
-def _populated(value: object) -> bool:
-    if value is None or value in ("", [], {}):
-        return False
-    return not (isinstance(value, str) and value.endswith("_UNSPECIFIED"))
