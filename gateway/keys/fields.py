@@ -28,6 +28,13 @@ MAX_INT64 = 2**63 - 1
 E = TypeVar("E", bound=enum.Enum)
 
 
+def populated(value: object) -> bool:
+    """Set, as proto3 reads JSON: not null, "", [], {} or an ``*_UNSPECIFIED`` enum."""
+    if value is None or value in ("", [], {}):
+        return False
+    return not (isinstance(value, str) and value.endswith("_UNSPECIFIED"))
+
+
 def require_object(body: object, what: str = "request body") -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgument(f"{what}: expected a JSON object")

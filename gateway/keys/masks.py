@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidArgument
+from gateway.keys.fields import populated, require_object
 
 MUTABLE = ("name", "scopes", "metadata", "ip_restriction", "rate_limit_policy", "expire_time")
 IMMUTABLE = ("actor_id", "visibility")
 OUTPUT_ONLY = ("key_id", "status", "create_time", "update_time", "last_used_time",
                "revocation_reason", "revocation_description", "revocation_reason_text")
-# The fields of the message-typed fields that a mask may name one by one.
+# The fields of the message-typed fields that a mask may name one by one. Naming the only
+# field of a message names the whole message.
 SUBFIELDS = {"rate_limit_policy": ("quota", "window", "unit"),
              "ip_restriction": ("allowed_cidrs",)}
 MAP_FIELD = "metadata"
@@ -58,7 +60,10 @@ def parse_mask(update_mask: str | None, body: dict[str, Any]) -> Mask:
                 raise InvalidArgument(
                     f"update_mask: unknown field {path!r}; {head} has "
                     f"{', '.join(SUBFIELDS[head])}")
-            parts.setdefault(head, {})[rest] = None
+            if len(SUBFIELDS[head]) == 1:
+                whole[head] = None
+            else:
+                parts.setdefault(head, {})[rest] = None
         else:
             raise InvalidArgument(f"update_mask: {path!r}: field {head!r} has no subfields")
     return Mask(tuple(whole), {head: tuple(keys) for head, keys in parts.items()
@@ -83,20 +88,13 @@ def merge(current: dict[str, Any] | None, given: object, names: tuple[str, ...],
     """``current`` with each of ``names`` taken from ``given`` (the body's object for that
     field), or removed when ``given`` lacks it: a path named in the mask and left empty
     clears it (AIP-134)."""
-    if given is not None and not isinstance(given, dict):
-        raise InvalidArgument(f"{label}: expected a JSON object")
+    given = {} if given is None else require_object(given, label)
     merged = dict(current or {})
     for name in names:
-        value = given.get(name) if given else None
+        value = given.get(name)
         if value is None:
             merged.pop(name, None)
         else:
             merged[name] = value
     return merged
 
-
-def populated(value: object) -> bool:
-    """Set, as proto3 reads JSON: not null, "", [], {} or an ``*_UNSPECIFIED`` enum."""
-    if value is None or value in ("", [], {}):
-        return False
-    return not (isinstance(value, str) and value.endswith("_UNSPECIFIED"))

@@ -31,7 +31,7 @@ from gateway.errors import (
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.listing import Filter, make_page_token, parse_page_token
-from gateway.keys.masks import IMMUTABLE, merge, parse_mask, populated
+from gateway.keys.masks import IMMUTABLE, merge, parse_mask
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RevocationReason, Visibility
 from gateway.keys.wire import rate_limit_wire
 from gateway.store.base import Store
@@ -116,7 +116,7 @@ class KeyService:
         Unset-equivalent values (null, "", [], ``*_UNSPECIFIED``) are left out, as proto3
         reads them as not provided: the SDK always sends ``visibility: …_UNSPECIFIED``.
         """
-        meaningful = {k: v for k, v in body.items() if populated(v)}
+        meaningful = {k: v for k, v in body.items() if f.populated(v)}
         canonical = orjson.dumps(meaningful, option=orjson.OPT_SORT_KEYS)
         return hmac.new(self._fp_key, canonical, hashlib.sha256).hexdigest()
 
@@ -324,8 +324,6 @@ class KeyService:
             if head == "metadata":
                 merged = merge(current.metadata, given, names, head)
                 changes["metadata"] = f.metadata({head: merged}) if merged else None
-            elif head == "ip_restriction":  # its one part is the whole of it
-                changes["allowed_cidrs"] = f.ip_restriction(body) or ()
             elif head == "rate_limit_policy":
                 rl = current.rate_limit
                 merged = merge(rate_limit_wire(rl) if rl else None, given, names, head)

@@ -30,6 +30,10 @@ def test_a_whole_field_absorbs_its_sub_paths() -> None:
         ("metadata",), {"rate_limit_policy": ("quota",)})
 
 
+def test_the_only_field_of_a_message_names_the_whole_message() -> None:
+    assert parse_mask("ip_restriction.allowed_cidrs", {}) == Mask(("ip_restriction",))
+
+
 @pytest.mark.parametrize(("mask", "words"), [
     ("colour", ("unknown field", "'colour'")),
     ("update_time", ("output only",)),
