@@ -63,7 +63,7 @@ class Services:
                 f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
                 "run `gateway migrate`"
             )
-        await self.signing.start()
+        await self.signing.start(on_rotated=self.signing_changed)
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()

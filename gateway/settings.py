@@ -20,6 +20,10 @@ from gateway.errors import ConfigError
 from gateway.secret import Secret
 
 DEFAULT_DATABASE_URL = "sqlite:///./gateway-data/gateway.db"
+DEFAULT_ROTATION_PERIOD_S = 90 * 86_400.0
+# AUTO rotation keeps every retired key published while tokens it signed may be valid, so
+# a shorter period would only pile up keys.
+MIN_ROTATION_PERIOD_S = 86_400.0
 
 _KEYS = (
     "DATABASE_URL",
@@ -39,6 +43,8 @@ _KEYS = (
     "L2_TTL",
     "NEGATIVE_TTL",
     "SIGNING_KEYS",
+    "SIGNING_ROTATION",
+    "SIGNING_ROTATION_PERIOD",
     "LOG_LEVEL",
 )
 
@@ -64,6 +70,8 @@ class Settings:
     l2_ttl: float = 300.0
     negative_ttl: float = 5.0
     signing_keys: tuple[str, ...] = ()
+    signing_rotation: str = "MANUAL"  # Okta rotationMode: MANUAL or AUTO
+    signing_rotation_period_s: float = DEFAULT_ROTATION_PERIOD_S  # AUTO: how often
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -186,6 +194,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kw["l1_size"] = _number("L1_SIZE", values["L1_SIZE"], int)
     if values.get("SIGNING_KEYS"):
         kw["signing_keys"] = _split(values["SIGNING_KEYS"])
+    if values.get("SIGNING_ROTATION"):
+        mode = values["SIGNING_ROTATION"].upper()
+        if mode not in ("MANUAL", "AUTO"):
+            raise ConfigError(f"GATEWAY_SIGNING_ROTATION: expected MANUAL or AUTO, got "
+                              f"{values['SIGNING_ROTATION']!r}")
+        kw["signing_rotation"] = mode
+    if values.get("SIGNING_ROTATION_PERIOD"):
+        kw["signing_rotation_period_s"] = _rotation_period(values["SIGNING_ROTATION_PERIOD"])
     if values.get("LOG_LEVEL"):
         kw["log_level"] = values["LOG_LEVEL"].lower()
     settings = Settings(**kw)
@@ -197,3 +213,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except Exception as exc:
             raise ConfigError(str(exc)) from exc
     return settings
+
+
+def _rotation_period(raw: str) -> float:
+    from gateway.keys.durations import parse_duration
+
+    name = "GATEWAY_SIGNING_ROTATION_PERIOD"
+    try:
+        seconds = parse_duration(raw, name)
+    except Exception as exc:
+        raise ConfigError(str(exc)) from exc
+    if seconds < MIN_ROTATION_PERIOD_S:
+        raise ConfigError(f"{name}: at least 1d (24h), got {raw!r}")
+    return seconds

@@ -29,5 +29,7 @@ def sealer_for(digester: Digester) -> Sealer:
 
 def build_keyring(settings: Settings, store: StateStore, digester: Digester) -> Keyring:
     """The keyring as ``build_services`` makes it (configured keys loaded here, once)."""
+    auto = settings.signing_rotation == "AUTO"
     return Keyring(store, sealer=sealer_for(digester),
-                   configured=load_configured_keys(settings.signing_keys))
+                   configured=load_configured_keys(settings.signing_keys),
+                   rotation_period_s=settings.signing_rotation_period_s if auto else None)

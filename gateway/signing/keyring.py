@@ -31,6 +31,13 @@ rotation made on one replica reaches the others within the interval (sooner for 
 that meets a token signed with the new key). Call ``refresh()`` from an invalidation bus to
 make it immediate.
 
+Rotation mode (Okta's ``credentials.signing.rotationMode``). ``MANUAL`` (the default):
+keys move only on ``keyRotate``. ``AUTO`` (``rotation_period_s`` given): every replica
+checks when the ACTIVE generation became active (its ``updated``, Okta's ``lastRotated``)
+and rotates once it has signed for a whole period (Okta's ``nextRotation``). The due check
+is made again inside the compare-and-set on the stored document, so replicas that find the
+same rotation due rotate once between them; a manual rotation restarts the period.
+
 Configured keys (``GATEWAY_SIGNING_KEYS``). Public-only configured keys are extra trusted
 keys: they verify and are published (e.g. keys of a previous deployment). If any
 configured key is private, the first private one is *pinned* as the derived-token signer:
@@ -46,8 +53,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -67,6 +75,9 @@ SIGNER_ALG = "EdDSA"
 # algorithms a derived-token signing key may use: asymmetric only, its public half is published
 DERIVED_ALGORITHMS = frozenset(a for a in jwks_.SIGNING if jwks_.ALGORITHMS[a][0] != "oct")
 MAX_DERIVED_TTL_S = 315_360_000  # the longest TTL the API accepts (≈10 years)
+# AUTO mode: the longest sleep between two looks at the schedule (0: no background
+# schedule; the owner calls rotate_if_due, as tests do)
+ROTATION_CHECK_S = 60.0
 
 
 def document_name(auth_server_id: str) -> str:
@@ -138,6 +149,8 @@ class Keyring:
         miss_refresh_gap: float = 1.0,
         retain_expired_s: int = MAX_DERIVED_TTL_S,
         rsa_bits: int = jwks_.MIN_RSA_BITS,
+        rotation_period_s: float | None = None,
+        rotation_check_s: float = ROTATION_CHECK_S,
         clock: Callable[[], int] = now_us,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -145,37 +158,55 @@ class Keyring:
             if key.alg not in DERIVED_ALGORITHMS or key.use != "sig":
                 raise ConfigError(f"GATEWAY_SIGNING_KEYS: key {key.kid!r} must be an "
                                   f"asymmetric signing key (alg {key.alg}, use {key.use})")
+        pinned = next((k for k in configured if k.is_private), None)
+        if rotation_period_s is not None and pinned is not None:
+            raise ConfigError("GATEWAY_SIGNING_ROTATION: AUTO cannot move a signing key "
+                              "pinned by GATEWAY_SIGNING_KEYS; use MANUAL")
+        if rotation_period_s is not None and rotation_period_s <= 0:
+            raise ConfigError("GATEWAY_SIGNING_ROTATION_PERIOD: must be positive")
         self._docs = Documents(store, sealer)
         self._name = document_name(DEFAULT_SERVER)
         self._configured = tuple(configured)
-        self._pinned = next((k for k in configured if k.is_private), None)
+        self._pinned = pinned
         self._servers = servers
         self._refresh_interval = refresh_interval
         self._miss_refresh_gap = miss_refresh_gap
         self._retain_us = retain_expired_s * 1_000_000
         self._rsa_bits = rsa_bits
+        self._period_us = None if rotation_period_s is None else int(rotation_period_s * 1e6)
+        self._rotation_check_s = rotation_check_s
         self._clock = clock
         self._monotonic = monotonic
         self._view: _View | None = None
         self._last_miss_refresh = float("-inf")
         self._miss_refresh: asyncio.Future[None] | None = None
         self._refresh_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load the key set, creating it (insert-if-absent) when there is none."""
+    async def start(self, on_rotated: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Load the key set, creating it (insert-if-absent) when there is none. In AUTO
+        mode, also start the schedule; ``on_rotated`` runs after each rotation it makes
+        (to tell the other replicas)."""
         await self._load_or_create()
-        if self._refresh_interval > 0 and self._task is None:
-            self._task = asyncio.create_task(self._refresh_loop(), name="keyring-refresh")
+        if self._tasks:
+            return
+        if self._refresh_interval > 0:
+            self._tasks.append(asyncio.create_task(self._refresh_loop(),
+                                                   name="keyring-refresh"))
+        if self._period_us is not None and self._rotation_check_s > 0:
+            log.info("signing keys rotate automatically; next rotation at %s",
+                     _iso(self.next_rotation_us()))
+            self._tasks.append(asyncio.create_task(self._rotation_loop(on_rotated),
+                                                   name="keyring-rotation"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks.clear()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -186,6 +217,21 @@ class Keyring:
                 log.warning("keyring refresh failed: %s", exc.message)
             except Exception:
                 log.exception("keyring refresh failed")
+
+    async def _rotation_loop(self, on_rotated: Callable[[], Awaitable[None]] | None) -> None:
+        while True:
+            due_us = self.next_rotation_us()
+            wait = 0.0 if due_us is None else (due_us - self._clock()) / 1e6
+            await asyncio.sleep(min(max(wait, 0.0), self._rotation_check_s))
+            try:
+                if await self.rotate_if_due() and on_rotated is not None:
+                    await on_rotated()
+            except GatewayError as exc:
+                log.warning("scheduled key rotation failed: %s", exc.message)
+                await asyncio.sleep(self._rotation_check_s)
+            except Exception:
+                log.exception("scheduled key rotation failed")
+                await asyncio.sleep(self._rotation_check_s)
 
     async def _load_or_create(self) -> None:
         doc, raw = await self._docs.read(self._name)
@@ -277,6 +323,18 @@ class Keyring:
                 return gen
         raise NotFound(f"Not found: Resource not found: {kid} (AuthorizationServerKey)")
 
+    @property
+    def rotation_mode(self) -> str:
+        """Okta's ``rotationMode``: ``AUTO`` or ``MANUAL``."""
+        return "MANUAL" if self._period_us is None else "AUTO"
+
+    def next_rotation_us(self) -> int | None:
+        """AUTO mode: when the ACTIVE generation is due to retire (µs); None in MANUAL."""
+        if self._period_us is None:
+            return None
+        active = next(g for g in self._current().generations if g.status is Lifecycle.ACTIVE)
+        return active.updated + self._period_us
+
     async def rotate(self, auth_server_id: str = DEFAULT_SERVER) -> tuple[Generation, ...]:
         """ACTIVE → EXPIRED, NEXT → ACTIVE, a fresh NEXT; effective on this replica at once.
 
@@ -287,11 +345,31 @@ class Keyring:
             raise FailedPrecondition(
                 "the derived-token signing key is pinned by GATEWAY_SIGNING_KEYS; rotate it "
                 "by changing the configuration")
+        await self._rotate(due_only=False)
+        return self._current().generations
+
+    async def rotate_if_due(self) -> bool:
+        """AUTO mode's rotation: rotate when the stored ACTIVE generation has signed for a
+        whole period. True when this call rotated; False when it was not due (another
+        replica may just have rotated: this replica then holds that key set)."""
+        if self._period_us is None:
+            return False
+        return await self._rotate(due_only=True)
+
+    async def _rotate(self, *, due_only: bool) -> bool:
         fresh = await asyncio.to_thread(self._new_generation, Lifecycle.NEXT)
+        rotated = False
 
         def change(doc: Any) -> Any:
+            nonlocal rotated
             now = self._clock()
             gens = [Generation.from_doc(g) for g in (doc or {}).get("generations", [])]
+            if due_only and self._period_us is not None and any(
+                    g.status is Lifecycle.ACTIVE and now < g.updated + self._period_us
+                    for g in gens):
+                rotated = False
+                return UNCHANGED
+            rotated = True
             out: list[Generation] = []
             for gen in gens:
                 if gen.status is Lifecycle.ACTIVE:
@@ -308,10 +386,13 @@ class Keyring:
         async with self._refresh_lock:
             doc, raw = await self._docs.update(self._name, change)
             self._install(doc, raw)
-        view = self._current()
-        log.info("rotated authorization server %s: active signer is now %s",
-                 auth_server_id, view.signer.kid)
-        return view.generations
+        if rotated:
+            view = self._current()
+            due = self.next_rotation_us()
+            log.info("rotated authorization server %s (%s): active signer is now %s%s",
+                     DEFAULT_SERVER, "scheduled" if due_only else "keyRotate", view.signer.kid,
+                     "" if due is None else f"; next rotation at {_iso(due)}")
+        return rotated
 
     # -- building ------------------------------------------------------------------------
 
@@ -345,6 +426,12 @@ class Keyring:
             keys[public.kid] = public
             published.append(public.to_dict(private=False) or {})
         self._view = _View(raw, gens, signer, keys, tuple(published))
+
+
+def _iso(us: int | None) -> str:
+    if us is None:
+        return "never"
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="seconds")
 
 
 def load_configured_keys(uris: Sequence[str]) -> list[Jwk]:

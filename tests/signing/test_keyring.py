@@ -49,6 +49,7 @@ def sealer(byte: bytes = b"k") -> Sealer:
 def keyring(state, **kw) -> Keyring:
     kw.setdefault("sealer", sealer())
     kw.setdefault("refresh_interval", 0)
+    kw.setdefault("rotation_check_s", 0)  # AUTO tests call rotate_if_due themselves
     return Keyring(state, **kw)
 
 
@@ -235,3 +236,106 @@ async def test_refresh_loop_runs_and_stops(state):
         await asyncio.sleep(0.01)
     assert b.active_signer().kid == a.active_signer().kid
     await b.stop()
+
+
+# -- AUTO rotation (Okta rotationMode AUTO) ---------------------------------------------
+
+DAY_US = 86_400 * 1_000_000
+
+
+def shape(ring: Keyring) -> list[tuple[Lifecycle, str, str, int]]:
+    return [(g.status, g.kid, g.signer.kid, g.updated) for g in ring.generations()]
+
+
+async def test_auto_rotation_waits_for_the_period_then_rotates_once(state):
+    now = [NOW * 1_000_000]
+    ring = keyring(state, clock=lambda: now[0], rotation_period_s=86_400)
+    await ring.start()
+    assert ring.rotation_mode == "AUTO"
+    active, following = ring.generations()
+    before = shape(ring)
+    assert ring.next_rotation_us() == active.updated + DAY_US
+    now[0] += DAY_US - 1
+    assert await ring.rotate_if_due() is False
+    assert shape(ring) == before
+    now[0] += 1
+    assert await ring.rotate_if_due() is True
+    gens = ring.generations()
+    assert [g.status for g in gens] == [Lifecycle.ACTIVE, Lifecycle.NEXT, Lifecycle.EXPIRED]
+    assert gens[0].kid == following.kid and gens[2].kid == active.kid
+    assert ring.active_signer().kid == following.signer.kid
+    assert ring.next_rotation_us() == now[0] + DAY_US  # the new ACTIVE's period starts now
+    assert await ring.rotate_if_due() is False
+
+
+async def test_replicas_that_find_the_same_rotation_due_rotate_once(state):
+    now = [NOW * 1_000_000]
+    a = keyring(state, clock=lambda: now[0], rotation_period_s=86_400)
+    b = keyring(state, clock=lambda: now[0], rotation_period_s=86_400)
+    await a.start()
+    await b.start()
+    now[0] += DAY_US
+    outcomes = await asyncio.gather(a.rotate_if_due(), b.rotate_if_due())
+    assert sorted(outcomes) == [False, True]
+    assert shape(a) == shape(b)  # the loser holds the winner's key set
+    assert [g.status for g in a.generations()].count(Lifecycle.EXPIRED) == 1
+
+
+async def test_a_manual_rotation_restarts_the_automatic_period(state):
+    now = [NOW * 1_000_000]
+    ring = keyring(state, clock=lambda: now[0], rotation_period_s=86_400)
+    await ring.start()
+    now[0] += DAY_US // 2
+    await ring.rotate()
+    assert ring.next_rotation_us() == now[0] + DAY_US
+    now[0] += DAY_US // 2 + 1
+    assert await ring.rotate_if_due() is False
+
+
+async def test_manual_mode_never_rotates_by_itself(state):
+    now = [NOW * 1_000_000]
+    ring = keyring(state, clock=lambda: now[0])
+    await ring.start()
+    before = shape(ring)
+    now[0] += 3650 * DAY_US
+    assert ring.rotation_mode == "MANUAL" and ring.next_rotation_us() is None
+    assert await ring.rotate_if_due() is False
+    assert shape(ring) == before
+
+
+async def test_the_schedule_rotates_in_the_background_and_reports_it(state):
+    rotated = asyncio.Event()
+
+    async def on_rotated() -> None:
+        rotated.set()
+
+    ring = keyring(state, rotation_period_s=0.2, rotation_check_s=0.05, rsa_bits=2048)
+    await ring.start(on_rotated=on_rotated)
+    try:
+        first = ring.active_signer().kid
+        await asyncio.wait_for(rotated.wait(), timeout=30)
+        assert ring.active_signer().kid != first
+        assert ring.public_key(first) is not None  # retired, still published
+        stored = keyring(state)
+        await stored.start()
+        assert stored.active_signer().kid == ring.active_signer().kid  # persisted
+    finally:
+        await ring.stop()
+
+
+def test_auto_rotation_refuses_a_pinned_signer(state):
+    with pytest.raises(ConfigError, match="GATEWAY_SIGNING_ROTATION"):
+        keyring(state, configured=[jwk.generate("EdDSA", kid="pinned")], rotation_period_s=86_400)
+
+
+def test_settings_choose_the_rotation_mode(state):
+    from gateway.crypto.digests import Digester
+    from gateway.secret import Secret
+    from gateway.settings import load_settings
+    from gateway.signing import build_keyring
+
+    digester = Digester(Secret("p" * 32))
+    auto = load_settings({"GATEWAY_SIGNING_ROTATION": "AUTO",
+                          "GATEWAY_SIGNING_ROTATION_PERIOD": "7d"})
+    assert build_keyring(auto, state, digester).rotation_mode == "AUTO"
+    assert build_keyring(load_settings({}), state, digester).rotation_mode == "MANUAL"
