@@ -137,6 +137,7 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     usage = UsageRecorder(store)
     verifier = Verifier(digester, cache, RateLimiter(redis), usage, keys.prefixes)
     signing = build_keyring(settings, store, digester)
+    metrics.watch_signing(signing.schedule)
     verifier.derived = DerivedVerifier(verifier, signing, cache, digester, metrics,
                                        settings.issuer)
     deriver = Deriver(store, digester, signing, metrics, issuer=settings.issuer,

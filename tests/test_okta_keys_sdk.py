@@ -14,6 +14,7 @@ import httpx
 import jwt
 import ory_client
 import pytest
+from conftest import start_gateway
 from okta.client import Client as OktaClient
 from okta.models import JwkUse
 from okta.models import OAuth2ResourceServerJsonWebKeyRequestBody as ResourceKeyBody
@@ -121,6 +122,35 @@ async def test_rotate_moves_each_key_one_step_and_makes_a_fresh_next(okta):
     assert len(fresh) == 1 and fresh[0] not in before.values()
     listed = {k.kid: k.status for k in ok(await okta.list_authorization_server_keys("default"))}
     assert listed == status
+
+
+def _schedule(gateway) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(gateway.url + "/metrics").text
+    return {f.name: f.samples[0].value for f in text_string_to_metric_families(text)
+            if f.name.startswith("gateway_signing_key_")}
+
+
+async def test_metrics_show_when_the_active_key_became_active(okta, gateway):
+    before = _schedule(gateway)
+    assert set(before) == {"gateway_signing_key_activated_timestamp_seconds"}  # MANUAL
+    ok(await okta.rotate_authorization_server_keys("default", JwkUse(use="sig")))
+    after = _schedule(gateway)
+    assert (after["gateway_signing_key_activated_timestamp_seconds"]
+            > before["gateway_signing_key_activated_timestamp_seconds"])
+
+
+def test_auto_rotation_publishes_its_next_rotation(tmp_path):
+    gw = start_gateway(tmp_path, {"GATEWAY_SIGNING_ROTATION": "AUTO",
+                                  "GATEWAY_SIGNING_ROTATION_PERIOD": "30d"})
+    try:
+        schedule = _schedule(gw)
+    finally:
+        gw.stop()
+    activated = schedule["gateway_signing_key_activated_timestamp_seconds"]
+    due = schedule["gateway_signing_key_next_rotation_timestamp_seconds"]
+    assert due - activated == pytest.approx(30 * 86_400)
 
 
 def test_rotate_needs_use_sig(gateway):

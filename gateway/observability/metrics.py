@@ -90,6 +90,26 @@ class HotCounters(Collector):
         yield latency
 
 
+class SigningSchedule(Collector):
+    """When the ACTIVE signing key became active and, with AUTO rotation, when it rotates."""
+
+    def __init__(self, read: Callable[[], tuple[float, float | None] | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        schedule = self._read()
+        if schedule is None:
+            return
+        activated, due = schedule
+        yield GaugeMetricFamily("gateway_signing_key_activated_timestamp_seconds",
+                                "When the ACTIVE signing key became active (Unix time).",
+                                value=activated)
+        if due is not None:
+            yield GaugeMetricFamily("gateway_signing_key_next_rotation_timestamp_seconds",
+                                    "When AUTO rotation retires the ACTIVE signing key.",
+                                    value=due)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -118,6 +138,10 @@ class Metrics:
         self.derived_verifications = Counter(
             "gateway_derived_token_verifications", "Derived-token verifications.",
             ["kind", "outcome"], registry=r)
+
+    def watch_signing(self, read: Callable[[], tuple[float, float | None] | None]) -> None:
+        """Publish the signing-key schedule that ``read`` reports (``Keyring.schedule``)."""
+        self.registry.register(SigningSchedule(read))
 
     def latency(self, route: str) -> Callable[[float], None]:
         hist = self.hot.latency.setdefault(route, LatencyHistogram())

@@ -328,12 +328,22 @@ class Keyring:
         """Okta's ``rotationMode``: ``AUTO`` or ``MANUAL``."""
         return "MANUAL" if self._period_us is None else "AUTO"
 
+    def activated_us(self) -> int:
+        """When the ACTIVE generation became ACTIVE (µs): Okta's ``lastRotated``."""
+        return next(g.updated for g in self._current().generations
+                    if g.status is Lifecycle.ACTIVE)
+
     def next_rotation_us(self) -> int | None:
         """AUTO mode: when the ACTIVE generation is due to retire (µs); None in MANUAL."""
-        if self._period_us is None:
+        return None if self._period_us is None else self.activated_us() + self._period_us
+
+    def schedule(self) -> tuple[float, float | None] | None:
+        """(activated, next rotation or None) in Unix seconds, for metrics; None before
+        ``start``."""
+        if self._view is None:
             return None
-        active = next(g for g in self._current().generations if g.status is Lifecycle.ACTIVE)
-        return active.updated + self._period_us
+        due = self.next_rotation_us()
+        return self.activated_us() / 1e6, None if due is None else due / 1e6
 
     async def rotate(self, auth_server_id: str = DEFAULT_SERVER) -> tuple[Generation, ...]:
         """ACTIVE → EXPIRED, NEXT → ACTIVE, a fresh NEXT; effective on this replica at once.
