@@ -221,8 +221,10 @@ class Keyring:
     async def _rotation_loop(self, on_rotated: Callable[[], Awaitable[None]] | None) -> None:
         while True:
             due_us = self.next_rotation_us()
-            wait = 0.0 if due_us is None else (due_us - self._clock()) / 1e6
-            await asyncio.sleep(min(max(wait, 0.0), self._rotation_check_s))
+            wait = self._rotation_check_s if due_us is None else (due_us - self._clock()) / 1e6
+            if wait > 0:  # looked at again at least every check, as the view may change
+                await asyncio.sleep(min(wait, self._rotation_check_s))
+                continue
             try:
                 if await self.rotate_if_due() and on_rotated is not None:
                     await on_rotated()
@@ -362,7 +364,10 @@ class Keyring:
         """AUTO mode's rotation: rotate when the stored ACTIVE generation has signed for a
         whole period. True when this call rotated; False when it was not due (another
         replica may just have rotated: this replica then holds that key set)."""
-        if self._period_us is None:
+        due_us = self.next_rotation_us()
+        if due_us is None or self._clock() < due_us:
+            # this replica's view is never newer than the store's, so not due here means
+            # not due there: no key is generated for nothing
             return False
         return await self._rotate(due_only=True)
 

@@ -255,9 +255,12 @@ async def test_auto_rotation_waits_for_the_period_then_rotates_once(state):
     active, following = ring.generations()
     before = shape(ring)
     assert ring.next_rotation_us() == active.updated + DAY_US
+    made = []
+    generate = ring._new_generation
+    ring._new_generation = lambda status: made.append(status) or generate(status)
     now[0] += DAY_US - 1
     assert await ring.rotate_if_due() is False
-    assert shape(ring) == before
+    assert shape(ring) == before and made == []  # not due: no key made for nothing
     now[0] += 1
     assert await ring.rotate_if_due() is True
     gens = ring.generations()
