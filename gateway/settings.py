@@ -25,7 +25,8 @@ DEFAULT_ROTATION_PERIOD_S = 90 * 86_400.0
 # a shorter period would only pile up keys.
 MIN_ROTATION_PERIOD_S = 86_400.0
 
-_KEYS = (
+# every setting, by its name without the GATEWAY_ prefix (env, YAML and the k8s ConfigMap)
+KEYS = (
     "DATABASE_URL",
     "REDIS_URL",
     "ADMIN_TOKENS",
@@ -110,7 +111,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).upper().removeprefix("GATEWAY_")
-        if name not in _KEYS:
+        if name not in KEYS:
             raise ConfigError(f"GATEWAY_CONFIG: unknown key {key!r} in {path}")
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
@@ -138,7 +139,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, str] = {}
     if env.get("GATEWAY_CONFIG"):
         values.update(_read_yaml(env["GATEWAY_CONFIG"]))
-    for name in _KEYS:
+    for name in KEYS:
         if f"GATEWAY_{name}" in env:
             values[name] = env[f"GATEWAY_{name}"]
 

@@ -142,6 +142,15 @@ def test_deployment_takes_its_secrets_from_the_secret(manifests: list[Doc]) -> N
     assert not set(SECRET_ENV) & set(config["data"]), "secrets belong in the Secret"
 
 
+def test_the_configmap_is_a_valid_configuration(manifests: list[Doc]) -> None:
+    from gateway.settings import KEYS, load_settings
+
+    data = _one(manifests, "ConfigMap")["data"]
+    assert {name.removeprefix("GATEWAY_") for name in data} <= set(KEYS), "unknown setting"
+    settings = load_settings(data)  # raises ConfigError naming a bad value
+    assert settings.host == "0.0.0.0" and settings.signing_rotation == "AUTO"
+
+
 def test_migration_job_runs_gateway_migrate(manifests: list[Doc]) -> None:
     job = _one(manifests, "Job")
     spec = job["spec"]["template"]["spec"]
