@@ -33,6 +33,11 @@ CHANNEL = "gateway:invalidate"
 BREAKER_S = 1.0
 TOMBSTONE_S = 60
 ACK_WAIT_S = 2.0
+# One L2 read in flight at a time: lookups that arrive meanwhile ride on the next MGET,
+# so under load an MGET carries all the lookups of one round trip. Measured beside the
+# floor with L1 off: 0.47 -> 0.50 of its req/s against one MGET per loop tick, and a
+# lower p99 (2 in flight: 0.49).
+MGETS_IN_FLIGHT = 1
 _FILL = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -97,7 +102,7 @@ class RedisBackend:
         self.metrics.redis_latency.labels(op).observe(time.perf_counter() - start)
         return result
 
-    # -- L2 reads: concurrent lookups share one MGET ---------------------------------
+    # -- L2 reads: concurrent lookups share one MGET (MGETS_IN_FLIGHT) ---------------
 
     async def get(self, key: str) -> bytes | None:
         """The cached bytes or None (miss, or Redis unavailable)."""
@@ -109,25 +114,34 @@ class RedisBackend:
         waiters = self._pending.get(key)
         if waiters is None:
             self._pending[key] = [fut]
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._start_flush)
+            self._schedule_flush()
         else:
             waiters.append(fut)
         return await fut
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and len(self._flushes) < MGETS_IN_FLIGHT:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
         batch, self._pending = self._pending, {}
         self._flush_scheduled = False
         task = asyncio.ensure_future(self._flush(batch))
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Future[None]) -> None:
+        self._flushes.discard(task)
+        if self._pending:
+            self._schedule_flush()
 
     async def _flush(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
         keys = list(batch)
         values = None
         try:
-            values = await self._call("mget", self._client.mget(keys))
+            if self.available:  # the breaker may have opened while these waited
+                values = await self._call("mget", self._client.mget(keys))
         finally:  # also when cancelled (shutdown): no caller is left waiting
             for key, value in zip(keys, values or [None] * len(keys), strict=True):
                 for fut in batch[key]:

@@ -679,6 +679,53 @@ async def test_concurrent_l2_reads_share_one_mget_and_a_cancelled_reader_stops_o
     assert mgets == 1
 
 
+async def test_lookups_that_arrive_while_an_mget_is_in_flight_share_the_next_one(
+        redis: RedisBackend, raw: fakeredis.aioredis.FakeRedis) -> None:
+    for key in ("a", "b", "c"):
+        await raw.set(key, key.encode())
+    calls: list[list[str]] = []
+    release = asyncio.Event()
+    mget = redis._client.mget
+
+    async def gated(keys: list[str]) -> Any:
+        calls.append(list(keys))
+        if len(calls) == 1:
+            await release.wait()
+        return await mget(keys)
+
+    redis._client.mget = gated  # type: ignore[method-assign]
+    first = asyncio.ensure_future(redis.get("a"))
+    while not calls:
+        await asyncio.sleep(0)
+    later = [asyncio.ensure_future(redis.get(k)) for k in ("b", "c", "b")]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [["a"]]  # one read in flight: the others wait for the next
+    release.set()
+    assert await asyncio.gather(first, *later) == [b"a", b"b", b"c", b"b"]
+    assert calls == [["a"], ["b", "c"]]
+
+
+async def test_lookups_waiting_behind_a_failed_mget_do_not_wait_for_another(
+        redis: RedisBackend) -> None:
+    calls = 0
+    started = asyncio.Event()
+
+    async def slow_failure(keys: list[str]) -> Any:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await asyncio.sleep(0.01)
+        raise ConnectionError("redis is down")
+
+    redis._client.mget = slow_failure  # type: ignore[method-assign]
+    first = asyncio.ensure_future(redis.get("a"))
+    await started.wait()
+    waiting = asyncio.ensure_future(redis.get("b"))  # queued behind the failing read
+    assert await asyncio.gather(first, waiting) == [None, None]
+    assert calls == 1  # the breaker opened: the queued lookup is a miss, not a second wait
+
+
 async def test_a_cancelled_flush_releases_its_readers(redis: RedisBackend) -> None:
     started = asyncio.Event()
 
