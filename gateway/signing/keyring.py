@@ -337,7 +337,15 @@ class Keyring:
 
     def next_rotation_us(self) -> int | None:
         """AUTO mode: when the ACTIVE generation is due to retire (µs); None in MANUAL."""
-        return None if self._period_us is None else self.activated_us() + self._period_us
+        return self._due_us(self._current().generations)
+
+    def _due_us(self, gens: Sequence[Generation]) -> int | None:
+        """When the ACTIVE generation of ``gens`` is due to retire; None in MANUAL mode
+        (or with no ACTIVE generation)."""
+        if self._period_us is None:
+            return None
+        activated = next((g.updated for g in gens if g.status is Lifecycle.ACTIVE), None)
+        return None if activated is None else activated + self._period_us
 
     def schedule(self) -> tuple[float, float | None] | None:
         """(activated, next rotation or None) in Unix seconds, for metrics; None before
@@ -379,10 +387,9 @@ class Keyring:
             nonlocal rotated
             now = self._clock()
             gens = [Generation.from_doc(g) for g in (doc or {}).get("generations", [])]
-            if due_only and self._period_us is not None and any(
-                    g.status is Lifecycle.ACTIVE and now < g.updated + self._period_us
-                    for g in gens):
-                rotated = False
+            due = self._due_us(gens) if due_only else None  # checked again on the stored set
+            if due is not None and now < due:
+                rotated = False  # set by an earlier attempt that lost the compare-and-set
                 return UNCHANGED
             rotated = True
             out: list[Generation] = []
