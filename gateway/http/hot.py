@@ -77,6 +77,7 @@ class HotPath:
         self._l1: L1[Entry] = services.cache.l1
         self._fresh: Callable[[str, float], Entry | None] = self._l1.fresh
         self._digest: Callable[[str], str] = services.digester.digest
+        self._digest_many: Callable[[list[str]], list[str]] = services.digester.digest_many
         self._used: dict[str, float] = services.usage.pending
         self._counters: HotCounters = self.metrics.hot
         self._latency = {name: self.metrics.latency(name)
@@ -257,8 +258,7 @@ class HotPath:
             credentials = [bare[i] for i in index]
         else:
             index, credentials = range(len(bare)), bare
-        digest = self._digest
-        digests = [digest(c) for c in cast(list[str], credentials)]
+        digests = self._digest_many(cast(list[str], credentials))
         entries = self._l1.fresh_many(digests, now)
         used = self._used
         answered, missed = 0, dict[int, str]()
