@@ -52,9 +52,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 VERIFY = "/v2alpha1/admin/apiKeys:verify"
 BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
 DECISIONS = "/v2alpha1/decisions"
+DECISIONS_BELOW = DECISIONS + "/"
 MAX_BATCH = 100
 BODY_LIMIT = 2 << 20
 _JSON = (b"content-type", b"application/json")
+_EMPTY_END = {"type": "http.response.body", "body": b""}
 _CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
 
 
@@ -82,33 +84,61 @@ class HotPath:
         self._counters: HotCounters = self.metrics.hot
         self._latency = {name: self.metrics.latency(name)
                          for name in ("verify", "batch_verify", "forward_auth")}
+        self._verify_latency = self._latency["verify"]
+        self._decide_latency = self._latency["forward_auth"]
+        self._l1_on = self._l1.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            handler: Callable[[Scope, Receive, Send, float], Awaitable[None]] | None = None
             if path == VERIFY:
-                route, handler = "verify", self._verify
+                if scope["method"] == "POST":
+                    start = monotonic()  # also the handlers' "now" for L1: one clock read
+                    message = await receive()
+                    entry = self._verify_l1(scope["headers"], message, start)
+                    if entry is not None:  # the hot case: messages built when it was cached
+                        await send(entry.verify_start)
+                        await send(entry.verify_end)
+                        self._verify_latency(monotonic() - start)
+                        return
+                    await self._guarded("verify", self._verify(scope, message, receive, send,
+                                                               start), send, start)
+                    return
             elif path == BATCH_VERIFY:
-                route, handler = "batch_verify", self._batch
-            elif path == DECISIONS or path.startswith(DECISIONS + "/"):
-                route, handler = "forward_auth", self._decide
-            if handler is not None and (route == "forward_auth" or scope["method"] == "POST"):
-                start = monotonic()  # also the handlers' "now" for L1: one clock read
-                try:
-                    await handler(scope, receive, send, start)
-                except GatewayError as exc:
-                    await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
-                                [(b"www-authenticate", b'Bearer realm="gateway"')]
-                                if exc.http_status == 401 else [])
-                except Exception as exc:
-                    log.error("unhandled error on %s", route, exc_info=exc)
-                    await _send(send, 500,
-                                b'{"code":13,"message":"internal error","details":[]}')
-                finally:
-                    self._latency[route](monotonic() - start)
+                if scope["method"] == "POST":
+                    start = monotonic()
+                    await self._guarded("batch_verify", self._batch(scope, receive, send, start),
+                                        send, start)
+                    return
+            elif path == DECISIONS or path.startswith(DECISIONS_BELOW):
+                start = monotonic()
+                headers = dict(scope["headers"])  # the body is never read: proxies send none
+                entry = self._decide_l1(scope, headers, start)
+                if entry is not None:
+                    await send(entry.decision_start)
+                    await send(_EMPTY_END)
+                    self._decide_latency(monotonic() - start)
+                    return
+                await self._guarded("forward_auth", self._decide(scope, headers, send, start),
+                                    send, start)
                 return
         await self.app(scope, receive, send)
+
+    async def _guarded(self, route: str, handler: Awaitable[None], send: Send,
+                       start: float) -> None:
+        """Await a hot route's general path: faults become the Ory error body, and the
+        route's latency is recorded whatever happens."""
+        try:
+            await handler
+        except GatewayError as exc:
+            await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
+                        [(b"www-authenticate", b'Bearer realm="gateway"')]
+                        if exc.http_status == 401 else [])
+        except Exception as exc:
+            log.error("unhandled error on %s", route, exc_info=exc)
+            await _send(send, 500, b'{"code":13,"message":"internal error","details":[]}')
+        finally:
+            self._latency[route](monotonic() - start)
 
     def _plain_l1(self, digest: str, now: float) -> Entry | None:
         """The L1 entry of a plain, unexpired root key with this digest, with its use
@@ -121,6 +151,38 @@ class HotPath:
         self._used[entry.key_id] = now
         self._counters.l1_valid += 1
         return entry
+
+    def _verify_l1(self, headers: list[tuple[bytes, bytes]], message: Message, now: float
+                   ) -> Entry | None:
+        """The L1 fast path of verify: the entry that answers this request by itself, or
+        None, and then ``_verify`` takes it (and checks everything again, so a None here is
+        never a wrong answer). It answers a bare request only: the same admin header as the
+        last admin call that passed, no cache directives, and a body that is exactly
+        ``{"credential": <root key>}`` in one message."""
+        if not self._l1_on or message.get("more_body"):
+            return None
+        authorization = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"cache-control" or name == b"pragma":
+                return None
+        last = self._last_admin_header
+        # The same admin client as last time; its token was checked then. That header is
+        # held in memory only (never logged): it is a credential the process trusts.
+        if authorization is None or last is None or not compare_digest(authorization, last):
+            return None
+        try:
+            body = orjson.loads(message.get("body", b""))
+        except orjson.JSONDecodeError:
+            return None
+        if type(body) is not dict or len(body) != 1:
+            return None
+        credential = body.get("credential")
+        if (type(credential) is not str or not 0 < len(credential) <= MAX_CREDENTIAL_BYTES
+                or credential.startswith(tokens.TOKEN_STARTS)):  # _bare, inlined
+            return None
+        return self._plain_l1(self._digest(credential), now)
 
     # -- the verify API --------------------------------------------------------------
 
@@ -137,25 +199,21 @@ class HotPath:
             raise Unauthenticated("invalid admin credential")
         self._last_admin_header = raw
 
-    async def _verify(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
+    async def _verify(self, scope: Scope, message: Message, receive: Receive, send: Send,
+                      now: float) -> None:
+        """The general path of verify; ``message`` is the request's first body message."""
         headers = dict(scope["headers"])
-        raw, last = headers.get(b"authorization"), self._last_admin_header
-        if raw is None or last is None or not compare_digest(raw, last):
-            self._admin(raw)  # _admin's own first test, inlined: a call per request
-        message = await receive()
-        body = _object(await _read_body(receive, message) if message.get("more_body")
-                       else message.get("body", b""))
+        self._admin(headers.get(b"authorization"))
+        body = _object(await _read_body(receive, message))
         credential = body.get("credential") if len(body) == 1 else None
         digest = None
-        if (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_BYTES  # _bare
-                and not credential.startswith(tokens.TOKEN_STARTS)
-                and b"cache-control" not in headers and b"pragma" not in headers):
+        if (_bare(credential) and b"cache-control" not in headers
+                and b"pragma" not in headers):
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
-            if entry is not None:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": entry.verify_headers})
-                await send({"type": "http.response.body", "body": entry.valid_body})
+            if entry is not None:  # _verify_l1 declined, but L1 answers (e.g. a new admin)
+                await send(entry.verify_start)
+                await send(entry.verify_end)
                 return
         mode = CacheMode.DEFAULT
         step = (self.verifier.classify(cast(str, credential), digest) if digest is not None
@@ -275,29 +333,38 @@ class HotPath:
 
     # -- forward auth ----------------------------------------------------------------
 
-    async def _decide(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
-        headers = dict(scope["headers"])  # the body is never read: proxies send none
+    def _decide_l1(self, scope: Scope, headers: dict[bytes, bytes], now: float
+                   ) -> Entry | None:
+        """The L1 fast path of forward auth: the entry that answers 200 by itself, or None
+        (then ``_decide`` takes the request). A bare request only: a root key's shape, and
+        no required scope or audience to check."""
+        credential = self._presented(headers)
+        if (credential is None or not _bare(credential) or b"x-required-scope" in headers
+                or b"x-expected-audience" in headers
+                or (scope["query_string"] and scope["path"] == DECISIONS)):
+            return None
+        return self._plain_l1(self._digest(credential), now)
+
+    def _presented(self, headers: dict[bytes, bytes]) -> str | None:
+        """The credential of a forward-auth request: ``Authorization: Bearer`` first, then
+        the configured header (``X-API-Key``)."""
         raw = headers.get(b"authorization")
         credential = bearer_token(raw.decode("latin-1")) if raw else None
         if credential is None:
             alt = headers.get(self.credential_header)
             credential = alt.decode("latin-1").strip() if alt else None
-        if not credential:
+        return credential or None
+
+    async def _decide(self, scope: Scope, headers: dict[bytes, bytes], send: Send,
+                      now: float) -> None:
+        """The general path of forward auth (``_decide_l1`` declined)."""
+        credential = self._presented(headers)
+        if credential is None:
             self.metrics.result("missing", "NONE")
             await _send(send, 401, b'{"error":"credential required"}',
                         [(b"www-authenticate", b'Bearer realm="gateway"')])
             return
         digest = None
-        if (_bare(credential) and b"x-required-scope" not in headers
-                and b"x-expected-audience" not in headers
-                and not (scope["query_string"] and scope["path"] == DECISIONS)):
-            digest = self._digest(credential)
-            entry = self._plain_l1(digest, now)
-            if entry is not None:
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": entry.decision_headers})
-                await send({"type": "http.response.body", "body": b""})
-                return
         # Cache-Control / Pragma are the proxied client's own headers here: honouring them
         # would let any client force a store read per request, so forward auth ignores them.
         mode = CacheMode.DEFAULT

@@ -30,6 +30,10 @@ def address_in(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
+def _start(headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
 @dataclass(slots=True)
 class Entry:
     key_id: str
@@ -48,10 +52,13 @@ class Entry:
     valid_result: Result | None = None  # the shared Result(VALID, self, "L1") of the fast path
     auth_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # forward auth's
     plain: bool = False  # no IP allow-list and no rate limit: nothing to check per request
-    # The response headers of the L1 fast path (hot.py), as ASGI header tuples: a "yes"
-    # to verify, and a 200 to forward auth. Tuples, so no sender can change them in place.
-    verify_headers: tuple[tuple[bytes, bytes], ...] = ()
-    decision_headers: tuple[tuple[bytes, bytes], ...] = ()
+    # The ASGI messages of the L1 fast path (hot.py), built once and sent as they are: a
+    # "yes" to verify (start and body), and a 200 to forward auth (start; its body is
+    # empty). Nothing in front of the hot path changes a message it is sent (uvicorn only
+    # reads them), and the headers are tuples, so no sender can change them in place.
+    verify_start: dict[str, Any] = field(default_factory=dict)
+    verify_end: dict[str, Any] = field(default_factory=dict)
+    decision_start: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
@@ -92,10 +99,11 @@ class Entry:
         self.auth_headers = [(b"x-actor-id", self.actor_id.encode()),
                              (b"x-key-id", self.key_id.encode()),
                              (b"x-scopes", ",".join(self.scopes).encode())]
-        self.verify_headers = ((b"content-length", str(len(self.valid_body)).encode()),
-                               (b"content-type", b"application/json"), (b"x-cache", b"L1"))
-        self.decision_headers = ((b"content-length", b"0"), (b"x-cache", b"L1"),
-                                 *self.auth_headers)
+        self.verify_start = _start(((b"content-length", str(len(self.valid_body)).encode()),
+                                    (b"content-type", b"application/json"), (b"x-cache", b"L1")))
+        self.verify_end = {"type": "http.response.body", "body": self.valid_body}
+        self.decision_start = _start(((b"content-length", b"0"), (b"x-cache", b"L1"),
+                                      *self.auth_headers))
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

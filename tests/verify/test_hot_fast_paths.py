@@ -1,0 +1,190 @@
+"""The L1 fast paths of verify and forward auth (gateway/http/hot.py), driven in-process.
+
+A fast path answers only requests it can answer exactly as the general path would, and
+declines everything else; these tests send both kinds through the real app (SQLite, no
+Redis) and compare the answers byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.services import Services, build_services
+from gateway.settings import load_settings
+
+VERIFY = "/v2alpha1/admin/apiKeys:verify"
+DECISIONS = "/v2alpha1/decisions"
+TOKEN_A, TOKEN_B = "admin-token-a-" + "x" * 16, "admin-token-b-" + "y" * 16
+
+
+class App:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.asgi = create_app(services)
+
+    async def call(self, path: str, *, method: str = "POST", token: str | None = TOKEN_A,
+                   body: bytes | list[bytes] = b"", headers: dict[str, str] | None = None,
+                   query: bytes = b"") -> tuple[int, dict[bytes, bytes], bytes]:
+        chunks = [body] if isinstance(body, bytes) else body
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                    for i, c in enumerate(chunks)]
+        raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        if token is not None:
+            raw.append((b"authorization", f"Bearer {token}".encode()))
+        scope = {"type": "http", "method": method, "path": path, "headers": raw,
+                 "query_string": query, "client": ("127.0.0.1", 5000)}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.asgi(scope, receive, send)
+        start, end = sent
+        return start["status"], dict(start["headers"]), end.get("body", b"")
+
+    async def verify(self, credential: str, **kw: Any) -> tuple[int, dict[bytes, bytes], bytes]:
+        return await self.call(VERIFY, body=orjson.dumps({"credential": credential}), **kw)
+
+    def l1_valid(self) -> int:
+        return self.services.metrics.hot.l1_valid
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    settings = load_settings({"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+                              "GATEWAY_PEPPER": "p" * 32,
+                              "GATEWAY_ADMIN_TOKENS": f"{TOKEN_A},{TOKEN_B}"})
+    services = build_services(settings)
+    await services.start()
+    try:
+        yield App(services)
+    finally:
+        await services.stop()
+
+
+async def issue(app: App, **fields: Any) -> str:
+    issued = await app.services.keys.issue({"name": "k", "actor_id": "actor-1",
+                                            "scopes": ["read"], **fields})
+    return issued.secret
+
+
+async def test_a_cached_key_is_answered_by_the_fast_path_exactly_like_the_general_one(
+        app: App) -> None:
+    secret = await issue(app)
+    first = await app.verify(secret)  # the store: general path
+    assert first[0] == 200 and first[1][b"x-cache"] == b"STORE"
+    before = app.l1_valid()
+    fast = await app.verify(secret)
+    assert app.l1_valid() == before + 1  # answered by the fast path
+    assert fast[1][b"x-cache"] == b"L1"
+    assert fast[2] == first[2] and orjson.loads(fast[2])["is_valid"] is True
+    # the same request split over two body messages takes the general path, same answer
+    body = orjson.dumps({"credential": secret})
+    general = await app.call(VERIFY, body=[body[:7], body[7:]])
+    assert general == fast
+    # and the shared messages were not changed by being sent
+    assert await app.verify(secret) == fast
+
+
+async def test_the_fast_path_never_lets_a_wrong_admin_token_through(app: App) -> None:
+    secret = await issue(app)
+    await app.verify(secret)
+    assert (await app.verify(secret))[1][b"x-cache"] == b"L1"
+    for token in ("wrong", TOKEN_A + "x", None):
+        status, headers, body = await app.verify(secret, token=token)
+        assert status == 401, token
+        assert headers[b"www-authenticate"].startswith(b"Bearer")
+        assert orjson.loads(body)["code"] == 16
+
+
+async def test_another_valid_admin_token_is_checked_once_then_fast(app: App) -> None:
+    secret = await issue(app)
+    await app.verify(secret)
+    before = app.l1_valid()
+    status, headers, _ = await app.verify(secret, token=TOKEN_B)  # not the last: checked
+    assert (status, headers[b"x-cache"]) == (200, b"L1")
+    await app.verify(secret, token=TOKEN_B)  # now the last one: fast
+    assert app.l1_valid() == before + 2
+
+
+@pytest.mark.parametrize("headers, cache", [
+    ({"Cache-Control": "no-cache"}, b"BYPASS"),
+    ({"Pragma": "no-cache"}, b"BYPASS"),
+    ({"Cache-Control": "no-store"}, b"BYPASS"),
+])
+async def test_cache_directives_skip_the_fast_path(app: App, headers: dict[str, str],
+                                                   cache: bytes) -> None:
+    secret = await issue(app)
+    await app.verify(secret)
+    status, answer, body = await app.verify(secret, headers=headers)
+    assert (status, answer[b"x-cache"]) == (200, cache)
+    assert orjson.loads(body)["is_valid"] is True
+
+
+@pytest.mark.parametrize("body", [
+    b'{"credential": "%s", "expected_audiences": []}',
+    b'  {"credential" : "%s"}  ',
+])
+async def test_other_bodies_take_the_general_path_with_the_same_verdict(app: App,
+                                                                        body: bytes) -> None:
+    secret = await issue(app)
+    expected = await app.verify(secret)
+    got = await app.call(VERIFY, body=body % secret.encode())
+    assert got[0] == 200 and orjson.loads(got[2]) == orjson.loads(expected[2])
+
+
+async def test_a_body_that_is_not_an_object_is_still_a_clear_400(app: App) -> None:
+    secret = await issue(app)
+    await app.verify(secret)
+    for body in (b"[1]", b"{nope", orjson.dumps({"credential": 5})):
+        status, _, answer = await app.call(VERIFY, body=body)
+        assert status == 400, body
+        assert orjson.loads(answer)["code"] == 3
+
+
+async def test_forward_auth_fast_path_answers_like_the_general_one(app: App) -> None:
+    secret = await issue(app, scopes=["read", "write"])
+    general = await app.call(DECISIONS, method="GET", token=None,
+                             headers={"X-API-Key": secret})
+    assert general[0] == 200 and general[1][b"x-cache"] == b"STORE"
+    before = app.l1_valid()
+    fast = await app.call(DECISIONS + "/any/path", method="GET", token=None,
+                          headers={"Authorization": f"Bearer {secret}"})
+    assert app.l1_valid() == before + 1
+    assert fast[0] == 200 and fast[1][b"x-cache"] == b"L1"
+    for name in (b"x-actor-id", b"x-key-id", b"x-scopes"):
+        assert fast[1][name] == general[1][name]
+    assert fast[1][b"x-scopes"] == b"read,write"
+    # a required scope is checked on the general path
+    status, _, _ = await app.call(DECISIONS, method="GET", token=None,
+                                  headers={"X-API-Key": secret, "X-Required-Scope": "admin"})
+    assert status == 403
+    status, headers, _ = await app.call(DECISIONS, method="GET", token=None)
+    assert status == 401 and b"www-authenticate" in headers
+
+
+async def test_a_revoked_key_leaves_the_fast_path_at_once(app: App) -> None:
+    secret = await issue(app)
+    await app.verify(secret)
+    assert (await app.verify(secret))[1][b"x-cache"] == b"L1"
+    key_id = orjson.loads((await app.verify(secret))[2])["key_id"]
+    from gateway.keys.model import Kind
+
+    await app.services.keys.revoke([Kind.ISSUED], key_id,
+                                   {"reason": "REVOCATION_REASON_KEY_COMPROMISE"})
+    status, _, body = await app.verify(secret)
+    answer = orjson.loads(body)
+    assert status == 200 and answer["is_valid"] is False
+    assert answer["error_code"] == "VERIFICATION_ERROR_REVOKED"
+    status, _, _ = await app.call(DECISIONS, method="GET", token=None,
+                                  headers={"X-API-Key": secret})
+    assert status == 401
