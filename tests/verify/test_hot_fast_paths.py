@@ -19,6 +19,7 @@ from gateway.services import Services, build_services
 from gateway.settings import load_settings
 
 VERIFY = "/v2alpha1/admin/apiKeys:verify"
+BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
 DECISIONS = "/v2alpha1/decisions"
 TOKEN_A, TOKEN_B = "admin-token-a-" + "x" * 16, "admin-token-b-" + "y" * 16
 
@@ -188,3 +189,14 @@ async def test_a_revoked_key_leaves_the_fast_path_at_once(app: App) -> None:
     status, _, _ = await app.call(DECISIONS, method="GET", token=None,
                                   headers={"X-API-Key": secret})
     assert status == 401
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 100])
+async def test_batch_answers_are_one_json_array_of_every_item(app: App, count: int) -> None:
+    secrets = [await issue(app) for _ in range(count)]
+    body = orjson.dumps({"requests": [{"credential": s} for s in secrets]})
+    for _ in range(2):  # the store, then L1
+        status, _, answer = await app.call(BATCH_VERIFY, body=body)
+        results = orjson.loads(answer)["results"]
+        assert status == 200 and len(results) == count
+        assert all(r["is_valid"] is True for r in results)
