@@ -540,7 +540,7 @@ class Row:
     target_value: float | None = None     # median of target_rounds when there are rounds
     target_met: bool | None = None
     target_rounds: list[float] = field(default_factory=list)  # the ratio of each round
-    # req/s of the target's baseline measured just before this row, one per round
+    # req/s of the target's baseline measured next to this row, one per round
     paired_baseline_rps: list[float] = field(default_factory=list)
 
 
@@ -650,7 +650,7 @@ def score(rows: list[Row], scenarios: dict[str, Scenario]) -> None:
         scale = row.credentials_per_request if target.per_credential else 1
         paired = row.paired_baseline_rps
         if len(paired) == len(row.rounds_requests_per_s) and all(paired):
-            # each round's ratio to the baseline run measured right before the row
+            # each round's ratio to the baseline run measured next to the row
             row.target_rounds = [m * scale / b for m, b
                                  in zip(row.rounds_requests_per_s, paired, strict=True)]
             row.target_value = statistics.median(row.target_rounds)
@@ -807,11 +807,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"bench: [{round_no}/{load.rounds}] {scenario.id} …",
                           file=sys.stderr, flush=True)
                     paired = None
-                    if scenario.target is not None and scenario.target.baseline in by_id:
-                        # the baseline again, right before the row: machine drift between
-                        # the two runs of a ratio is seconds, not a whole round
-                        paired = runner.measure(by_id[scenario.target.baseline])
+                    baseline = (by_id.get(scenario.target.baseline)
+                                if scenario.target is not None else None)
+                    # The baseline again, next to the row: machine drift between the two
+                    # runs of a ratio is seconds, not a whole round. Before the row in odd
+                    # rounds, after it in even ones, so whatever a run's place in its pair
+                    # does to it cancels out in the median instead of favouring one side.
+                    baseline_first = round_no % 2 == 1
+                    if baseline is not None and baseline_first:
+                        paired = runner.measure(baseline)
                     row = runner.measure(scenario)
+                    if baseline is not None and not baseline_first:
+                        paired = runner.measure(baseline)
                     if paired is not None and paired.status == "ok" and paired.requests_per_s:
                         row.paired_baseline_rps = [paired.requests_per_s]
                     measured[scenario.id].append(row)

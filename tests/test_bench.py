@@ -67,3 +67,15 @@ def test_batch_target_counts_credentials_against_single_verify():
     assert batch.credentials_per_s == 15_000
     assert batch.target_value == pytest.approx(15.0) and batch.target_met is False
     assert "15.00x MISS" in bench.render([batch]) and "rounds" not in bench.render([batch])
+
+
+@pytest.mark.parametrize("case", ["floor", "verify", "forward-auth", "batch"])
+def test_icount_harness_answers_every_call_from_l1(case: str) -> None:
+    """load/icount.py's child (what callgrind runs), without valgrind: it exits non-zero
+    when a route does not answer 200 or when a call suspends (is not answered from L1)."""
+    import subprocess
+
+    script = _PATH.with_name("icount.py")
+    out = subprocess.run([sys.executable, str(script), "--child", case, "--calls", "20"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
