@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
+from gateway.crypto import digests
 from gateway.crypto.admin_tokens import AdminTokens
 from gateway.crypto.digests import Digester
 from gateway.errors import ConfigError
@@ -125,6 +126,9 @@ def resolve_admin_tokens(settings: Settings) -> tuple[Secret, ...]:
 def build_services(settings: Settings, *, store: Store | None = None) -> Services:
     pepper = resolve_pepper(settings)
     digester = Digester(pepper)
+    if not digests.NATIVE:
+        log.warning("gateway.crypto._hmac256 is not built (no C compiler or OpenSSL headers "
+                    "at install): credential digests run in Python, several times slower")
     store = store or build_store(settings)
     metrics = Metrics()
     redis = RedisBackend(settings.redis_url, metrics) if settings.redis_url else None
