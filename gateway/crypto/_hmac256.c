@@ -80,7 +80,13 @@ digest_many(Hmac256 *self, PyObject *credentials)
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        /* the list cannot change under us: one() runs no Python code */
+        /* one() runs no Python code, but PyList_New above may have run a collection
+         * (and so a finalizer) after n was read */
+        if (i >= PyList_GET_SIZE(credentials)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_RuntimeError, "credentials changed size during digest_many");
+            return NULL;
+        }
         PyObject *digest = one(self, PyList_GET_ITEM(credentials, i));
         if (digest == NULL) {
             Py_DECREF(out);
@@ -101,9 +107,12 @@ init(Hmac256 *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*s#:Hmac256", names, &key, &prefix,
                                      &prefix_len))
         return -1;
-    if (prefix_len > MAX_PREFIX) {
+    int ascii = 1;
+    for (Py_ssize_t i = 0; i < prefix_len; i++)
+        ascii &= (unsigned char)prefix[i] < 128;
+    if (prefix_len > MAX_PREFIX || !ascii) { /* digests are built as ASCII strings */
         PyBuffer_Release(&key);
-        PyErr_Format(PyExc_ValueError, "prefix longer than %d bytes", MAX_PREFIX);
+        PyErr_Format(PyExc_ValueError, "prefix must be ASCII, at most %d bytes", MAX_PREFIX);
         return -1;
     }
     unsigned char block[BLOCK] = {0}, pad[BLOCK];

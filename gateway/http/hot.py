@@ -89,47 +89,39 @@ class HotPath:
         self._l1_on = self._l1.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if path == VERIFY:
-                if scope["method"] == "POST":
-                    start = monotonic()  # also the handlers' "now" for L1: one clock read
-                    message = await receive()
-                    entry = self._verify_l1(scope["headers"], message, start)
-                    if entry is not None:  # the hot case: messages built when it was cached
-                        await send(entry.verify_start)
-                        await send(entry.verify_end)
-                        self._verify_latency(monotonic() - start)
-                        return
-                    await self._guarded("verify", self._verify(scope, message, receive, send,
-                                                               start), send, start)
-                    return
-            elif path == BATCH_VERIFY:
-                if scope["method"] == "POST":
-                    start = monotonic()
-                    await self._guarded("batch_verify", self._batch(scope, receive, send, start),
-                                        send, start)
-                    return
-            elif path == DECISIONS or path.startswith(DECISIONS_BELOW):
-                start = monotonic()
-                headers = dict(scope["headers"])  # the body is never read: proxies send none
-                entry = self._decide_l1(scope, headers, start)
-                if entry is not None:
-                    await send(entry.decision_start)
-                    await send(_EMPTY_END)
-                    self._decide_latency(monotonic() - start)
-                    return
-                await self._guarded("forward_auth", self._decide(scope, headers, send, start),
-                                    send, start)
+        path = scope.get("path")
+        general: Awaitable[None]
+        if path == VERIFY and scope.get("method") == "POST":
+            start = monotonic()  # also the handlers' "now" for L1: one clock read
+            message = await receive()
+            entry = self._verify_l1(scope["headers"], message, start)
+            if entry is not None:  # the hot case: messages built when the entry was cached
+                await send(entry.verify_start)
+                await send(entry.verify_end)
+                self._verify_latency(monotonic() - start)
                 return
-        await self.app(scope, receive, send)
-
-    async def _guarded(self, route: str, handler: Awaitable[None], send: Send,
-                       start: float) -> None:
-        """Await a hot route's general path: faults become the Ory error body, and the
-        route's latency is recorded whatever happens."""
+            route, general = "verify", self._verify(scope, message, receive, send, start)
+        elif path == BATCH_VERIFY and scope.get("method") == "POST":
+            start = monotonic()
+            route, general = "batch_verify", self._batch(scope, receive, send, start)
+        elif (path == DECISIONS or (path is not None and path.startswith(DECISIONS_BELOW))
+              ) and scope["type"] == "http":
+            start = monotonic()
+            headers = dict(scope["headers"])  # the body is never read: proxies send none
+            entry = self._decide_l1(scope, headers, start)
+            if entry is not None:
+                await send(entry.decision_start)
+                await send(_EMPTY_END)
+                self._decide_latency(monotonic() - start)
+                return
+            route, general = "forward_auth", self._decide(scope, headers, send, start)
+        else:
+            await self.app(scope, receive, send)
+            return
+        # The general path of a hot route: faults become the Ory error body, and the
+        # route's latency is recorded whatever happens.
         try:
-            await handler
+            await general
         except GatewayError as exc:
             await _send(send, exc.http_status, orjson.dumps(ory_status(exc)),
                         [(b"www-authenticate", b'Bearer realm="gateway"')]
@@ -204,7 +196,8 @@ class HotPath:
         """The general path of verify; ``message`` is the request's first body message."""
         headers = dict(scope["headers"])
         self._admin(headers.get(b"authorization"))
-        body = _object(await _read_body(receive, message))
+        body = _object(await _read_body(receive, message) if message.get("more_body")
+                       else _first_body(message))
         credential = body.get("credential") if len(body) == 1 else None
         digest = None
         if (_bare(credential) and b"cache-control" not in headers
@@ -534,12 +527,18 @@ def _unavailable() -> GatewayError:
     return Unavailable(TABLE[Outcome.UNAVAILABLE].message)
 
 
-async def _read_body(receive: Receive, first: Message | None = None) -> bytes:
-    """The whole request body; ``first`` is its first message when already received."""
-    message = first if first is not None else await receive()
+def _first_body(message: Message) -> bytes:
+    """The body of a request that came in one message (no coroutine for the usual case)."""
     body: bytes = message.get("body", b"")
     if len(body) > BODY_LIMIT:
         raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+    return body
+
+
+async def _read_body(receive: Receive, first: Message | None = None) -> bytes:
+    """The whole request body; ``first`` is its first message when already received."""
+    message = first if first is not None else await receive()
+    body = _first_body(message)
     if not message.get("more_body", False):  # the usual case: one message
         return body
     chunks = [body]

@@ -126,3 +126,5 @@ def test_native_hmac_keys_longer_than_a_block_are_hashed_first() -> None:
     assert "kk" not in repr(Hmac256(b"k" * 32, "p:"))
     with pytest.raises(ValueError):
         Hmac256(b"k", "x" * 17)
+    with pytest.raises(ValueError):
+        Hmac256(b"k", "h\u00e9:")
