@@ -200,3 +200,20 @@ async def test_batch_answers_are_one_json_array_of_every_item(app: App, count: i
         results = orjson.loads(answer)["results"]
         assert status == 200 and len(results) == count
         assert all(r["is_valid"] is True for r in results)
+
+
+@pytest.mark.parametrize("path", [VERIFY, BATCH_VERIFY, DECISIONS])
+async def test_a_websocket_on_a_hot_path_falls_through_to_the_router(app: App,
+                                                                     path: str) -> None:
+    scope = {"type": "websocket", "path": path, "headers": [], "query_string": b"",
+             "client": ("127.0.0.1", 5000)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app.asgi(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]
