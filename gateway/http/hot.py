@@ -108,13 +108,16 @@ class HotPath:
               ) and scope["type"] == "http":
             start = monotonic()
             headers = dict(scope["headers"])  # the body is never read: proxies send none
-            entry = self._decide_l1(scope, headers, start)
+            credential = self._presented(headers)
+            digest = self._decision_digest(scope, headers, credential)
+            entry = self._plain_l1(digest, start) if digest is not None else None
             if entry is not None:
                 await send(entry.decision_start)
                 await send(_EMPTY_END)
                 self._decide_latency(monotonic() - start)
                 return
-            route, general = "forward_auth", self._decide(scope, headers, send, start)
+            route, general = "forward_auth", self._decide(scope, headers, credential, digest,
+                                                          send, start)
         else:
             await self.app(scope, receive, send)
             return
@@ -330,17 +333,16 @@ class HotPath:
 
     # -- forward auth ----------------------------------------------------------------
 
-    def _decide_l1(self, scope: Scope, headers: dict[bytes, bytes], now: float
-                   ) -> Entry | None:
-        """The L1 fast path of forward auth: the entry that answers 200 by itself, or None
-        (then ``_decide`` takes the request). A bare request only: a root key's shape, and
-        no required scope or audience to check."""
-        credential = self._presented(headers)
+    def _decision_digest(self, scope: Scope, headers: dict[bytes, bytes],
+                         credential: str | None) -> str | None:
+        """The credential's digest when the L1 fast path of forward auth may answer (a root
+        key's shape, no required scope or audience to check), else None. When L1 cannot
+        answer, ``_decide`` takes the request and this digest with it."""
         if (credential is None or not _bare(credential) or b"x-required-scope" in headers
                 or b"x-expected-audience" in headers
                 or (scope["query_string"] and scope["path"] == DECISIONS)):
             return None
-        return self._plain_l1(self._digest(credential), now)
+        return self._digest(credential)
 
     def _presented(self, headers: dict[bytes, bytes]) -> str | None:
         """The credential of a forward-auth request: ``Authorization: Bearer`` first, then
@@ -352,16 +354,15 @@ class HotPath:
             credential = alt.decode("latin-1").strip() if alt else None
         return credential or None
 
-    async def _decide(self, scope: Scope, headers: dict[bytes, bytes], send: Send,
-                      now: float) -> None:
-        """The general path of forward auth (``_decide_l1`` declined)."""
-        credential = self._presented(headers)
+    async def _decide(self, scope: Scope, headers: dict[bytes, bytes], credential: str | None,
+                      digest: str | None, send: Send, now: float) -> None:
+        """The general path of forward auth (L1 could not answer alone). ``digest``: the
+        credential's, when the fast path computed it and found no plain L1 entry."""
         if credential is None:
             self.metrics.result("missing", "NONE")
             await _send(send, 401, b'{"error":"credential required"}',
                         [(b"www-authenticate", b'Bearer realm="gateway"')])
             return
-        digest = None
         # Cache-Control / Pragma are the proxied client's own headers here: honouring them
         # would let any client force a store read per request, so forward auth ignores them.
         mode = CacheMode.DEFAULT
