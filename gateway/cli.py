@@ -41,13 +41,24 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _hash_token(token: str | None) -> int:
-    from gateway.crypto.admin_tokens import hash_token
+def _hash_token(token: str | None, argon2: bool) -> int:
+    from gateway.crypto.admin_tokens import MIN_PLAIN, hash_token, new_token
 
+    if token is None and not argon2:
+        token, verifier = new_token()
+        print(f"token:    {token}")
+        print(f"verifier: {verifier}")
+        print("give the token to the admin client; put the verifier in GATEWAY_ADMIN_TOKENS "
+              "(its id, the part after gwa_, names this token; the verifier is not a credential)")
+        return 0
     token = token or secrets.token_urlsafe(32)
+    if len(token) < MIN_PLAIN:
+        print(f"gateway: a token needs at least {MIN_PLAIN} characters", file=sys.stderr)
+        return 2
     print(f"token: {token}")
     print(f"hash:  {hash_token(token)}")
-    print("put the hash (or the token itself, for development) in GATEWAY_ADMIN_TOKENS")
+    print("put the hash in GATEWAY_ADMIN_TOKENS (quote it: it holds $ and commas); each "
+          "wrong guess costs argon2 work, rate-limited off the event loop")
     return 0
 
 
@@ -58,13 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default GATEWAY_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default GATEWAY_PORT or 4470)")
     sub.add_parser("migrate", help="apply pending schema migrations (idempotent)")
-    tok = sub.add_parser("hash-token", help="make an admin token and its argon2id hash")
-    tok.add_argument("token", nargs="?", help="hash this token instead of a new one")
+    tok = sub.add_parser("hash-token", help="make an admin token and the verifier to configure")
+    tok.add_argument("token", nargs="?",
+                     help="an operator-chosen token to hash with argon2id (implies --argon2)")
+    tok.add_argument("--argon2", action="store_true",
+                     help="an argon2id hash (of TOKEN, or of a new random token) instead of "
+                          "a generated gwa_ token's verifier")
     args = parser.parse_args(argv)
     configure_logging("info")
     try:
         if args.command == "hash-token":
-            return _hash_token(args.token)
+            return _hash_token(args.token, args.argon2)
         settings = load_settings()
         configure_logging(settings.log_level)
         if args.command == "migrate":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -13,7 +14,9 @@ from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto import digests
 from gateway.crypto.admin_tokens import AdminTokens
 from gateway.crypto.digests import Digester
-from gateway.errors import ConfigError
+from gateway.crypto.peppers import Peppers
+from gateway.errors import ConfigError, GatewayError
+from gateway.http.client_ip import Trusted
 from gateway.keys.derive import Deriver
 from gateway.keys.model import ApiKey
 from gateway.keys.service import KeyService
@@ -28,7 +31,8 @@ from gateway.verify.usage import UsageRecorder
 from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway")
-SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing keys
+SIGNING_CHANGED = "signing:refresh"
+LEGACY_RELOAD_S = 300.0  # an invalidation item: re-read the signing keys
 
 
 class CacheInvalidator:
@@ -37,8 +41,8 @@ class CacheInvalidator:
     def __init__(self, cache: KeyCache) -> None:
         self.cache = cache
 
-    async def key_changed(self, key: ApiKey) -> None:
-        await self.cache.invalidate([key.digest, key_id_cache_key(key.key_id)])
+    async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
+        await self.cache.invalidate([key.digest, key_id_cache_key(key.key_id), *old_digests])
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Services:
     settings: Settings
     store: Store
     digester: Digester
+    peppers: Peppers
     admin_tokens: AdminTokens
     keys: KeyService
     metrics: Metrics
@@ -54,7 +59,9 @@ class Services:
     usage: UsageRecorder
     signing: Keyring
     deriver: Deriver
+    trusted: Trusted
     redis: RedisBackend | None = None
+    _legacy_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -64,10 +71,26 @@ class Services:
                 f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
                 "run `gateway migrate`"
             )
+        await self.load_legacy_digests()
+        self._legacy_task = asyncio.create_task(self._reload_legacy(), name="legacy-digests")
         await self.signing.start(on_rotated=self.signing_changed)
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
+
+    async def load_legacy_digests(self) -> None:
+        """The digests of the store's v1 keys (``Peppers.candidates`` needs them)."""
+        self.peppers.legacy.replace(await self.store.legacy_digests())
+
+    async def _reload_legacy(self) -> None:
+        """Again now and then: a replica of the version before v2 secrets may still issue
+        v1 keys during a rolling upgrade (until then they answer "not found" here)."""
+        while True:
+            await asyncio.sleep(LEGACY_RELOAD_S)
+            try:
+                await self.load_legacy_digests()
+            except GatewayError as exc:
+                log.warning("reloading the v1 key digests failed: %s", exc.message)
 
     async def _on_invalidate(self, items: list[str]) -> None:
         """Applied on every replica, before it acks the invalidation."""
@@ -82,12 +105,15 @@ class Services:
             await self.redis.publish_invalidation([SIGNING_CHANGED])
 
     async def stop(self) -> None:
+        if self._legacy_task is not None:
+            self._legacy_task.cancel()
         await self.signing.stop()
         await self.usage.stop()
         await self.cache.close()
         if self.redis is not None:
             await self.redis.close()
         await self.store.close()
+        self.admin_tokens.close()
 
 
 def _local_secret(path: Path, nbytes: int) -> Secret:
@@ -124,8 +150,8 @@ def resolve_admin_tokens(settings: Settings) -> tuple[Secret, ...]:
 
 
 def build_services(settings: Settings, *, store: Store | None = None) -> Services:
-    pepper = resolve_pepper(settings)
-    digester = Digester(pepper)
+    digester = Digester(resolve_pepper(settings))
+    retired = tuple(Digester(p) for p in settings.pepper_retired)
     if not digests.NATIVE:
         log.warning("gateway.crypto._hmac256 is not built (no C compiler or OpenSSL headers "
                     "at install): credential digests run in Python, several times slower")
@@ -135,18 +161,19 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     cache = KeyCache(store, metrics, issuer=settings.issuer, l1_ttl=settings.l1_ttl,
                      l1_size=settings.l1_size, l2_ttl=settings.l2_ttl,
                      negative_ttl=settings.negative_ttl, redis=redis)
-    keys = KeyService(store, digester, key_prefix=settings.key_prefix,
+    peppers = Peppers(digester, retired, (settings.key_prefix, settings.public_key_prefix))
+    keys = KeyService(store, peppers, key_prefix=settings.key_prefix,
                       public_key_prefix=settings.public_key_prefix,
                       default_ttl=settings.default_key_ttl, events=CacheInvalidator(cache))
     usage = UsageRecorder(store)
-    verifier = Verifier(digester, cache, RateLimiter(redis), usage, keys.prefixes)
-    signing = build_keyring(settings, store, digester)
+    verifier = Verifier(peppers, cache, RateLimiter(redis), usage,
+                        move=keys.move_to_current_pepper)
+    signing = build_keyring(settings, store, digester, *retired)
     metrics.watch_signing(signing.schedule)
-    verifier.derived = DerivedVerifier(verifier, signing, cache, digester, metrics,
+    verifier.derived = DerivedVerifier(verifier, signing, cache, peppers, metrics,
                                        settings.issuer)
-    deriver = Deriver(store, digester, signing, metrics, issuer=settings.issuer,
-                      prefixes=keys.prefixes)
-    return Services(settings=settings, store=store, digester=digester,
+    deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer)
+    return Services(settings=settings, store=store, digester=digester, peppers=peppers,
                     admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
-                    signing=signing, deriver=deriver)
+                    signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies))

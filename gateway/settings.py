@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.crypto.admin_tokens import parse_entries
 from gateway.errors import ConfigError
 from gateway.secret import Secret
 
@@ -31,6 +32,7 @@ KEYS = (
     "REDIS_URL",
     "ADMIN_TOKENS",
     "PEPPER",
+    "PEPPER_RETIRED",
     "HOST",
     "PORT",
     "KEY_PREFIX",
@@ -58,6 +60,7 @@ class Settings:
     redis_url: str | None = None
     admin_tokens: tuple[Secret, ...] = ()
     pepper: Secret | None = None
+    pepper_retired: tuple[Secret, ...] = ()  # still accepted; keys move off them on use
     host: str = "127.0.0.1"
     port: int = 4470
     key_prefix: str = "ory_ak"
@@ -123,6 +126,12 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _pepper(name: str, value: str) -> str:
+    if len(value) < 16:
+        raise ConfigError(f"GATEWAY_{name}: a pepper must be at least 16 characters")
+    return value
+
+
 def _number(name: str, raw: str, kind: type[int] | type[float]) -> Any:
     try:
         value = kind(raw)
@@ -156,11 +165,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError("GATEWAY_REDIS_URL: expected redis://host:port/db")
         kw["redis_url"] = values["REDIS_URL"]
     if values.get("ADMIN_TOKENS"):
-        kw["admin_tokens"] = tuple(Secret(t) for t in _split(values["ADMIN_TOKENS"]))
+        kw["admin_tokens"] = tuple(Secret(t) for t in parse_entries(values["ADMIN_TOKENS"]))
     if values.get("PEPPER"):
-        if len(values["PEPPER"]) < 16:
-            raise ConfigError("GATEWAY_PEPPER: must be at least 16 characters")
-        kw["pepper"] = Secret(values["PEPPER"])
+        kw["pepper"] = Secret(_pepper("PEPPER", values["PEPPER"]))
+    if values.get("PEPPER_RETIRED"):
+        kw["pepper_retired"] = tuple(Secret(_pepper("PEPPER_RETIRED", p))
+                                     for p in _split(values["PEPPER_RETIRED"]))
     if values.get("HOST"):
         kw["host"] = values["HOST"]
     if values.get("PORT"):

@@ -20,10 +20,25 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.crypto.digests import Digester
+from gateway.crypto.secrets_format import SecretFormat
+from gateway.secret import Secret
+
 PG_ADMIN_DSN = os.environ.get("GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 PEPPER = "test-pepper-0123456789abcdef"
+
+
+def secret_format(pepper: str = PEPPER, prefixes: tuple[str, ...] = ("ory_ak", "ory_pk")
+                  ) -> SecretFormat:
+    """The issued-secret format of a gateway on ``pepper`` (its keyed checksums)."""
+    return SecretFormat(prefixes, (Digester(Secret(pepper)),))
+
+
+def checksum_ok(secret: str, pepper: str = PEPPER) -> bool:
+    """True when ``secret`` carries a v2 checksum made under ``pepper``."""
+    return secret_format(pepper).generation(secret) == 0
 
 
 def free_port() -> int:

@@ -283,7 +283,7 @@ def test_zero_or_empty_ttl_means_no_expiry(admin: Admin, actor: str, ttl: str | 
 def test_unspecified_visibility_reads_as_secret(admin: Admin, actor: str) -> None:
     resp = admin.issue(actor, visibility="KEY_VISIBILITY_UNSPECIFIED")
     assert resp["issued_api_key"]["visibility"] == "KEY_VISIBILITY_SECRET"
-    assert resp["secret"].startswith("ory_ak_v1_")
+    assert resp["secret"].startswith("ory_ak_v2_")
 
 
 def test_unspecified_enums_do_not_change_an_idempotent_request(admin: Admin, actor: str,

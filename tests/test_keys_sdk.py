@@ -14,6 +14,7 @@ from typing import Any
 
 import ory_client
 import pytest
+from conftest import checksum_ok
 from ory_client import (
     AdminRevokeImportedApiKeyBody,
     AdminRevokeIssuedApiKeyBody,
@@ -39,8 +40,6 @@ from ory_client.exceptions import (
     NotFoundException,
     UnauthorizedException,
 )
-
-from gateway.crypto.secrets_format import checksum_ok
 
 ACTIVE = KeyStatus.KEY_STATUS_ACTIVE
 REVOKED = KeyStatus.KEY_STATUS_REVOKED
@@ -103,7 +102,7 @@ def test_issue_answers_201_with_a_secret_in_the_ory_format(ory_keys: Any, actor:
     assert resp.status_code == 201
     secret = resp.data.secret
     key = resp.data.issued_api_key
-    assert secret.startswith("ory_ak_v1_") and checksum_ok(secret)
+    assert secret.startswith("ory_ak_v2_") and checksum_ok(secret)
     assert key.actor_id == actor and key.name == "ci" and key.scopes == ["read", "write"]
     assert key.status == ACTIVE
     assert key.visibility == KeyVisibility.KEY_VISIBILITY_SECRET
@@ -113,7 +112,7 @@ def test_issue_answers_201_with_a_secret_in_the_ory_format(ory_keys: Any, actor:
 def test_the_secret_is_never_shown_again(ory_keys: Any, gateway: Any, actor: str) -> None:
     issued = issue(ory_keys, actor)
     key_id = issued.issued_api_key.key_id
-    body_start = issued.secret[len("ory_ak_v1_"):]
+    body_start = issued.secret[len("ory_ak_v2_"):]
     with gateway.client() as http:
         got = http.get(f"/v2alpha1/admin/issuedApiKeys/{key_id}", headers=gateway.auth).text
         listed = http.get("/v2alpha1/admin/issuedApiKeys", headers=gateway.auth,
@@ -124,7 +123,7 @@ def test_the_secret_is_never_shown_again(ory_keys: Any, gateway: Any, actor: str
 
 def test_issue_of_a_public_key_uses_the_public_prefix(ory_keys: Any, actor: str) -> None:
     resp = issue(ory_keys, actor, visibility=KeyVisibility.KEY_VISIBILITY_PUBLIC)
-    assert resp.secret.startswith("ory_pk_v1_") and checksum_ok(resp.secret)
+    assert resp.secret.startswith("ory_pk_v2_") and checksum_ok(resp.secret)
     assert resp.issued_api_key.visibility == KeyVisibility.KEY_VISIBILITY_PUBLIC
 
 
@@ -615,7 +614,7 @@ def test_rotate_answers_201_with_a_new_key_and_revokes_the_old(ory_keys: Any, ac
     new_key, old_key, secret = (resp.data.issued_api_key, resp.data.old_issued_api_key,
                                 resp.data.secret)
     assert new_key.key_id != old.issued_api_key.key_id
-    assert secret != old.secret and secret.startswith("ory_ak_v1_") and checksum_ok(secret)
+    assert secret != old.secret and secret.startswith("ory_ak_v2_") and checksum_ok(secret)
     assert new_key.status == ACTIVE and new_key.actor_id == actor
     assert old_key.key_id == old.issued_api_key.key_id and old_key.status == REVOKED
     assert old_key.revocation_reason == RevocationReason.REVOCATION_REASON_SUPERSEDED
@@ -637,7 +636,7 @@ def test_rotate_inherits_every_absent_field(ory_keys: Any, actor: str) -> None:
     assert new.ip_restriction.allowed_cidrs == ["10.0.0.0/8"]
     assert new.rate_limit_policy.quota == "7"
     assert new.visibility == KeyVisibility.KEY_VISIBILITY_PUBLIC
-    assert resp.secret.startswith("ory_pk_v1_")
+    assert resp.secret.startswith("ory_pk_v2_")
 
 
 def test_rotate_overrides_every_present_field_even_when_empty(ory_keys: Any, actor: str
@@ -657,7 +656,7 @@ def test_rotate_overrides_with_new_values(ory_keys: Any, actor: str) -> None:
     resp = ory_keys.admin_rotate_issued_api_key(old.key_id, AdminRotateIssuedApiKeyBody(
         scopes=["write"], visibility=KeyVisibility.KEY_VISIBILITY_PUBLIC))
     assert resp.issued_api_key.name == "svc" and resp.issued_api_key.scopes == ["write"]
-    assert resp.secret.startswith("ory_pk_v1_")
+    assert resp.secret.startswith("ory_pk_v2_")
 
 
 def test_a_revoked_key_cannot_be_rotated(ory_keys: Any, actor: str) -> None:

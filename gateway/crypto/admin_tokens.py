@@ -1,19 +1,43 @@
-"""Admin bearer tokens: plain (development) or argon2id hashes.
+"""Admin bearer tokens: what ``GATEWAY_ADMIN_TOKENS`` holds, and the check of a presented one.
 
-argon2 is paid at most once per distinct presented token per process: the outcome is
-remembered under the SHA-256 of the presented token (never the token itself), in a
-bounded map.
+Three forms of entry (``parse_entries`` splits the list; an argon2 hash's own commas never
+split it, and a malformed entry is a configuration error, never a token):
+
+``gwa_<id>.<salt>.<mac>``
+    The verifier of a generated token ``gwa_<id>_<secret>`` (``gateway hash-token``): the
+    token is 256 random bits with a public 12-character id; the verifier is
+    HMAC-SHA256 of the token under its own random salt. A presented token names its id, so
+    it is checked against at most one verifier, in microseconds. The id is the principal.
+plain token (at least 16 characters)
+    Development. Compared as SHA-256 fingerprints, in constant time, against every plain
+    entry.
+``$argon2id$v=19$m=…,t=…,p=…$<salt>$<hash>``
+    An operator-chosen password. argon2 is expensive on purpose (about 0.2 s of CPU at the
+    RFC 9106 low-memory profile), so a wrong guess must not be able to make us pay it at
+    will: it runs on a worker thread, never on the event loop, one at a time, within a
+    global budget (``argon2_rate`` a second), and a client whose guess failed waits an
+    exponentially growing time before its next one is even computed. Both are refused with
+    ResourceExhausted (429) meanwhile. A token that passed once is remembered (by SHA-256,
+    in memory), so a real admin pays argon2 once per process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
+import re
+import secrets
+import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.crypto.compare import constant_time_equal
+from gateway.crypto.secrets_format import base62
+from gateway.errors import ConfigError, ResourceExhausted
 from gateway.secret import Secret
 
 PROFILES = {
@@ -21,46 +45,167 @@ PROFILES = {
     "default": PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4),
     "test": PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
 }
+TOKEN_PREFIX = "gwa_"
+ID_LEN = 12
+SECRET_LEN = 43
+MIN_PLAIN = 16
+_TOKEN = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})_[0-9A-Za-z]{{{SECRET_LEN}}}")
+_VERIFIER = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})\.([0-9a-f]{{32}})\.([0-9a-f]{{64}})")
+_ARGON2 = re.compile(r"\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=\d+,t=\d+,p=\d+(?:,[^$,\s]*)*"
+                     r"\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+")
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def parse_entries(value: str) -> tuple[str, ...]:
+    """The entries of ``GATEWAY_ADMIN_TOKENS``: separated by commas or whitespace, argon2
+    hashes whole. Raises ConfigError for an entry that is none of the three forms."""
+    entries = _ARGON2.findall(value)
+    rest = _ARGON2.sub(",", value)
+    for number, part in enumerate((p for p in _SEPARATORS.split(rest) if p), 1):
+        if part.startswith("$"):
+            raise ConfigError(f"GATEWAY_ADMIN_TOKENS: entry {number} starts with '$' but is "
+                              "not a whole argon2 hash ($argon2id$v=19$m=…,t=…,p=…$salt$hash)")
+        if part.startswith(TOKEN_PREFIX) and _VERIFIER.fullmatch(part) is None:
+            raise ConfigError(f"GATEWAY_ADMIN_TOKENS: entry {number} starts with "
+                              f"{TOKEN_PREFIX!r} but is not a verifier from `gateway hash-token`"
+                              " (gwa_<id>.<salt>.<mac>); configure the verifier, not the token")
+        if len(part) < MIN_PLAIN:
+            raise ConfigError(f"GATEWAY_ADMIN_TOKENS: entry {number} is {len(part)} characters;"
+                              f" a plain token needs at least {MIN_PLAIN}")
+        entries.append(part)
+    return tuple(entries)
+
+
+def new_token() -> tuple[str, str]:
+    """A generated admin token and the verifier to configure: ``(token, verifier)``."""
+    token_id = base62(int.from_bytes(secrets.token_bytes(9), "big"), ID_LEN)
+    secret = base62(int.from_bytes(secrets.token_bytes(32), "big"), SECRET_LEN)
+    token = f"{TOKEN_PREFIX}{token_id}_{secret}"
+    salt = secrets.token_bytes(16)
+    return token, f"{TOKEN_PREFIX}{token_id}.{salt.hex()}.{_mac(salt, token).hex()}"
 
 
 def hash_token(token: str, profile: str = "default") -> str:
+    """An argon2id hash of an operator-chosen token."""
     return PROFILES[profile].hash(token)
 
 
-class AdminTokens:
-    """Checks presented admin tokens against the configured list."""
+def _mac(salt: bytes, token: str) -> bytes:
+    return hmac.new(salt, b"gateway/admin-token/v1\x00" + token.encode(), hashlib.sha256).digest()
 
-    def __init__(self, tokens: tuple[Secret, ...], memo_size: int = 4096) -> None:
-        self._plain = [hashlib.sha256(t.reveal().encode()).digest()
-                       for t in tokens if not t.reveal().startswith("$argon2")]
-        self._hashed = [t.reveal() for t in tokens if t.reveal().startswith("$argon2")]
-        self._memo: OrderedDict[bytes, bool] = OrderedDict()
-        self._memo_size = memo_size
+
+def _fingerprint(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class AdminTokens:
+    """Checks presented admin tokens against the configured entries; ``authenticate``
+    returns the principal (a non-secret name) or None."""
+
+    def __init__(self, entries: tuple[Secret, ...], *, argon2_rate: float = 1.0,
+                 argon2_burst: float = 2.0, backoff_max_s: float = 60.0,
+                 memo_size: int = 4096) -> None:
+        self._verifiers: dict[str, tuple[bytes, bytes]] = {}
+        self._plain: list[tuple[bytes, str]] = []
+        self._hashed: list[str] = []
+        for entry in entries:
+            value = entry.reveal()
+            verifier = _VERIFIER.fullmatch(value)
+            if verifier is not None:
+                token_id, salt, mac = verifier.groups()
+                self._verifiers[token_id] = (bytes.fromhex(salt), bytes.fromhex(mac))
+            elif value.startswith("$argon2"):
+                self._hashed.append(value)
+            else:
+                fp = _fingerprint(value)
+                self._plain.append((fp, "plain:" + fp.hex()[:12]))
         self._hasher = PasswordHasher()
+        self._memo: OrderedDict[bytes, str | None] = OrderedDict()
+        self._memo_size = memo_size
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = asyncio.Lock()  # one argon2 computation at a time
+        self._rate, self._burst = argon2_rate, argon2_burst
+        self._budget, self._budget_at = argon2_burst, time.monotonic()
+        self._backoff: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._backoff_max = backoff_max_s
 
     @property
     def configured(self) -> bool:
-        return bool(self._plain or self._hashed)
+        return bool(self._verifiers or self._plain or self._hashed)
 
-    def check(self, presented: str) -> bool:
-        fp = hashlib.sha256(presented.encode()).digest()
-        ok = False
-        for candidate in self._plain:  # no early exit: same work whichever matches
-            ok |= constant_time_equal(fp, candidate)
-        if ok or not self._hashed:
-            return ok
-        known = self._memo.get(fp)
-        if known is not None:
+    def check_fast(self, presented: str) -> str | bool | None:
+        """The principal, or None (refused) when no argon2 work is needed to decide;
+        False when only argon2 can tell (see ``authenticate``)."""
+        generated = _TOKEN.fullmatch(presented)
+        if generated is not None:
+            stored = self._verifiers.get(generated.group(1))
+            if stored is None or not constant_time_equal(_mac(stored[0], presented), stored[1]):
+                return None
+            return generated.group(1)
+        fp = _fingerprint(presented)
+        principal = None
+        for candidate, name in self._plain:  # no early exit: same work whichever matches
+            if constant_time_equal(fp, candidate):
+                principal = name
+        if principal is not None or not self._hashed:
+            return principal
+        if fp in self._memo:
             self._memo.move_to_end(fp)
-            return known
-        result = any(self._verify(h, presented) for h in self._hashed)
-        self._memo[fp] = result
+            return self._memo[fp]
+        return False
+
+    async def authenticate(self, presented: str, client: str | None = None) -> str | None:
+        """The principal of a configured admin token, or None. argon2 work (only for
+        argon2 entries) runs off the event loop within the budget; a client in backoff or
+        a spent budget get ResourceExhausted without any argon2 work."""
+        fast = self.check_fast(presented)
+        if fast is not False:
+            return fast if isinstance(fast, str) else None
+        fp = _fingerprint(presented)
+        now = time.monotonic()
+        failures, until = self._backoff.get(client or "", (0, 0.0))
+        if now < until:
+            raise ResourceExhausted("too many failed admin authentications from this client; "
+                                    f"retry in {until - now:.1f} s")
+        self._refill(now)
+        if self._budget < 1:
+            raise ResourceExhausted("admin authentication is busy; retry shortly")
+        self._budget -= 1
+        async with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="argon2")
+            loop = asyncio.get_running_loop()
+            principal = await loop.run_in_executor(self._executor, self._argon2, presented)
+        self._memo[fp] = principal
         if len(self._memo) > self._memo_size:
             self._memo.popitem(last=False)
-        return result
+        if principal is None:
+            self._fail(client or "", failures, time.monotonic())
+        else:
+            self._backoff.pop(client or "", None)
+        return principal
 
-    def _verify(self, stored: str, presented: str) -> bool:
-        try:
-            return self._hasher.verify(stored, presented)
-        except (VerificationError, InvalidHashError):
-            return False
+    def _argon2(self, presented: str) -> str | None:
+        for index, stored in enumerate(self._hashed):
+            try:
+                if self._hasher.verify(stored, presented):
+                    return f"argon2:{index + 1}"
+            except (VerificationError, InvalidHashError):
+                continue
+        return None
+
+    def _refill(self, now: float) -> None:
+        self._budget = min(self._burst, self._budget + (now - self._budget_at) * self._rate)
+        self._budget_at = now
+
+    def _fail(self, client: str, failures: int, now: float) -> None:
+        failures += 1
+        self._backoff[client] = (failures, now + min(self._backoff_max,
+                                                     0.25 * 2 ** min(failures - 1, 16)))
+        self._backoff.move_to_end(client)
+        if len(self._backoff) > 65536:
+            self._backoff.popitem(last=False)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

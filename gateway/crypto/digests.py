@@ -36,8 +36,15 @@ class Digester:
     digest: Callable[[str], str]
     digest_many: Callable[[list[str]], list[str]]
 
-    def __init__(self, pepper: Secret, *, native: bool = NATIVE) -> None:
-        self._key = hashlib.sha256(b"gateway/digest/v1\x00" + pepper.reveal().encode()).digest()
+    def __init__(self, pepper: Secret | None = None, *, key: bytes | None = None,
+                 native: bool = NATIVE) -> None:
+        """Digests under ``pepper`` (the credential digests), or under a raw ``key`` (a
+        subkey of a pepper, for another purpose)."""
+        if key is None:
+            if pepper is None:
+                raise TypeError("Digester needs a pepper or a key")
+            key = hashlib.sha256(b"gateway/digest/v1\x00" + pepper.reveal().encode()).digest()
+        self._key = key
         if native and Hmac256 is not None:
             fast = Hmac256(self._key, PREFIX)
             self.digest, self.digest_many = fast.digest, fast.digest_many

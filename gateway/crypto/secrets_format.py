@@ -1,23 +1,41 @@
-"""The format of issued secrets: ``<prefix>_v1_<43 base62 random><6 base62 checksum>``.
+"""The format of issued secrets: ``<prefix>_v2_<43 base62 random><8 base62 keyed checksum>``.
 
-43 base62 characters carry 256 bits of randomness. The checksum is CRC32 of everything
-before it (as GitHub tokens do), so mistyped or forged keys are rejected without a store
-lookup, and secret scanners can match ``<prefix>_v1_[0-9A-Za-z]{49}`` with few false hits.
+43 base62 characters carry 256 bits of randomness. The checksum is a MAC of everything
+before it, under a key derived from the pepper (``CHECKSUM_PURPOSE``, a subkey independent
+of the digest key), so only the gateway can make one: a forged secret is refused before
+any cache or store access. 8 base62 characters keep about 47 bits of the MAC: a forger
+needs about 10^14 tries for one that even reaches a lookup. Secret scanners match
+``<prefix>_v2_[0-9A-Za-z]{51}`` (and ``<prefix>_v1_[0-9A-Za-z]{49}`` for the old format).
+
+The old format ``<prefix>_v1_<43 random><6 base62 CRC32>`` (before the keyed checksum)
+keeps verifying: anyone can compute a CRC, so a v1 credential is looked up only when its
+digest is one of the v1 keys the store holds (``LegacyDigests``, loaded at start).
 """
 
 from __future__ import annotations
 
 import secrets
 import zlib
+from array import array
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+
+from gateway.crypto.compare import constant_time_equal
+from gateway.crypto.digests import Digester
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 RANDOM_LEN = 43
-CHECKSUM_LEN = 6
-VERSION = "v1"
+CHECKSUM_LEN = 8
+LEGACY_CHECKSUM_LEN = 6
+VERSION = "v2"
+LEGACY_VERSION = "v1"
+CHECKSUM_PURPOSE = "secret-checksum/v2"
+_MODULUS = 62**CHECKSUM_LEN
 
 
-def _base62(number: int, width: int) -> str:
+def base62(number: int, width: int) -> str:
+    """``number`` (mod 62**width) as ``width`` base62 characters."""
     out = []
     for _ in range(width):
         number, rem = divmod(number, 62)
@@ -25,48 +43,112 @@ def _base62(number: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-def _checksum(body: str) -> str:
-    return _base62(zlib.crc32(body.encode()), CHECKSUM_LEN)
-
-
 def body_from_bytes(raw: bytes) -> str:
     """43 base62 characters from 32+ bytes of key material."""
-    return _base62(int.from_bytes(raw, "big"), RANDOM_LEN)
+    return base62(int.from_bytes(raw, "big"), RANDOM_LEN)
 
 
-def new_secret(prefix: str, material: bytes | None = None) -> str:
-    """A fresh secret; ``material`` (32 bytes) makes it deterministic (idempotent replays)."""
-    raw = material if material is not None else secrets.token_bytes(32)
-    head = f"{prefix}_{VERSION}_{body_from_bytes(raw)}"
-    return head + _checksum(head)
+def _material(material: bytes | None) -> str:
+    return body_from_bytes(material if material is not None else secrets.token_bytes(32))
 
 
-def issued_prefixes(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    """The literal starts of our secrets, for ``str.startswith``."""
-    return tuple(f"{p}_{VERSION}_" for p in prefixes)
+def issued_prefixes(prefixes: Sequence[str]) -> tuple[str, ...]:
+    """The literal starts of our secrets, both formats, for ``str.startswith``."""
+    return tuple(f"{p}_{v}_" for v in (VERSION, LEGACY_VERSION) for p in prefixes)
 
 
-def looks_issued(credential: str, prefixes: tuple[str, ...]) -> bool:
-    """True when the credential claims to be one of ours (by prefix)."""
-    return credential.startswith(issued_prefixes(prefixes))
-
-
-def checksum_ok(credential: str) -> bool:
-    """Shape and CRC check. The CRC is computable by anyone from the public head, so
-    comparing it is not a secret comparison; the secret itself is only ever compared as
-    a peppered digest."""
-    start = len(credential) - RANDOM_LEN - CHECKSUM_LEN
+def _tail_ok(credential: str, checksum_len: int) -> bool:
+    """``_`` then the random part and checksum, all ``[0-9A-Za-z]`` (no regex)."""
+    start = len(credential) - RANDOM_LEN - checksum_len
     tail = credential[start:]
-    # "_" then 49 characters of [0-9A-Za-z] (isalnum on ASCII), without a regex
-    if start < 1 or credential[start - 1] != "_" or not (tail.isascii() and tail.isalnum()):
+    return start >= 1 and credential[start - 1] == "_" and tail.isascii() and tail.isalnum()
+
+
+# -- v1: CRC32, kept for the secrets issued before v2 -------------------------------------
+
+
+def _crc(head: str) -> str:
+    return base62(zlib.crc32(head.encode()), LEGACY_CHECKSUM_LEN)
+
+
+def legacy_secret(prefix: str, material: bytes | None = None) -> str:
+    """A v1 secret: only for replaying an idempotent issue made before v2, and tests."""
+    head = f"{prefix}_{LEGACY_VERSION}_{_material(material)}"
+    return head + _crc(head)
+
+
+def crc_ok(credential: str) -> bool:
+    """Shape and CRC check of a v1 secret (public: anyone can compute it)."""
+    if not _tail_ok(credential, LEGACY_CHECKSUM_LEN):
         return False
     value = 0
-    for char in credential[-CHECKSUM_LEN:]:
+    for char in credential[-LEGACY_CHECKSUM_LEN:]:
         value = value * 62 + _INDEX[char]
-    return value == zlib.crc32(credential[:-CHECKSUM_LEN].encode())
+    return value == zlib.crc32(credential[:-LEGACY_CHECKSUM_LEN].encode())
 
 
-def forged(credential: str, starts: tuple[str, ...]) -> bool:
-    """True when a credential claims one of our prefixes (``issued_prefixes``) but fails
-    the checksum: it is refused without a store lookup, with the answer an unknown key gets."""
-    return credential.startswith(starts) and not checksum_ok(credential)
+# -- v2: keyed checksum ------------------------------------------------------------------
+
+
+class SecretFormat:
+    """Makes and checks issued secrets. ``peppers``: one Digester per pepper, the current
+    first, then the retired ones (``GATEWAY_PEPPER_RETIRED``), whose checksums still pass."""
+
+    def __init__(self, prefixes: Sequence[str], peppers: Sequence[Digester]) -> None:
+        self.prefixes = tuple(prefixes)
+        self.v2_starts = tuple(f"{p}_{VERSION}_" for p in prefixes)
+        self.v1_starts = tuple(f"{p}_{LEGACY_VERSION}_" for p in prefixes)
+        self.starts = self.v2_starts + self.v1_starts
+        self._macs = tuple(Digester(key=d.subkey(CHECKSUM_PURPOSE)).digest for d in peppers)
+
+    def _checksum(self, head: str, generation: int = 0) -> str:
+        mac = self._macs[generation](head)  # "hs256:" + 64 hex digits
+        return base62(int(mac[6:22], 16) % _MODULUS, CHECKSUM_LEN)
+
+    def new_secret(self, prefix: str, material: bytes | None = None, generation: int = 0
+                   ) -> str:
+        """A fresh v2 secret; ``material`` (32 bytes) makes it deterministic (replays);
+        ``generation``: the pepper whose checksum it carries (0, the current, but for a
+        replay of a key issued under a retired one)."""
+        head = f"{prefix}_{VERSION}_{_material(material)}"
+        return head + self._checksum(head, generation)
+
+    def generation(self, credential: str) -> int | None:
+        """The pepper (0 = current) whose checksum this v2 secret carries, or None."""
+        if not _tail_ok(credential, CHECKSUM_LEN):
+            return None
+        head, tail = credential[:-CHECKSUM_LEN], credential[-CHECKSUM_LEN:]
+        for generation in range(len(self._macs)):
+            if constant_time_equal(self._checksum(head, generation), tail):
+                return generation
+        return None
+
+
+class LegacyDigests:
+    """The digests of the v1 keys in the store, as sorted 64-bit prefixes (8 bytes a key):
+    a v1 credential whose digest is not here is refused without a lookup. A false "maybe"
+    (2^-64 a try) only costs a lookup, which then finds nothing."""
+
+    def __init__(self, digests: Iterable[str] = ()) -> None:
+        self._prefixes = array("Q", sorted({self._prefix(d) for d in digests}))
+
+    @staticmethod
+    def _prefix(digest: str) -> int:
+        return int(digest[6:22], 16)  # after "hs256:"
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
+    def __contains__(self, digest: object) -> bool:
+        if not isinstance(digest, str):
+            return False
+        prefix = self._prefix(digest)
+        i = bisect_left(self._prefixes, prefix)
+        return i < len(self._prefixes) and self._prefixes[i] == prefix
+
+    def add(self, digest: str) -> None:
+        if digest not in self:
+            insort(self._prefixes, self._prefix(digest))
+
+    def replace(self, digests: Iterable[str]) -> None:
+        self._prefixes = array("Q", sorted({self._prefix(d) for d in digests}))

@@ -19,10 +19,13 @@ allow-list, so ``none`` and HS-with-a-public-key confusion fail), then one check
 (shape, ``iss``, ``exp``, ``nbf``, ``aud``, client IP), each with its own outcome.
 
 Macaroon (``mc_`` + unpadded base64url of the binary v2 format, pymacaroons). The
-identifier is JSON ``{"v":1,"kid":<parent key id>,"jti":…,"iss":…,"iat":…,"claims":{…}}``;
-custom claims live there, where a holder cannot change them. The root key is
-``macaroon_root_key(digester.subkey(MACAROON_SUBKEY_PURPOSE), parent.digest)``, so only the
-gateway (which knows the pepper and the parent's stored digest) can mint or verify.
+identifier is ``g2.<tag>.`` then JSON ``{"v":2,"kid":<parent key id>,"jti":…,"iss":…,
+"iat":…,"claims":{…}}``; custom claims live there, where a holder cannot change them. The
+tag is a MAC of the JSON under a key derived from the pepper (``MACAROON_TAG_PURPOSE``),
+checked before anything is looked up, so a forged macaroon costs no I/O. The root key is
+``macaroon_root_key(digester.subkey(MACAROON_SUBKEY_PURPOSE), parent key id)``, so only the
+gateway (which knows the pepper) can mint or verify. Macaroons of the format before the
+tag (``"v":1``) no longer verify: derive them again (they are short-lived).
 First-party caveats are ``<name> <op> <value>``; the whole vocabulary is ``CAVEATS``:
 
     key_id = <id>             must equal the identifier's kid
@@ -65,7 +68,9 @@ from gateway.errors import InvalidArgument
 MAX_TOKEN_BYTES = 8192
 DEFAULT_LEEWAY_S = 30.0
 MACAROON_PREFIX = "mc_"
-MACAROON_SUBKEY_PURPOSE = "derived-macaroon/v1"
+MACAROON_SUBKEY_PURPOSE = "derived-macaroon/v2"
+MACAROON_TAG_PURPOSE = "derived-macaroon-tag/v2"
+_IDENT_START = b"g2."  # then the identifier's keyed tag (22 base64url characters), ".", JSON
 RESERVED_CLAIMS = frozenset({
     "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "key_id", "scopes", "allowed_cidrs"})
 
@@ -306,6 +311,16 @@ def _check_audience(c: DerivedClaims, expected: Sequence[str], bound: bool) -> s
     return None
 
 
+def _check_ip(c: DerivedClaims, client_ip: str | None) -> str | None:
+    """Fails closed: a token bound to addresses needs a client address (None when the
+    forwarded one did not parse) inside every bound."""
+    if not (c.ip_constraints or c.allowed_cidrs):
+        return None
+    if client_ip is None:
+        return "the token is bound to client addresses and the client address is unknown"
+    return None if c.allows_ip(client_ip) else f"client ip {client_ip} is not allowed"
+
+
 def _check_claims(c: DerivedClaims, *, issuer: str, expected_audiences: Sequence[str],
                   now: float, leeway: float, client_ip: str | None, bound: bool
                   ) -> TokenResult:
@@ -314,9 +329,7 @@ def _check_claims(c: DerivedClaims, *, issuer: str, expected_audiences: Sequence
         (Outcome.EXPIRED, lambda: _check_expiry(c, now, leeway)),
         (Outcome.NOT_YET_VALID, lambda: _check_not_before(c, now, leeway)),
         (Outcome.AUDIENCE_MISMATCH, lambda: _check_audience(c, expected_audiences, bound)),
-        (Outcome.IP_NOT_ALLOWED,
-         lambda: None if client_ip is None or c.allows_ip(client_ip)
-         else f"client ip {client_ip} is not allowed"),
+        (Outcome.IP_NOT_ALLOWED, lambda: _check_ip(c, client_ip)),
     )
     for outcome, check in checks:
         reason = check()
@@ -378,14 +391,20 @@ def verify_jwt(token: str, key: Jwk | None, *, issuer: str,
 # -- macaroons -------------------------------------------------------------------------
 
 
-def macaroon_root_key(subkey: bytes, parent_digest: str) -> bytes:
+def macaroon_root_key(subkey: bytes, parent_key_id: str) -> bytes:
     """The root key of every macaroon derived from one parent key.
 
-    ``subkey`` is ``digester.subkey(MACAROON_SUBKEY_PURPOSE)``; ``parent_digest`` is the
-    parent's stored digest. Revoking or rotating the parent retires its macaroons.
+    ``subkey`` is ``digester.subkey(MACAROON_SUBKEY_PURPOSE)`` of the pepper that minted
+    it. Revoking, rotating or deleting the parent retires its macaroons: the parent is
+    judged on every verify.
     """
-    return hmac.new(subkey, b"macaroon-root/v1\x00" + parent_digest.encode(),
+    return hmac.new(subkey, b"macaroon-root/v2\x00" + parent_key_id.encode(),
                     hashlib.sha256).digest()
+
+
+def _tag(tag_key: bytes, ident: bytes) -> bytes:
+    return base64.urlsafe_b64encode(
+        hmac.new(tag_key, ident, hashlib.sha256).digest()[:16]).rstrip(b"=")
 
 
 def _rfc3339(seconds: int) -> str:
@@ -490,6 +509,16 @@ class MacaroonHead:
     issuer: str
     issued_at: int
     custom_claims: Mapping[str, Any]
+    ident: bytes = b""  # the identifier's JSON, which its tag covers
+    tag: bytes = b""
+
+    def generation(self, tag_keys: Sequence[bytes]) -> int | None:
+        """Which of ``tag_keys`` (one per pepper, the current first) made the identifier's
+        tag, or None: a macaroon this gateway did not mint, refused before any lookup."""
+        for generation, key in enumerate(tag_keys):
+            if hmac.compare_digest(_tag(key, self.ident), self.tag):
+                return generation
+        return None
 
 
 def inspect_macaroon(token: str) -> MacaroonHead | None:
@@ -500,28 +529,32 @@ def inspect_macaroon(token: str) -> MacaroonHead | None:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         m = BinarySerializer().deserialize_raw(raw)
-        ident = orjson.loads(m.identifier_bytes)
+        start, tag, ident_json = m.identifier_bytes.split(b".", 2)
+        ident = orjson.loads(ident_json)
     except (binascii.Error, ValueError, MacaroonException, IndexError, TypeError,
             UnicodeDecodeError, orjson.JSONDecodeError):
         return None
-    if (not isinstance(ident, dict) or ident.get("v") != 1
+    if (start + b"." != _IDENT_START or not isinstance(ident, dict) or ident.get("v") != 2
             or not isinstance(ident.get("kid"), str) or not isinstance(ident.get("jti"), str)
             or not isinstance(ident.get("iss"), str) or not isinstance(ident.get("iat"), int)
             or not isinstance(ident.get("claims", {}), dict)):
         return None
     return MacaroonHead(m, ident["kid"], ident["jti"], ident["iss"], ident["iat"],
-                        ident.get("claims", {}))
+                        ident.get("claims", {}), ident_json, tag)
 
 
-def mint_macaroon(spec: DeriveSpec, root_key: bytes, *, now: float | None = None,
-                  token_id: str | None = None) -> MintedToken:
-    """A macaroon carrying ``spec`` as caveats; InvalidArgument if over 8 KiB."""
+def mint_macaroon(spec: DeriveSpec, root_key: bytes, *, tag_key: bytes,
+                  now: float | None = None, token_id: str | None = None) -> MintedToken:
+    """A macaroon carrying ``spec`` as caveats; InvalidArgument if over 8 KiB. ``tag_key``
+    (``digester.subkey(MACAROON_TAG_PURPOSE)``) tags the identifier, so a forged macaroon
+    is refused before its parent is looked up."""
     issued = int(_now(now))
     jti = token_id or secrets.token_urlsafe(16)
-    ident = {"v": 1, "kid": spec.parent_key_id, "jti": jti, "iss": spec.issuer,
+    ident = {"v": 2, "kid": spec.parent_key_id, "jti": jti, "iss": spec.issuer,
              "iat": issued, "claims": _custom(spec.custom_claims)}
-    m = Macaroon(location=spec.issuer, identifier=orjson.dumps(ident), key=root_key,
-                 version=MACAROON_V2)
+    ident_json = orjson.dumps(ident)
+    m = Macaroon(location=spec.issuer, key=root_key, version=MACAROON_V2,
+                 identifier=_IDENT_START + _tag(tag_key, ident_json) + b"." + ident_json)
     predicates = [caveat("key_id", "=", spec.parent_key_id),
                   caveat("actor", "=", spec.subject),
                   caveat("time", "<", spec.expire_time),

@@ -1,17 +1,33 @@
-"""Admin authentication for the admin routes of every family."""
+"""Admin authentication for the admin routes of every family (hot routes included)."""
 
 from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
 
 from starlette.requests import Request
 
 from gateway.errors import Unauthenticated
+from gateway.http.client_ip import client_ip
 from gateway.http.wire import bearer_token
 
 
-def require_admin(request: Request, schemes: tuple[str, ...] = ("bearer",)) -> None:
-    """Raise Unauthenticated unless the request carries a configured admin token."""
-    token = bearer_token(request.headers.get("authorization"), schemes)
+async def authenticate_admin(services: Any, authorization: str | None,
+                             scope: MutableMapping[str, Any],
+                             schemes: tuple[str, ...] = ("bearer",)) -> str:
+    """The admin principal of a request's ``Authorization`` header, or Unauthenticated
+    (ResourceExhausted while argon2 guesses from this client are being slowed)."""
+    token = bearer_token(authorization, schemes)
     if token is None:
         raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
-    if not request.app.state.services.admin_tokens.check(token):
+    client = client_ip(scope, dict(scope.get("headers") or ()), services.trusted)
+    principal: str | None = await services.admin_tokens.authenticate(token, client)
+    if principal is None:
         raise Unauthenticated("invalid admin credential")
+    return principal
+
+
+async def require_admin(request: Request, schemes: tuple[str, ...] = ("bearer",)) -> str:
+    """The admin principal, or Unauthenticated unless the request carries an admin token."""
+    return await authenticate_admin(request.app.state.services,
+                                    request.headers.get("authorization"), request.scope, schemes)

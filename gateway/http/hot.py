@@ -13,7 +13,6 @@ is one of ``settings.trusted_proxies``; otherwise the peer address is the client
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from hmac import compare_digest
@@ -30,14 +29,16 @@ from gateway.errors import (
     GatewayError,
     InvalidArgument,
     PayloadTooLarge,
-    Unauthenticated,
     Unavailable,
 )
+from gateway.http.auth import authenticate_admin
+from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.observability.metrics import HotCounters
-from gateway.verify.entry import Entry, address_in
+from gateway.verify.entry import Entry
+from gateway.verify.header_values import header_value, scopes_value
 from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body
 from gateway.verify.verifier import Verifier
@@ -73,7 +74,7 @@ class HotPath:
         self.verifier: Verifier = services.verifier
         self.metrics = services.metrics
         self.credential_header = settings.credential_header.encode()
-        self.trusted = Trusted(settings.trusted_proxies)
+        self.trusted: Trusted = services.trusted
         self._last_admin_header: bytes | None = None
         self._cache: KeyCache = services.cache
         self._l1: L1[Entry] = services.cache.l1
@@ -181,24 +182,20 @@ class HotPath:
 
     # -- the verify API --------------------------------------------------------------
 
-    def _admin(self, raw: bytes | None) -> None:
+    async def _admin(self, raw: bytes | None, scope: Scope) -> None:
         last = self._last_admin_header
         if raw is not None and last is not None and compare_digest(raw, last):
             # The same admin client as last time; its token was checked then. This header
             # is held in memory only (never logged): it is a credential the process trusts.
             return
-        token = bearer_token(raw.decode("latin-1")) if raw else None
-        if token is None:
-            raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
-        if not self.services.admin_tokens.check(token):
-            raise Unauthenticated("invalid admin credential")
+        await authenticate_admin(self.services, raw.decode("latin-1") if raw else None, scope)
         self._last_admin_header = raw
 
     async def _verify(self, scope: Scope, message: Message, receive: Receive, send: Send,
                       now: float) -> None:
         """The general path of verify; ``message`` is the request's first body message."""
         headers = dict(scope["headers"])
-        self._admin(headers.get(b"authorization"))
+        await self._admin(headers.get(b"authorization"), scope)
         body = _object(await _read_body(receive, message) if message.get("more_body")
                        else _first_body(message))
         credential = body.get("credential") if len(body) == 1 else None
@@ -214,9 +211,9 @@ class HotPath:
         mode = CacheMode.DEFAULT
         step = (self.verifier.classify(cast(str, credential), digest) if digest is not None
                 else None)
-        if isinstance(step, str):  # a bare root key that L1 could not answer
+        if isinstance(step, tuple):  # a bare root key that L1 could not answer
             try:
-                entry, level = await self._cache.lookup(step)
+                entry, level = await self.verifier.lookup(step)
             except Unavailable:
                 result = Result(Outcome.UNAVAILABLE)
             else:
@@ -241,7 +238,7 @@ class HotPath:
 
     async def _batch(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
         headers = dict(scope["headers"])
-        self._admin(headers.get(b"authorization"))
+        await self._admin(headers.get(b"authorization"), scope)
         body = _object(await _read_body(receive))
         items = body.get("requests")
         if not isinstance(items, list):
@@ -386,9 +383,9 @@ class HotPath:
             if result.token is None:
                 extra += entry.auth_headers
             else:  # a derived token: its own actor and scopes
-                extra += [(b"x-actor-id", result.token["actor_id"].encode()),
-                          (b"x-key-id", entry.key_id.encode()),
-                          (b"x-scopes", ",".join(result.token["scopes"]).encode())]
+                extra += [(b"x-actor-id", header_value(result.token["actor_id"])),
+                          (b"x-key-id", header_value(entry.key_id)),
+                          (b"x-scopes", scopes_value(result.token["scopes"]))]
             await _send(send, 200, b"", extra, content_type=False)
             return
         if wire.http_status == 401:
@@ -414,43 +411,7 @@ class HotPath:
                                           digest=digest)
 
     def _client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if peer not in self.trusted:
-            return peer
-        forwarded = headers.get(b"x-forwarded-for")
-        if forwarded:
-            hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
-            for hop in reversed(hops):
-                if hop not in self.trusted:
-                    return _valid_ip(hop)
-            return _valid_ip(hops[0]) if hops else peer
-        real = headers.get(b"x-real-ip")
-        return _valid_ip(real.decode("latin-1").strip()) if real else peer
-
-
-class Trusted:
-    """The proxies whose forwarding headers are believed: addresses or CIDR ranges."""
-
-    def __init__(self, entries: tuple[str, ...]) -> None:
-        networks = [ipaddress.ip_network(e, strict=False) for e in entries]
-        self._exact = frozenset(str(n.network_address) for n in networks
-                                if n.num_addresses == 1)
-        self._ranges = tuple(n for n in networks if n.num_addresses > 1)
-
-    def __contains__(self, address: object) -> bool:
-        if not isinstance(address, str):
-            return False
-        if address in self._exact:
-            return True
-        return bool(self._ranges) and address_in(address, self._ranges)
-
-
-def _valid_ip(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
+        return client_ip(scope, headers, self.trusted)
 
 
 def _bare(credential: object) -> TypeGuard[str]:

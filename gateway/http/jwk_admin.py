@@ -25,7 +25,7 @@ BODY_LIMIT = 256 << 10
 
 def _sets(request: Request) -> JwkSets:
     services = request.app.state.services
-    return JwkSets(services.store, sealer_for(services.digester))
+    return JwkSets(services.store, sealer_for(*services.peppers.all))
 
 
 def _key_set(keys: list[dict[str, Any]], status: int = 200) -> Response:
@@ -34,7 +34,7 @@ def _key_set(keys: list[dict[str, Any]], status: int = 200) -> Response:
 
 @oauth2
 async def key_set(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     sets = _sets(request)
     set_id = request.path_params["set"]
     method = request.method
@@ -52,7 +52,7 @@ async def key_set(request: Request) -> Response:
 
 @oauth2
 async def key(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     sets = _sets(request)
     set_id, kid = request.path_params["set"], request.path_params["kid"]
     method = request.method

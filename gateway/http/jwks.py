@@ -38,7 +38,7 @@ async def derived_jwks(request: Request) -> Response:
 
 @ory
 async def admin_derived_jwks(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     return JSONResponse({"jwks": {"keys": _keyring(request).jwks()}})
 
 

@@ -55,8 +55,8 @@ def _resource_keys(request: Request) -> ResourceServerKeys:
     return ResourceServerKeys(request.app.state.services.store)
 
 
-def _admin(request: Request) -> str:
-    require_admin(request, SCHEMES)
+async def _admin(request: Request) -> str:
+    await require_admin(request, SCHEMES)
     server: str = request.path_params["authServerId"]
     return server
 
@@ -74,21 +74,21 @@ def credential_key_wire(request: Request, server: str, gen: Generation) -> dict[
 
 @okta
 async def list_credential_keys(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     gens = _keyring(request).generations(server)
     return JSONResponse([credential_key_wire(request, server, g) for g in gens])
 
 
 @okta
 async def get_credential_key(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     gen = _keyring(request).generation(server, request.path_params["keyId"])
     return JSONResponse(credential_key_wire(request, server, gen))
 
 
 @okta
 async def rotate_credential_keys(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     keyring = _keyring(request)
     keyring.require_server(server)
     body = await read_json(request, BODY_LIMIT)
@@ -116,7 +116,7 @@ def resource_key_wire(request: Request, server: str, key: ResourceKey) -> dict[s
 
 @okta
 async def resource_keys(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     keys = _resource_keys(request)
     if request.method == "POST":
         added = await keys.add(server, await read_json(request, BODY_LIMIT))
@@ -127,7 +127,7 @@ async def resource_keys(request: Request) -> Response:
 
 @okta
 async def resource_key(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     keys = _resource_keys(request)
     key_id = request.path_params["keyId"]
     if request.method == "DELETE":
@@ -138,14 +138,14 @@ async def resource_key(request: Request) -> Response:
 
 @okta
 async def activate_resource_key(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     key = await _resource_keys(request).activate(server, request.path_params["keyId"])
     return JSONResponse(resource_key_wire(request, server, key))
 
 
 @okta
 async def deactivate_resource_key(request: Request) -> Response:
-    server = _admin(request)
+    server = await _admin(request)
     key = await _resource_keys(request).deactivate(server, request.path_params["keyId"])
     return JSONResponse(resource_key_wire(request, server, key))
 

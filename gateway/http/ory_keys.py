@@ -54,7 +54,7 @@ def _issued(result: Issued) -> dict[str, Any]:
 
 @ory
 async def issued_collection(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     keys = _keys(request)
     if request.method == "POST":
         body = require_object(await read_json(request))
@@ -64,7 +64,7 @@ async def issued_collection(request: Request) -> Response:
 
 @ory
 async def issued_item(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     keys = _keys(request)
     key_id, verb = _split_tail(request, "issuedApiKeys")
     method = request.method
@@ -91,7 +91,7 @@ async def issued_item(request: Request) -> Response:
 
 @ory
 async def imported_collection(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     if request.method == "POST":
         key = await _keys(request).import_key(await read_json(request))
         return JSONResponse(key_wire(key, now_us()), status_code=201)
@@ -100,7 +100,7 @@ async def imported_collection(request: Request) -> Response:
 
 @ory
 async def imported_item(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     keys = _keys(request)
     key_id, verb = _split_tail(request, "importedApiKeys")
     method = request.method
@@ -122,7 +122,7 @@ async def imported_item(request: Request) -> Response:
 def _batch_endpoint(enum_prefix: str) -> Any:
     @ory
     async def batch(request: Request) -> Response:
-        require_admin(request)
+        await require_admin(request)
         body = require_object(await read_json(request, BATCH_BODY_LIMIT))
         items = await _keys(request).batch_import(body)
         return _batch_response(items, enum_prefix)
@@ -162,7 +162,7 @@ def _batch_response(items: list[BatchItem], prefix: str) -> Response:
 
 @ory
 async def legacy_revoke(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     key_id, verb = _split_tail(request, "apiKeys")
     if verb != "revoke" or request.method != "POST":
         raise _no_route(request, verb, {"revoke": ("POST",)})
@@ -172,7 +172,7 @@ async def legacy_revoke(request: Request) -> Response:
 
 @ory
 async def derive(request: Request) -> Response:
-    require_admin(request)
+    await require_admin(request)
     body = await read_json(request)
     return JSONResponse(await request.app.state.services.deriver.derive(body))
 

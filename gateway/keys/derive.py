@@ -11,12 +11,13 @@ import time
 from typing import Any
 
 from gateway.clock import now_us, to_rfc3339
-from gateway.crypto import secrets_format, tokens
-from gateway.crypto.digests import Digester
+from gateway.crypto import tokens
+from gateway.crypto.peppers import Peppers
 from gateway.errors import FailedPrecondition, InvalidArgument, NotFound
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.model import KeyStatus
+from gateway.keys.service import find_by_credential
 from gateway.observability.metrics import Metrics
 from gateway.signing import Keyring
 from gateway.store.base import Store
@@ -27,15 +28,15 @@ _ALGORITHMS = ("TOKEN_ALGORITHM_UNSPECIFIED", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGO
 
 
 class Deriver:
-    def __init__(self, store: Store, digester: Digester, keyring: Keyring, metrics: Metrics,
-                 *, issuer: str, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, store: Store, peppers: Peppers, keyring: Keyring, metrics: Metrics,
+                 *, issuer: str) -> None:
         self.store = store
-        self.digester = digester
+        self.peppers = peppers
         self.keyring = keyring
         self.metrics = metrics
         self.issuer = issuer
-        self.macaroon_subkey = digester.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
-        self._starts = secrets_format.issued_prefixes(prefixes)
+        self.macaroon_subkey = peppers.current.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
+        self.macaroon_tag_key = peppers.current.subkey(tokens.MACAROON_TAG_PURPOSE)
 
     async def derive(self, body: object) -> dict[str, Any]:
         """The DeriveTokenResponse for a DeriveTokenRequest body."""
@@ -59,9 +60,7 @@ class Deriver:
                       ) -> dict[str, Any]:
         if tokens.classify(credential) is not None:
             raise InvalidArgument("credential: derived tokens cannot derive further tokens")
-        if secrets_format.forged(credential, self._starts):
-            raise NotFound("parent API key not found")
-        parent = await self.store.get_by_digest(self.digester.digest(credential))
+        parent = await find_by_credential(self.store, self.peppers, credential)
         if parent is None:
             raise NotFound("parent API key not found")
         now = now_us()
@@ -87,8 +86,8 @@ class Deriver:
                                  audiences=audiences, scopes=scopes,
                                  allowed_cidrs=parent.allowed_cidrs, custom_claims=custom)
         if label == "macaroon":
-            root = tokens.macaroon_root_key(self.macaroon_subkey, parent.digest)
-            minted = tokens.mint_macaroon(spec, root)
+            root = tokens.macaroon_root_key(self.macaroon_subkey, parent.key_id)
+            minted = tokens.mint_macaroon(spec, root, tag_key=self.macaroon_tag_key)
         else:
             minted = tokens.mint_jwt(spec, self.keyring.active_signer())
         token: dict[str, Any] = {"token": minted.token, "claims": minted.claims,

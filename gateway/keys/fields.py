@@ -3,12 +3,20 @@
 Plain dicts in, domain values out.
 
 Each reader names the field in its error, so every 400 says what was wrong.
+
+``actor_id`` and ``scopes`` are sent back in forward auth's ``X-Actor-Id`` and
+``X-Scopes`` response headers, so they are checked for what cannot travel in one
+(``actor_id``, ``scopes``, below); ``key_id`` is never taken from a client (issued ids are
+made by the server, imported ids are a hash of the raw key). The headers are percent-encoded
+anyway (``gateway.verify.header_values``), for values stored before these checks.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import unicodedata
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -69,8 +77,59 @@ def credential(body: dict[str, Any], name: str = "credential") -> str:
     return value
 
 
-def string_list(body: dict[str, Any], name: str, *, max_items: int = MAX_SCOPES
+def actor_id(body: dict[str, Any], name: str = "actor_id", *, required: bool = False
+             ) -> str | None:
+    """The key's owner: any text (e-mail addresses, non-ASCII names) but no control
+    characters (C0, DEL, C1) and no line or paragraph separators, which could end the
+    ``X-Actor-Id`` header of a forward-auth answer."""
+    value = text(body, name, required=required)
+    if value:
+        _no_control(value, name)
+    return value
+
+
+def scopes(body: dict[str, Any], name: str = "scopes", *, held: tuple[str, ...] = ()
+           ) -> tuple[str, ...] | None:
+    """The key's scopes. Each is visible ASCII without a comma (an OAuth scope-token):
+    ``X-Scopes`` is their comma-joined list, ``X-Required-Scope`` and ``?scope=`` are split
+    at commas and whitespace, and a header is read as Latin-1, so a scope with a comma,
+    whitespace or non-ASCII character could never be matched.
+
+    ``held``: the scopes the key holds already (update, rotate); they are not checked
+    again, so a key stored before this check can still be sent back as it was read."""
+
+    def check(item: str, where: str) -> None:
+        if item not in held:
+            _scope_token(item, where)
+
+    return string_list(body, name, check=check)
+
+
+def _no_control(value: str, where: str) -> None:
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise InvalidArgument(f"{where}: must not contain control characters or line "
+                                  f"breaks (U+{ord(char):04X} at index {index})")
+
+
+def _scope_token(value: str, where: str) -> None:
+    _no_control(value, where)
+    for index, char in enumerate(value):
+        if char == ",":
+            raise InvalidArgument(f"{where}: must not contain a comma (index {index})")
+        if char.isspace():
+            raise InvalidArgument(f"{where}: must not contain whitespace "
+                                  f"(U+{ord(char):04X} at index {index})")
+        if not char.isascii():
+            raise InvalidArgument(f"{where}: must be ASCII (U+{ord(char):04X} at index "
+                                  f"{index})")
+
+
+def string_list(body: dict[str, Any], name: str, *, max_items: int = MAX_SCOPES,
+                check: Callable[[str, str], None] | None = None
                 ) -> tuple[str, ...] | None:
+    """A list of non-empty strings, deduplicated in order; ``check(item, "name[i]")``
+    may refuse an item."""
     value = body.get(name)
     if value is None:
         return None
@@ -84,6 +143,8 @@ def string_list(body: dict[str, Any], name: str, *, max_items: int = MAX_SCOPES
             raise InvalidArgument(f"{name}[{i}]: expected a non-empty string")
         if len(item.encode()) > MAX_TEXT:
             raise InvalidArgument(f"{name}[{i}]: longer than {MAX_TEXT} bytes")
+        if check is not None:
+            check(item, f"{name}[{i}]")
         if item not in out:
             out.append(item)
     return tuple(out)

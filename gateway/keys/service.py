@@ -19,11 +19,13 @@ import orjson
 
 from gateway.clock import now_us
 from gateway.crypto import secrets_format
-from gateway.crypto.digests import Digester, imported_key_id
+from gateway.crypto.digests import imported_key_id
+from gateway.crypto.peppers import Peppers
 from gateway.errors import (
     AlreadyExists,
     FailedPrecondition,
     GatewayError,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -49,14 +51,25 @@ _RESOURCE_FIELDS = frozenset({"key_id", "name", "actor_id", "scopes", "status", 
 MAX_BATCH_IMPORT = 1000
 
 
+async def find_by_credential(store: Store, peppers: Peppers, credential: str
+                             ) -> ApiKey | None:
+    """The key a root-key credential names, under any pepper; a forged credential is
+    refused with no store read (``Peppers.candidates``)."""
+    for digest in peppers.candidates(credential):
+        key = await store.get_by_digest(digest)
+        if key is not None:
+            return key
+    return None
+
+
 class KeyEvents(Protocol):
     """Told when a key changes in a way that can alter a verify answer."""
 
-    async def key_changed(self, key: ApiKey) -> None: ...
+    async def key_changed(self, key: ApiKey, *old_digests: str) -> None: ...
 
 
 class NoEvents:
-    async def key_changed(self, key: ApiKey) -> None:
+    async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
         return None
 
 
@@ -90,7 +103,7 @@ class KeyService:
     def __init__(
         self,
         store: Store,
-        digester: Digester,
+        peppers: Peppers,
         *,
         key_prefix: str = "ory_ak",
         public_key_prefix: str = "ory_pk",
@@ -98,19 +111,21 @@ class KeyService:
         events: KeyEvents | None = None,
     ) -> None:
         self.store = store
-        self.digester = digester
+        self.digester = peppers.current
         self.key_prefix = key_prefix
         self.public_key_prefix = public_key_prefix
         self.prefixes = (key_prefix, public_key_prefix)
         self._starts = secrets_format.issued_prefixes(self.prefixes)
+        self.peppers = peppers
         self.default_ttl_s = parse_ttl(default_ttl, "default ttl") if default_ttl else None
         self.events: KeyEvents = events or NoEvents()
-        self._idem_key = digester.subkey("issue-idempotency")
-        self._fp_key = digester.subkey("request-fingerprint")
+        # one per pepper, the current first: replays made before a pepper rotation still match
+        self._idem_keys = [d.subkey("issue-idempotency") for d in peppers.all]
+        self._fp_keys = [d.subkey("request-fingerprint") for d in peppers.all]
 
     # -- shared pieces ---------------------------------------------------------------
 
-    def _fingerprint(self, body: dict[str, Any]) -> str:
+    def _fingerprint(self, body: dict[str, Any], generation: int = 0) -> str:
         """Same fingerprint for requests that mean the same (AIP-155 replays).
 
         Unset-equivalent values (null, "", [], ``*_UNSPECIFIED``) are left out, as proto3
@@ -118,7 +133,7 @@ class KeyService:
         """
         meaningful = {k: v for k, v in body.items() if f.populated(v)}
         canonical = orjson.dumps(meaningful, option=orjson.OPT_SORT_KEYS)
-        return hmac.new(self._fp_key, canonical, hashlib.sha256).hexdigest()
+        return hmac.new(self._fp_keys[generation], canonical, hashlib.sha256).hexdigest()
 
     def _expiry(self, body: dict[str, Any], now: int) -> int | None:
         ttl = parse_ttl(body.get("ttl"))
@@ -129,8 +144,8 @@ class KeyService:
     def _common(self, body: dict[str, Any], now: int) -> dict[str, Any]:
         return {
             "name": f.text(body, "name") or "",
-            "actor_id": f.text(body, "actor_id") or "",
-            "scopes": f.string_list(body, "scopes") or (),
+            "actor_id": f.actor_id(body) or "",
+            "scopes": f.scopes(body) or (),
             "metadata": f.metadata(body),
             "allowed_cidrs": f.ip_restriction(body) or (),
             "rate_limit": f.rate_limit(body),
@@ -141,7 +156,7 @@ class KeyService:
             "update_time": now,
         }
 
-    async def _replay(self, kind: Kind, request_id: str | None, fingerprint: str
+    async def _replay(self, kind: Kind, request_id: str | None, body: dict[str, Any]
                       ) -> ApiKey | None:
         """The key a previous request with the same request_id created (AIP-155)."""
         if not request_id:
@@ -149,18 +164,42 @@ class KeyService:
         existing = await self.store.get_by_request_id(kind, request_id)
         if existing is None:
             return None
-        if not hmac.compare_digest(existing.request_fingerprint or "", fingerprint):
+        stored = existing.request_fingerprint or ""
+        if not any(hmac.compare_digest(stored, self._fingerprint(body, generation))
+                   for generation in range(len(self._fp_keys))):
             raise AlreadyExists(
                 f"request_id {request_id!r} was already used with a different request"
             )
         return existing
 
+    def _material(self, key_id: str, request_id: str, generation: int = 0) -> bytes:
+        return hmac.new(self._idem_keys[generation], f"{key_id}\x00{request_id}".encode(),
+                        hashlib.sha256).digest()
+
     def _secret_for(self, key_id: str, request_id: str | None, prefix: str) -> str:
-        material = None
-        if request_id:
-            material = hmac.new(self._idem_key, f"{key_id}\x00{request_id}".encode(),
-                                hashlib.sha256).digest()
-        return secrets_format.new_secret(prefix, material)
+        material = self._material(key_id, request_id) if request_id else None
+        return self.peppers.format.new_secret(prefix, material)
+
+    def _replayed_secret(self, key: ApiKey, prefix: str) -> str:
+        """The secret an idempotent issue returned the first time: made under whichever
+        pepper was current then, in whichever format was current then (v1 before v2)."""
+        assert key.request_id is not None
+        for generation, digester in enumerate(self.peppers.all):
+            material = self._material(key.key_id, key.request_id, generation)
+            for secret in (self.peppers.format.new_secret(prefix, material, generation),
+                           secrets_format.legacy_secret(prefix, material)):
+                if key.digest in (self.digester.digest(secret), digester.digest(secret)):
+                    return secret
+        raise Internal(f"the secret of API key {key.key_id!r} cannot be made again (was its "
+                       "pepper removed from GATEWAY_PEPPER_RETIRED?)")
+
+    async def move_to_current_pepper(self, key_id: str, old: str, new: str) -> None:
+        """Store a key's digest under the current pepper (it was found under a retired one)."""
+        moved = await self.store.move_digest(key_id, old, new)
+        if moved is not None:
+            if old in self.peppers.legacy:
+                self.peppers.legacy.add(new)
+            await self.events.key_changed(moved, old)
 
     async def get(self, kind: Kind, key_id: str) -> ApiKey:
         key = await self.store.get_key(key_id)
@@ -177,9 +216,9 @@ class KeyService:
         fingerprint = self._fingerprint(body)
         prefix = (self.public_key_prefix if values["visibility"] is Visibility.PUBLIC
                   else self.key_prefix)
-        replay = await self._replay(Kind.ISSUED, values["request_id"], fingerprint)
+        replay = await self._replay(Kind.ISSUED, values["request_id"], body)
         if replay is not None:
-            return Issued(replay, self._secret_for(replay.key_id, replay.request_id, prefix))
+            return Issued(replay, self._replayed_secret(replay, prefix))
         key_id = new_key_id()
         secret = self._secret_for(key_id, values["request_id"], prefix)
         key = ApiKey(key_id=key_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
@@ -187,10 +226,10 @@ class KeyService:
         try:
             stored = await self.store.insert_key(key)
         except AlreadyExists:
-            replay = await self._replay(Kind.ISSUED, values["request_id"], fingerprint)
+            replay = await self._replay(Kind.ISSUED, values["request_id"], body)
             if replay is None:
                 raise
-            return Issued(replay, self._secret_for(replay.key_id, replay.request_id, prefix))
+            return Issued(replay, self._replayed_secret(replay, prefix))
         return Issued(stored, secret)
 
     async def import_key(self, body: object) -> ApiKey:
@@ -199,13 +238,13 @@ class KeyService:
         raw_key = f.text(body, "raw_key", required=True, max_len=f.MAX_CREDENTIAL_BYTES)
         assert raw_key is not None
         f.text(body, "name", required=True)
-        f.text(body, "actor_id", required=True)
+        f.actor_id(body, required=True)
         if raw_key.startswith(self._starts):
             raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
         now = now_us()
         values = self._common(body, now)
         fingerprint = self._fingerprint(body)
-        replay = await self._replay(Kind.IMPORTED, values["request_id"], fingerprint)
+        replay = await self._replay(Kind.IMPORTED, values["request_id"], body)
         if replay is not None:
             return replay
         key = ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
@@ -214,7 +253,7 @@ class KeyService:
         try:
             stored = await self.store.insert_key(key)
         except AlreadyExists:
-            replay = await self._replay(Kind.IMPORTED, values["request_id"], fingerprint)
+            replay = await self._replay(Kind.IMPORTED, values["request_id"], body)
             if replay is not None:
                 return replay
             raise AlreadyExists(
@@ -287,11 +326,13 @@ class KeyService:
                     f.text(body, "actor_id") or "" if path == "actor_id"
                     else f.enum_value(body, "visibility", Visibility) or current.visibility)
                 if value != getattr(current, path):
+                    if path == "actor_id":
+                        f.actor_id(body)  # a value no key may hold is refused as such
                     raise InvalidArgument(f"update_mask: field {path!r} cannot be changed")
             elif path == "name":
                 changes["name"] = f.text(body, "name") or ""
             elif path == "scopes":
-                changes["scopes"] = f.string_list(body, "scopes") or ()
+                changes["scopes"] = f.scopes(body, held=current.scopes) or ()
             elif path == "metadata":
                 changes["metadata"] = f.metadata(body)
             elif path == "ip_restriction":
@@ -366,7 +407,8 @@ class KeyService:
         lifetime = None if old.expire_time is None else old.expire_time - old.create_time
         values: dict[str, Any] = {
             "name": old.name if "name" not in body else f.text(body, "name") or "",
-            "scopes": old.scopes if "scopes" not in body else f.string_list(body, "scopes") or (),
+            "scopes": old.scopes if "scopes" not in body
+            else f.scopes(body, held=old.scopes) or (),
             "metadata": old.metadata if "metadata" not in body else f.metadata(body),
             "allowed_cidrs": old.allowed_cidrs if "ip_restriction" not in body
             else f.ip_restriction(body) or (),
@@ -377,7 +419,7 @@ class KeyService:
         prefix = (self.public_key_prefix if values["visibility"] is Visibility.PUBLIC
                   else self.key_prefix)
         new_id = new_key_id()
-        secret = secrets_format.new_secret(prefix)
+        secret = self.peppers.format.new_secret(prefix)
         new = ApiKey(key_id=new_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
                      actor_id=old.actor_id, create_time=now, update_time=now,
                      expire_time=None if lifetime is None else now + lifetime, **values)
@@ -405,9 +447,7 @@ class KeyService:
         if reason is RevocationReason.PRIVILEGE_WITHDRAWN:
             raise InvalidArgument("reason: REVOCATION_REASON_PRIVILEGE_WITHDRAWN is reserved "
                                   "for administrators")
-        if secrets_format.forged(credential, self._starts):
-            raise NotFound("API key not found")
-        key = await self.store.get_by_digest(self.digester.digest(credential))
+        key = await find_by_credential(self.store, self.peppers, credential)
         if key is None:
             raise NotFound("API key not found")
         if key.revoke_time is not None:

@@ -22,14 +22,15 @@ __all__ = ["Generation", "JwkSets", "Keyring", "Lifecycle", "ResourceServerKeys"
            "build_keyring", "sealer_for"]
 
 
-def sealer_for(digester: Digester) -> Sealer:
-    """The sealer every replica derives from the shared pepper."""
-    return Sealer(digester.subkey(SEAL_PURPOSE))
+def sealer_for(digester: Digester, *retired: Digester) -> Sealer:
+    """The sealer every replica derives from the shared pepper (and the retired ones)."""
+    return Sealer(digester.subkey(SEAL_PURPOSE), *(d.subkey(SEAL_PURPOSE) for d in retired))
 
 
-def build_keyring(settings: Settings, store: StateStore, digester: Digester) -> Keyring:
+def build_keyring(settings: Settings, store: StateStore, digester: Digester,
+                  *retired: Digester) -> Keyring:
     """The keyring as ``build_services`` makes it (configured keys loaded here, once)."""
     auto = settings.signing_rotation == "AUTO"
-    return Keyring(store, sealer=sealer_for(digester),
+    return Keyring(store, sealer=sealer_for(digester, *retired),
                    configured=load_configured_keys(settings.signing_keys),
                    rotation_period_s=settings.signing_rotation_period_s if auto else None)

@@ -4,8 +4,8 @@ Signing keys and JWK sets are kept in the store's ``gateway_state`` table. Their
 parts are sealed with a key derived from the server pepper (``digester.subkey``), so a
 database dump alone does not reveal them; every replica derives the same key because
 every replica must share the pepper anyway. The document name is bound as associated
-data, so a sealed blob cannot be moved to another document. Changing the pepper makes
-sealed documents unreadable (as it makes every stored API-key digest useless).
+data, so a sealed blob cannot be moved to another document. A retired pepper
+(``GATEWAY_PEPPER_RETIRED``) still opens the documents sealed under it.
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ class SealError(ValueError):
 class Sealer:
     """Seals and opens text documents; the key never leaves this object."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_retired")
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
+    def __init__(self, key: bytes, *retired: bytes) -> None:
+        """Seals under ``key``; opens under it or any ``retired`` key (those of retired
+        peppers), so a pepper rotation leaves every document readable; each is sealed
+        under the current key again when it is next written."""
+        if any(len(k) != 32 for k in (key, *retired)):
             raise ValueError("the sealing key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._retired = tuple(AESGCM(k) for k in retired)
 
     def seal(self, plaintext: str, name: str) -> str:
         nonce = os.urandom(12)
@@ -44,10 +48,15 @@ class Sealer:
             raise SealError(f"state document {name!r} is not sealed")
         try:
             raw = base64.b64decode(stored[len(_PREFIX):], validate=True)
-            return self._aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
-        except (InvalidTag, ValueError) as exc:
-            raise SealError(f"state document {name!r} cannot be opened (pepper changed?)"
-                            ) from exc
+        except ValueError as exc:
+            raise SealError(f"state document {name!r} is not a sealed document") from exc
+        for aead in (self._aead, *self._retired):
+            try:
+                return aead.decrypt(raw[:12], raw[12:], name.encode()).decode()
+            except (InvalidTag, ValueError):
+                continue
+        raise SealError(f"state document {name!r} cannot be opened (pepper changed? list "
+                        "the previous one in GATEWAY_PEPPER_RETIRED)")
 
     def __repr__(self) -> str:
         return "Sealer(**********)"

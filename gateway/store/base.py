@@ -52,6 +52,8 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
     async def delete_key(self, key_id: str) -> bool: ...
+    async def legacy_digests(self) -> list[str]: ...
+    async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
     async def get_state(self, name: str) -> str | None: ...
     async def put_state(self, name: str, value: str, expected: str | None) -> bool: ...
@@ -119,7 +121,13 @@ def row_to_key(row: Sequence[Any]) -> ApiKey:
     )
 
 
-_INSERT = f"INSERT INTO api_keys ({COLUMNS}) VALUES ({', '.join('?' * 19)}) RETURNING seq"
+_INSERT = (f"INSERT INTO api_keys ({COLUMNS}, secret_format) VALUES ({', '.join('?' * 20)}) "
+           "RETURNING seq")
+
+
+def _secret_format(key: ApiKey) -> str:
+    """'v2' for an issued key (this version issues v2 secrets only), 'raw' for imported."""
+    return "v2" if key.kind is Kind.ISSUED else "raw"
 _UPDATE = (
     "UPDATE api_keys SET name = ?, actor_id = ?, scopes = ?, visibility = ?, metadata = ?, "
     "allowed_cidrs = ?, rate_limit = ?, expire_time = ?, update_time = ? "
@@ -175,7 +183,7 @@ class SqlStore:
 
     async def insert_key(self, key: ApiKey) -> ApiKey:
         async with self._tx() as c:
-            rows = await c.fetch(_INSERT, *key_params(key))
+            rows = await c.fetch(_INSERT, *key_params(key), _secret_format(key))
         return key.with_changes(seq=rows[0][0])
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -242,8 +250,23 @@ class SqlStore:
             )
             if n != 1:
                 return None
-            rows = await c.fetch(_INSERT, *key_params(new))
+            rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
         return new.with_changes(seq=rows[0][0])
+
+    async def legacy_digests(self) -> list[str]:
+        """The digests of the keys whose secrets may be v1 (CRC32) secrets."""
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT digest FROM api_keys WHERE secret_format = 'v1'")
+        return [r[0] for r in rows]
+
+    async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None:
+        """Store a key's digest under the current pepper; the key, or None when its digest
+        is no longer ``old`` (moved already, rotated or deleted)."""
+        async with self._tx() as c:
+            n = await c.execute("UPDATE api_keys SET digest = ? WHERE key_id = ? AND digest = ?",
+                                new, key_id, old)
+            rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id) if n == 1 else []
+        return row_to_key(rows[0]) if rows else None
 
     async def delete_key(self, key_id: str) -> bool:
         async with self._tx() as c:

@@ -17,7 +17,7 @@ from gateway.cache.keycache import CacheMode, KeyCache, key_id_cache_key
 from gateway.cache.l1 import L1
 from gateway.clock import to_rfc3339
 from gateway.crypto import tokens
-from gateway.crypto.digests import Digester
+from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
 from gateway.observability.metrics import Metrics
 from gateway.signing import Keyring
@@ -42,14 +42,16 @@ _OUTCOMES: dict[tokens.Outcome, Outcome] = {
 
 class DerivedVerifier:
     def __init__(self, verifier: Verifier, keyring: Keyring, cache: KeyCache,
-                 digester: Digester, metrics: Metrics, issuer: str) -> None:
+                 peppers: Peppers, metrics: Metrics, issuer: str) -> None:
         self.verifier = verifier
         self.keyring = keyring
         self.cache = cache
         self.metrics = metrics
         self.issuer = issuer
-        self.digester = digester
-        self.macaroon_subkey = digester.subkey(tokens.MACAROON_SUBKEY_PURPOSE)
+        self.digester = peppers.current
+        # per pepper, the current first: macaroons minted before a pepper rotation verify
+        self.macaroon_subkeys = [d.subkey(tokens.MACAROON_SUBKEY_PURPOSE) for d in peppers.all]
+        self.macaroon_tag_keys = [d.subkey(tokens.MACAROON_TAG_PURPOSE) for d in peppers.all]
         # tokens whose signature or HMAC chain checked out, by digest; claims are still
         # checked on every use, and the parent is judged on every use
         self.verified: L1[tokens.DerivedClaims] = L1(VERIFIED_SIZE, VERIFIED_TTL_S)
@@ -83,11 +85,11 @@ class DerivedVerifier:
                 head = tokens.inspect_macaroon(credential)
                 if head is None:
                     return self._count(label, Result(Outcome.INVALID_FORMAT))
-                parent = await self._parent(head.parent_key_id, mode)
-                if parent[0] is None or not parent[0].digest:
-                    return self._count(label, Result(Outcome.SIGNATURE_INVALID,
-                                                     cache=parent[1]))
-                root = tokens.macaroon_root_key(self.macaroon_subkey, parent[0].digest)
+                generation = head.generation(self.macaroon_tag_keys)
+                if generation is None:  # not minted here: refused before any lookup
+                    return self._count(label, Result(Outcome.SIGNATURE_INVALID))
+                root = tokens.macaroon_root_key(self.macaroon_subkeys[generation],
+                                                head.parent_key_id)
                 checked = tokens.verify_macaroon(head, root, issuer=self.issuer,
                                                  expected_audiences=expected_audiences,
                                                  client_ip=client_ip)

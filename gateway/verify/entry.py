@@ -16,6 +16,7 @@ import orjson
 from gateway.clock import to_rfc3339
 from gateway.keys.model import ApiKey, RateLimit
 from gateway.keys.wire import rate_limit_wire
+from gateway.verify.header_values import header_value, scopes_value
 from gateway.verify.outcomes import Outcome, Result
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -96,9 +97,9 @@ class Entry:
         self.valid_body = orjson.dumps(fields)
         self.plain = not self.networks and self.rate_limit is None and not self.revoked
         self.valid_result = Result(Outcome.VALID, self, "L1")
-        self.auth_headers = [(b"x-actor-id", self.actor_id.encode()),
-                             (b"x-key-id", self.key_id.encode()),
-                             (b"x-scopes", ",".join(self.scopes).encode())]
+        self.auth_headers = [(b"x-actor-id", header_value(self.actor_id)),
+                             (b"x-key-id", header_value(self.key_id)),
+                             (b"x-scopes", scopes_value(self.scopes))]
         self.verify_start = _start(((b"content-length", str(len(self.valid_body)).encode()),
                                     (b"content-type", b"application/json"), (b"x-cache", b"L1")))
         self.verify_end = {"type": "http.response.body", "body": self.valid_body}

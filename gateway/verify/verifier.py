@@ -3,19 +3,25 @@ policy, return an outcome. No exceptions for verdicts, no database writes, no St
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
 from gateway.cache.keycache import CacheMode, KeyCache
-from gateway.crypto import secrets_format, tokens
-from gateway.crypto.digests import Digester
+from gateway.crypto import tokens
+from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.verify.entry import Entry, address_in
 from gateway.verify.outcomes import Outcome, Result
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
+
+log = logging.getLogger("gateway.verify")
+Mover = Callable[[str, str, str], Coroutine[Any, Any, None]]  # (key id, old digest, new digest)
 
 
 def ip_allowed(entry: Entry, client_ip: str | None) -> bool:
@@ -28,26 +34,55 @@ class Verifier:
     """``verify`` is the whole path; ``verify_cached`` is its synchronous prefix, which
     answers from L1 alone (the hot case) or returns None when I/O is needed."""
 
-    def __init__(self, digester: Digester, cache: KeyCache, limiter: RateLimiter,
-                 usage: UsageRecorder, prefixes: tuple[str, ...]) -> None:
-        self.digester = digester
+    def __init__(self, peppers: Peppers, cache: KeyCache, limiter: RateLimiter,
+                 usage: UsageRecorder, move: Mover | None = None) -> None:
+        self.peppers = peppers
+        self.digester = peppers.current
         self.cache = cache
         self.limiter = limiter
         self.usage = usage
-        self.prefixes = prefixes
-        self._starts = secrets_format.issued_prefixes(prefixes)
+        self._move = move
+        self._moving: set[str] = set()
         self.derived: Any = None  # set by the composition root when derived tokens exist
 
-    def classify(self, credential: str, digest: str | None = None) -> Result | str | None:
-        """An early verdict, the digest to look up, or None for a derived token.
-        ``digest``: the credential's, when the caller has computed it already."""
+    def classify(self, credential: str, digest: str | None = None
+                 ) -> Result | tuple[str, ...] | None:
+        """An early verdict, the digests to look up (``Peppers.candidates``), or None for a
+        derived token. ``digest``: the credential's, when the caller has computed it."""
         if not credential or len(credential) > MAX_CREDENTIAL_BYTES or not credential.isascii():
             return Result(Outcome.INVALID_FORMAT)
         if self.derived is not None and self.derived.claims_token(credential):
             return None
-        if secrets_format.forged(credential, self._starts):
-            return Result(Outcome.NOT_FOUND)  # same answer as unknown: no oracle, no lookup
-        return digest if digest is not None else self.digester.digest(credential)
+        candidates = self.peppers.candidates(credential, digest)
+        if not candidates:  # forged: same answer as unknown, no oracle, no lookup
+            return Result(Outcome.NOT_FOUND)
+        return candidates
+
+    async def lookup(self, candidates: tuple[str, ...], mode: CacheMode = CacheMode.DEFAULT
+                     ) -> tuple[Entry | None, str]:
+        """The key stored under the first digest of ``candidates`` (the current pepper's),
+        else under a retired pepper's digest; a key found there is moved to the current
+        pepper in the background."""
+        entry, level = await self.cache.lookup(candidates[0], mode)
+        for old in candidates[1:] if entry is None else ():
+            entry, level = await self.cache.lookup(old, mode)
+            if entry is not None:
+                self._start_move(entry.key_id, old, candidates[0])
+                break
+        return entry, level
+
+    def _start_move(self, key_id: str, old: str, new: str) -> None:
+        if self._move is None or key_id in self._moving:
+            return
+        self._moving.add(key_id)
+        task = asyncio.get_running_loop().create_task(self._move(key_id, old, new))
+        task.add_done_callback(lambda t: self._moved(key_id, t))
+
+    def _moved(self, key_id: str, task: asyncio.Task[None]) -> None:
+        self._moving.discard(key_id)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("moving key %s to the current pepper failed: %s (retried on its "
+                        "next use)", key_id, type(task.exception()).__name__)
 
     def judge(self, entry: Entry | None, level: str, client_ip: str | None,
               expected_audiences: tuple[str, ...]) -> Result:
@@ -99,12 +134,13 @@ class Verifier:
             return result
         return await self.check_digest(step, client_ip, mode, expected_audiences)
 
-    async def check_digest(self, digest: str, client_ip: str | None, mode: CacheMode,
-                           expected_audiences: tuple[str, ...] = (), *,
+    async def check_digest(self, candidates: tuple[str, ...], client_ip: str | None,
+                           mode: CacheMode, expected_audiences: tuple[str, ...] = (), *,
                            count: bool = True) -> Result:
-        """Look up a root key by digest through the caches and apply its policy."""
+        """Look up a root key by its candidate digests through the caches and apply its
+        policy."""
         try:
-            entry, level = await self.cache.lookup(digest, mode)
+            entry, level = await self.lookup(candidates, mode)
         except Unavailable:
             return Result(Outcome.UNAVAILABLE)
         return await self.decide(entry, level, client_ip, expected_audiences, count=count)

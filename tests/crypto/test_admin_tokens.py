@@ -1,12 +1,25 @@
-"""Admin bearer tokens: plain or argon2id, with argon2 paid once per distinct token."""
+"""Admin bearer tokens: every documented form of GATEWAY_ADMIN_TOKENS, and nothing else.
+
+Forms: a generated token's verifier (``gateway hash-token``), a plain token, an argon2id
+hash, several of each, separated by commas, whitespace or newlines, or a YAML list. A
+wrong token never costs argon2 work on the event loop, and argon2 guesses are budgeted.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
 
 import pytest
 
 from gateway.crypto import admin_tokens
-from gateway.crypto.admin_tokens import AdminTokens, hash_token
+from gateway.crypto.admin_tokens import AdminTokens, hash_token, new_token, parse_entries
+from gateway.errors import ConfigError, ResourceExhausted
 from gateway.secret import Secret
+from gateway.settings import load_settings
+
+PLAIN = "plain-admin-token-0123"
 
 
 @pytest.fixture(scope="module")
@@ -14,89 +27,187 @@ def hashed() -> str:
     return hash_token("hashed-admin-token", "test")
 
 
+@pytest.fixture(scope="module")
+def production_hash() -> str:
+    """A hash with the default profile's parameters (commas in it: m=…,t=3,p=4)."""
+    return hash_token("production-admin-token", "default")
+
+
 @pytest.fixture
-def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every argon2 verification the checker performs, by presented token."""
-    calls: list[str] = []
+def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every argon2 verification, by presented token, and whether it ran off the loop."""
+    calls: list[tuple[str, bool]] = []
     real = admin_tokens.PasswordHasher.verify
 
     def counting(self: object, stored: str, presented: str) -> bool:
-        calls.append(presented)
+        calls.append((presented, threading.current_thread() is not threading.main_thread()))
         return real(self, stored, presented)  # type: ignore[arg-type]
 
     monkeypatch.setattr(admin_tokens.PasswordHasher, "verify", counting)
     return calls
 
 
-def test_test_profile_makes_a_cheap_argon2id_hash(hashed: str) -> None:
-    assert hashed.startswith("$argon2id$")
-    assert "m=8,t=1,p=1" in hashed
+def _tokens(*entries: str, **kw: float) -> AdminTokens:
+    return AdminTokens(tuple(Secret(e) for e in entries), **kw)
 
 
-def test_plain_token_is_accepted_and_others_refused() -> None:
-    tokens = AdminTokens((Secret("plain-admin-token"),))
+async def _auth(tokens: AdminTokens, presented: str, client: str = "10.0.0.1") -> str | None:
+    return await tokens.authenticate(presented, client)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def test_the_readme_setup_with_a_production_hash_parses_whole(production_hash: str) -> None:
+    """The bug: the list was split on commas, so ``t=3`` and ``p=4$…`` became tokens."""
+    assert "m=65536,t=3,p=4" in production_hash
+    settings = load_settings({"GATEWAY_ADMIN_TOKENS": production_hash})
+    assert [s.reveal() for s in settings.admin_tokens] == [production_hash]
+
+
+async def test_fragments_of_a_hash_never_authenticate(production_hash: str) -> None:
+    tokens = AdminTokens(load_settings({"GATEWAY_ADMIN_TOKENS": production_hash}).admin_tokens,
+                         argon2_rate=1000.0, argon2_burst=1000.0)
+    for fragment in ("t=3", "p=4", production_hash.split(",")[-1], "$argon2id$v=19$m=65536",
+                     production_hash):
+        assert await _auth(tokens, fragment, f"client-{fragment}") is None
+    assert await _auth(tokens, "production-admin-token") == "argon2:1"
+
+
+def test_several_of_each_form_separated_every_documented_way(production_hash: str,
+                                                             hashed: str) -> None:
+    _, verifier = new_token()
+    _, verifier2 = new_token()
+    value = f"{production_hash},{verifier}, {PLAIN}\n{hashed}\n{verifier2},plain-token-two-xxxx"
+    assert parse_entries(value) == (production_hash, hashed, verifier, PLAIN, verifier2,
+                                    "plain-token-two-xxxx")
+
+
+def test_a_yaml_list_of_hashes_parses_whole(tmp_path: Path, production_hash: str,
+                                            hashed: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"admin_tokens:\n  - '{production_hash}'\n  - '{hashed}'\n")
+    settings = load_settings({"GATEWAY_CONFIG": str(config)})
+    assert [s.reveal() for s in settings.admin_tokens] == [production_hash, hashed]
+
+
+@pytest.mark.parametrize("value", [
+    "t=3",                                            # a fragment: too short for a token
+    "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ",     # a hash cut short
+    "$argon2id$garbage",
+    "gwa_0123456789ab_" + "A" * 43,                   # a generated token instead of its verifier
+    "gwa_0123456789ab.00.11",                         # a verifier cut short
+    "short",
+])
+def test_an_entry_that_is_no_form_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_ADMIN_TOKENS"):
+        load_settings({"GATEWAY_ADMIN_TOKENS": value})
+
+
+# -- each form authenticates exactly its token -------------------------------------------
+
+
+async def test_a_generated_token_matches_its_verifier_only() -> None:
+    token, verifier = new_token()
+    other, _ = new_token()
+    tokens = _tokens(verifier)
+    token_id = token.split("_")[1]
+    assert await _auth(tokens, token) == token_id
+    assert await _auth(tokens, other) is None
+    assert await _auth(tokens, token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert await _auth(tokens, verifier) is None  # the verifier is not a credential
+    forged_same_id = f"gwa_{token_id}_" + "A" * 43
+    assert await _auth(tokens, forged_same_id) is None
+
+
+async def test_plain_tokens_are_accepted_exactly() -> None:
+    tokens = _tokens(PLAIN, "plain-token-two-xxxx")
     assert tokens.configured
-    assert tokens.check("plain-admin-token")
-    assert not tokens.check("plain-admin-token ")
-    assert not tokens.check("plain-admin-tokeN")
-    assert not tokens.check("")
+    assert (await _auth(tokens, PLAIN) or "").startswith("plain:")
+    assert await _auth(tokens, "plain-token-two-xxxx") != await _auth(tokens, PLAIN)
+    for wrong in (PLAIN + " ", PLAIN[:-1], PLAIN.upper(), ""):
+        assert await _auth(tokens, wrong) is None
 
 
-def test_argon2id_hashed_token_is_accepted_and_others_refused(hashed: str) -> None:
-    tokens = AdminTokens((Secret(hashed),))
-    assert tokens.check("hashed-admin-token")
-    assert not tokens.check("wrong-token")
-    assert not tokens.check(hashed)
+async def test_an_argon2_hash_accepts_its_token_only(hashed: str) -> None:
+    tokens = _tokens(hashed, argon2_burst=10.0)
+    assert await _auth(tokens, "hashed-admin-token") == "argon2:1"
+    assert await _auth(tokens, "wrong-token", "a") is None
+    assert await _auth(tokens, hashed, "b") is None
 
 
-def test_plain_and_hashed_tokens_work_side_by_side(hashed: str) -> None:
-    tokens = AdminTokens((Secret("plain-admin-token"), Secret(hashed)))
-    assert tokens.check("plain-admin-token")
-    assert tokens.check("hashed-admin-token")
-    assert not tokens.check("neither")
+async def test_all_forms_side_by_side(hashed: str) -> None:
+    token, verifier = new_token()
+    tokens = _tokens(PLAIN, hashed, verifier, argon2_burst=10.0)
+    assert await _auth(tokens, PLAIN)
+    assert await _auth(tokens, "hashed-admin-token")
+    assert await _auth(tokens, token)
+    assert await _auth(tokens, "neither-of-these-tokens") is None
 
 
-def test_no_tokens_means_not_configured_and_nothing_accepted() -> None:
-    tokens = AdminTokens(())
+async def test_no_tokens_means_not_configured_and_nothing_accepted() -> None:
+    tokens = _tokens()
     assert not tokens.configured
-    assert not tokens.check("anything")
+    assert await _auth(tokens, "anything-at-all-here") is None
 
 
-def test_argon2_runs_once_per_distinct_accepted_token(hashed: str, verify_calls: list[str]
-                                                      ) -> None:
-    tokens = AdminTokens((Secret(hashed),))
+# -- what a wrong token costs ------------------------------------------------------------
+
+
+async def test_wrong_generated_and_plain_tokens_never_reach_argon2(
+        hashed: str, argon2_calls: list[tuple[str, bool]]) -> None:
+    token, verifier = new_token()
+    tokens = _tokens(PLAIN, verifier, hashed)
+    assert await _auth(tokens, PLAIN)
+    assert await _auth(tokens, token)
+    for _ in range(20):
+        other, _ = new_token()
+        assert await _auth(tokens, other) is None  # gwa_ shape: decided by its id
+    assert argon2_calls == []
+
+
+async def test_argon2_runs_on_a_worker_thread_once_per_accepted_token(
+        hashed: str, argon2_calls: list[tuple[str, bool]]) -> None:
+    tokens = _tokens(hashed)
     for _ in range(5):
-        assert tokens.check("hashed-admin-token")
-    assert verify_calls == ["hashed-admin-token"]
+        assert await _auth(tokens, "hashed-admin-token") == "argon2:1"
+    assert argon2_calls == [("hashed-admin-token", True)]
 
 
-def test_argon2_runs_once_per_distinct_refused_token(hashed: str, verify_calls: list[str]
-                                                     ) -> None:
-    tokens = AdminTokens((Secret(hashed),))
-    for _ in range(5):
-        assert not tokens.check("wrong-token")
-        assert not tokens.check("other-wrong-token")
-    assert sorted(verify_calls) == ["other-wrong-token", "wrong-token"]
+async def test_a_client_whose_guess_failed_waits_before_the_next_is_computed(
+        hashed: str, argon2_calls: list[tuple[str, bool]]) -> None:
+    tokens = _tokens(hashed, argon2_rate=1000.0, argon2_burst=1000.0)
+    assert await _auth(tokens, "guess-number-one", "10.9.9.9") is None
+    with pytest.raises(ResourceExhausted, match="retry in"):
+        await _auth(tokens, "guess-number-two", "10.9.9.9")
+    assert [c for c, _ in argon2_calls] == ["guess-number-one"]
+    # another client is not held up by this one
+    assert await _auth(tokens, "hashed-admin-token", "10.1.1.1") == "argon2:1"
 
 
-def test_a_plain_match_never_pays_for_argon2(hashed: str, verify_calls: list[str]) -> None:
-    tokens = AdminTokens((Secret("plain-admin-token"), Secret(hashed)))
-    assert tokens.check("plain-admin-token")
-    assert verify_calls == []
+async def test_the_global_argon2_budget_refuses_without_computing(
+        hashed: str, argon2_calls: list[tuple[str, bool]]) -> None:
+    tokens = _tokens(hashed, argon2_rate=0.001, argon2_burst=3.0)
+    outcomes = await asyncio.gather(*(_auth(tokens, f"distinct-guess-{i}", f"10.0.1.{i}")
+                                      for i in range(16)), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, ResourceExhausted)]
+    assert len(argon2_calls) == 3 and len(refused) == 13
+    assert all(off_loop for _, off_loop in argon2_calls)
 
 
-def test_the_memo_is_bounded(hashed: str, verify_calls: list[str]) -> None:
-    tokens = AdminTokens((Secret(hashed),), memo_size=2)
-    for token in ("a", "b", "c", "a"):
-        tokens.check(token)
-    assert verify_calls == ["a", "b", "c", "a"]
+async def test_a_remembered_admin_passes_while_the_budget_is_spent(hashed: str) -> None:
+    tokens = _tokens(hashed, argon2_rate=0.001, argon2_burst=1.0)
+    assert await _auth(tokens, "hashed-admin-token") == "argon2:1"
+    with pytest.raises(ResourceExhausted):
+        await _auth(tokens, "an-attacker-guess", "10.6.6.6")
+    assert await _auth(tokens, "hashed-admin-token") == "argon2:1"
 
 
-def test_a_broken_stored_hash_refuses_instead_of_raising() -> None:
-    tokens = AdminTokens((Secret("$argon2id$v=19$m=8,t=1,p=1$garbage"),))
-    assert not tokens.check("anything")
+async def test_a_broken_stored_hash_refuses_instead_of_raising() -> None:
+    tokens = AdminTokens((Secret("$argon2id$v=19$m=8,t=1,p=1$garbage$garbage"),))
+    assert await _auth(tokens, "anything-at-all-here") is None
 
 
 def test_repr_of_configured_tokens_does_not_leak_them() -> None:
-    secret = Secret("plain-admin-token")
-    assert "plain-admin-token" not in repr(secret) + str(secret)
+    secret = Secret(PLAIN)
+    assert PLAIN not in repr(secret) + str(secret)

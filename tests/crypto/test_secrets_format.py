@@ -1,4 +1,5 @@
-"""Issued secrets: ``<prefix>_v1_<43 base62 random><6 base62 checksum>``."""
+"""Issued secrets: ``<prefix>_v2_<43 base62 random><8 base62 keyed checksum>``, and the v1
+format before it (``<prefix>_v1_<43 random><6 base62 CRC32>``), which keeps verifying."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import re
 import pytest
 
 from gateway.crypto import secrets_format as sf
+from gateway.crypto.digests import Digester
+from gateway.crypto.peppers import Peppers
+from gateway.secret import Secret
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+PREFIXES = ("ory_ak", "ory_pk")
+OLD = Digester(Secret("the-old-pepper-0123456789"))
+NEW = Digester(Secret("the-new-pepper-01234567"))
 
 
 def _decode62(text: str) -> int:
@@ -18,17 +25,33 @@ def _decode62(text: str) -> int:
     return number
 
 
-def test_new_secret_has_prefix_version_and_49_base62_characters() -> None:
-    secret = sf.new_secret("ory_ak")
-    assert re.fullmatch(r"ory_ak_v1_[0-9A-Za-z]{49}", secret)
+@pytest.fixture
+def fmt() -> sf.SecretFormat:
+    return sf.SecretFormat(PREFIXES, (NEW,))
 
 
-def test_fresh_secrets_differ() -> None:
-    assert len({sf.new_secret("ory_ak") for _ in range(50)}) == 50
+def _changes(secret: str, start: int) -> list[str]:
+    """Every one-character change and adjacent swap after ``start``."""
+    out = []
+    for position in range(start, len(secret)):
+        original = secret[position]
+        for replacement in {"0", "Z", "z", ALPHABET[(ALPHABET.find(original) + 1) % 62]}:
+            if replacement != original:
+                out.append(secret[:position] + replacement + secret[position + 1:])
+        if position + 1 < len(secret) and secret[position] != secret[position + 1]:
+            out.append(secret[:position] + secret[position + 1] + secret[position]
+                       + secret[position + 2:])
+    return out
 
 
-def test_fresh_secret_passes_its_checksum() -> None:
-    assert sf.checksum_ok(sf.new_secret("ory_pk"))
+def test_new_secret_has_prefix_version_and_51_base62_characters(fmt: sf.SecretFormat) -> None:
+    secret = fmt.new_secret("ory_ak")
+    assert re.fullmatch(r"ory_ak_v2_[0-9A-Za-z]{51}", secret)  # the documented scanner regex
+    assert fmt.generation(secret) == 0
+
+
+def test_fresh_secrets_differ(fmt: sf.SecretFormat) -> None:
+    assert len({fmt.new_secret("ory_ak") for _ in range(50)}) == 50
 
 
 @pytest.mark.parametrize("material", [b"\x00" * 32, b"\xff" * 32, bytes(range(32)),
@@ -39,57 +62,98 @@ def test_body_carries_all_256_bits_of_material(material: bytes) -> None:
     assert _decode62(body) == int.from_bytes(material, "big")
 
 
-def test_material_makes_the_secret_deterministic() -> None:
+def test_material_makes_the_secret_deterministic(fmt: sf.SecretFormat) -> None:
     material = bytes(range(32))
-    assert sf.new_secret("ory_ak", material) == sf.new_secret("ory_ak", material)
-    assert sf.new_secret("ory_ak", material) != sf.new_secret("ory_ak", bytes(32))
+    assert fmt.new_secret("ory_ak", material) == fmt.new_secret("ory_ak", material)
+    assert fmt.new_secret("ory_ak", material) != fmt.new_secret("ory_ak", bytes(32))
 
 
-def test_every_one_character_change_fails_the_checksum() -> None:
-    secret = sf.new_secret("ory_ak", bytes(range(32)))
-    for position, original in enumerate(secret):
-        for replacement in {"0", "Z", "z", "_", ALPHABET[(ALPHABET.find(original) + 1) % 62]}:
-            if replacement == original:
-                continue
-            changed = secret[:position] + replacement + secret[position + 1:]
-            assert not sf.checksum_ok(changed), (position, replacement)
+def test_the_checksum_is_keyed_by_the_pepper(fmt: sf.SecretFormat) -> None:
+    """A CRC anyone can compute; this MAC only the gateway's pepper can make."""
+    other = sf.SecretFormat(PREFIXES, (OLD,))
+    material = bytes(range(32))
+    assert fmt.new_secret("ory_ak", material) != other.new_secret("ory_ak", material)
+    assert fmt.generation(other.new_secret("ory_ak")) is None
 
 
-def test_swapping_two_adjacent_characters_fails_the_checksum() -> None:
-    secret = sf.new_secret("ory_ak", bytes(range(32)))
-    body_start = len("ory_ak_v1_")
-    for i in range(body_start, len(secret) - 1):
-        if secret[i] == secret[i + 1]:
-            continue
-        swapped = secret[:i] + secret[i + 1] + secret[i] + secret[i + 2:]
-        assert not sf.checksum_ok(swapped), i
+def test_every_one_character_change_or_swap_fails_the_checksum(fmt: sf.SecretFormat) -> None:
+    secret = fmt.new_secret("ory_ak", bytes(range(32)))
+    for changed in _changes(secret, len("ory_ak_v2_")):
+        assert fmt.generation(changed) is None, changed
 
 
-@pytest.mark.parametrize("credential", ["", "ory_ak_v1_", "ory_ak_v1_short",
-                                        "ory_ak_v1_" + "!" * 49])
-def test_malformed_credentials_fail_the_checksum(credential: str) -> None:
-    assert not sf.checksum_ok(credential)
+@pytest.mark.parametrize("credential", ["", "ory_ak_v2_", "ory_ak_v2_short",
+                                        "ory_ak_v2_" + "!" * 51, "ory_ak_v2_" + "A" * 51])
+def test_malformed_or_made_up_credentials_fail_the_checksum(fmt: sf.SecretFormat,
+                                                            credential: str) -> None:
+    assert fmt.generation(credential) is None
 
 
-def test_truncated_or_extended_secret_fails_the_checksum() -> None:
-    secret = sf.new_secret("ory_ak")
-    assert not sf.checksum_ok(secret[:-1])
-    assert not sf.checksum_ok(secret + "0")
+def test_truncated_or_extended_secret_fails_the_checksum(fmt: sf.SecretFormat) -> None:
+    secret = fmt.new_secret("ory_ak")
+    assert fmt.generation(secret[:-1]) is None
+    assert fmt.generation(secret + "0") is None
 
 
-def test_looks_issued_matches_only_our_versioned_prefixes() -> None:
-    prefixes = ("ory_ak", "ory_pk")
-    assert sf.looks_issued("ory_ak_v1_anything", prefixes)
-    assert sf.looks_issued("ory_pk_v1_anything", prefixes)
-    assert not sf.looks_issued("ory_ak_v2_anything", prefixes)
-    assert not sf.looks_issued("ory_akv1_anything", prefixes)
-    assert not sf.looks_issued("sk_live_anything", prefixes)
+def test_a_retired_pepper_s_checksum_passes_and_names_its_generation() -> None:
+    before = sf.SecretFormat(PREFIXES, (OLD,)).new_secret("ory_pk")
+    after = sf.SecretFormat(PREFIXES, (NEW, OLD))
+    assert after.generation(before) == 1
+    assert after.generation(after.new_secret("ory_pk")) == 0
+    assert sf.SecretFormat(PREFIXES, (NEW,)).generation(before) is None
 
 
-def test_forged_means_our_prefix_with_a_wrong_checksum() -> None:
-    starts = sf.issued_prefixes(("ory_ak", "ory_pk"))
-    good = sf.new_secret("ory_ak")
-    bad = good[:-1] + ("A" if good[-1] != "A" else "B")
-    assert not sf.forged(good, starts)
-    assert sf.forged(bad, starts)
-    assert not sf.forged("sk_live_" + bad, starts)  # not ours: left to the store lookup
+def test_issued_prefixes_cover_both_formats() -> None:
+    starts = sf.issued_prefixes(PREFIXES)
+    assert set(starts) == {"ory_ak_v2_", "ory_pk_v2_", "ory_ak_v1_", "ory_pk_v1_"}
+
+
+# -- v1 ------------------------------------------------------------------------------------
+
+
+def test_v1_secrets_keep_their_format_and_crc() -> None:
+    secret = sf.legacy_secret("ory_ak", bytes(range(32)))
+    assert re.fullmatch(r"ory_ak_v1_[0-9A-Za-z]{49}", secret)
+    assert sf.crc_ok(secret)
+    assert not any(sf.crc_ok(c) for c in _changes(secret, len("ory_ak_v1_")))
+
+
+def test_legacy_digests_hold_eight_bytes_a_key_and_answer_membership() -> None:
+    digests = [NEW.digest(sf.legacy_secret("ory_ak")) for _ in range(1000)]
+    legacy = sf.LegacyDigests(digests)
+    assert len(legacy) == 1000 and legacy._prefixes.itemsize == 8
+    assert all(d in legacy for d in digests)
+    assert NEW.digest(sf.legacy_secret("ory_ak")) not in legacy
+    fresh = NEW.digest("another")
+    legacy.add(fresh)
+    assert fresh in legacy and len(legacy) == 1001
+
+
+# -- what a presented credential may be (Peppers.candidates) ------------------------------
+
+
+def test_candidates_refuse_forgeries_without_a_lookup() -> None:
+    peppers = Peppers(NEW, (), PREFIXES)
+    real = peppers.format.new_secret("ory_ak")
+    assert peppers.candidates(real) == (NEW.digest(real),)
+    assert peppers.candidates(real[:-1] + ("A" if real[-1] != "A" else "B")) == ()
+    assert peppers.candidates(sf.SecretFormat(PREFIXES, (OLD,)).new_secret("ory_ak")) == ()
+    # a v1 secret with a good CRC is looked up only when it is a v1 key of the store
+    known, unknown = sf.legacy_secret("ory_ak"), sf.legacy_secret("ory_ak")
+    peppers.legacy.replace([NEW.digest(known)])
+    assert peppers.candidates(known) == (NEW.digest(known),)
+    assert peppers.candidates(unknown) == ()
+    # anything else (an imported key) is looked up
+    assert peppers.candidates("sk_live_imported") == (NEW.digest("sk_live_imported"),)
+
+
+def test_candidates_after_a_pepper_rotation() -> None:
+    before = Peppers(OLD, (), PREFIXES)
+    v2 = before.format.new_secret("ory_ak")
+    v1 = sf.legacy_secret("ory_ak")
+    after = Peppers(NEW, (OLD,), PREFIXES)
+    after.legacy.replace([OLD.digest(v1)])
+    assert after.candidates(v2) == (NEW.digest(v2), OLD.digest(v2))
+    assert after.candidates(v1) == (NEW.digest(v1), OLD.digest(v1))
+    assert after.candidates("raw") == (NEW.digest("raw"), OLD.digest("raw"))
+    assert after.candidates(after.format.new_secret("ory_ak"))[1:] == ()

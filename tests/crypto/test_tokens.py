@@ -54,7 +54,7 @@ def forge(header: dict, payload: dict, signature: bytes = b"") -> str:
 def test_a_minted_jwt_verifies_and_carries_every_claim(signer):
     minted = t.mint_jwt(spec(allowed_cidrs=["10.0.0.0/8"], custom_claims={"tier": "gold"}),
                         signer, now=NOW, token_id="jti-1")
-    result = verify(minted.token, signer)
+    result = verify(minted.token, signer, client_ip="10.1.2.3")
     assert result.ok and result.error_code == "VERIFICATION_ERROR_UNSPECIFIED"
     c = result.claims
     assert c is not None
@@ -180,8 +180,8 @@ def test_audiences(signer, audiences, expected, outcome):
 
 @pytest.mark.parametrize(("ip", "outcome"), [
     ("10.1.2.3", Outcome.VALID), ("192.168.0.1", Outcome.IP_NOT_ALLOWED),
-    (None, Outcome.VALID)])
-def test_the_parent_ip_allow_list_is_checked_when_the_client_ip_is_known(signer, ip, outcome):
+    (None, Outcome.IP_NOT_ALLOWED)])
+def test_the_parent_ip_allow_list_fails_closed_without_a_client_ip(signer, ip, outcome):
     token = t.mint_jwt(spec(allowed_cidrs=["10.0.0.0/8"]), signer, now=NOW).token
     assert verify(token, signer, client_ip=ip).outcome is outcome
 
@@ -202,7 +202,8 @@ def test_every_outcome_has_a_wire_error_code():
 # -- macaroons -------------------------------------------------------------------------
 
 
-ROOT = t.macaroon_root_key(SUBKEY, DIGEST)
+ROOT = t.macaroon_root_key(SUBKEY, "key-1")
+TAG_KEY = b"g" * 32
 
 
 def mverify(token, root=ROOT, **kw):
@@ -213,17 +214,18 @@ def mverify(token, root=ROOT, **kw):
 
 
 def macaroon(**kw) -> str:
-    return t.mint_macaroon(spec(**kw), ROOT, now=NOW, token_id="m-1").token
+    return t.mint_macaroon(spec(**kw), ROOT, tag_key=TAG_KEY, now=NOW, token_id="m-1").token
 
 
 def test_a_minted_macaroon_verifies_and_carries_every_claim():
     token = t.mint_macaroon(spec(custom_claims={"tier": "gold", "sub": "x"},
-                                 allowed_cidrs=["10.0.0.0/8"]), ROOT, now=NOW,
-                            token_id="m-1").token
+                                 allowed_cidrs=["10.0.0.0/8"]), ROOT, tag_key=TAG_KEY,
+                            now=NOW, token_id="m-1").token
     assert token.startswith("mc_") and "=" not in token
     head = t.inspect_macaroon(token)
     assert head is not None and head.parent_key_id == "key-1"
-    result = mverify(head)
+    assert head.generation([b"x" * 32, TAG_KEY]) == 1
+    result = mverify(head, client_ip="10.1.2.3")
     assert result.ok
     c = result.claims
     assert c is not None
@@ -234,12 +236,35 @@ def test_a_minted_macaroon_verifies_and_carries_every_claim():
     assert c.custom_claims == {"tier": "gold"}
 
 
-def test_the_root_key_depends_on_the_parent_digest_and_the_server_subkey():
+def test_the_root_key_depends_on_the_parent_and_the_server_subkey():
     token = macaroon()
-    assert mverify(token, t.macaroon_root_key(SUBKEY, DIGEST + "0")).outcome is (
+    assert mverify(token, t.macaroon_root_key(SUBKEY, "key-2")).outcome is (
         Outcome.SIGNATURE_INVALID)
-    assert mverify(token, t.macaroon_root_key(b"t" * 32, DIGEST)).outcome is (
+    assert mverify(token, t.macaroon_root_key(b"t" * 32, "key-1")).outcome is (
         Outcome.SIGNATURE_INVALID)
+
+
+def test_the_identifier_tag_is_checked_before_anything_is_looked_up():
+    """A macaroon made without the tag key (any parent id, any claims) has no generation:
+    the verifier refuses it before it looks the parent up."""
+    head = t.inspect_macaroon(macaroon())
+    assert head is not None and head.generation([TAG_KEY]) == 0
+    assert head.generation([b"x" * 32]) is None
+    forged = t.mint_macaroon(spec(parent_key_id="random-parent"), ROOT, tag_key=b"f" * 32,
+                             now=NOW).token
+    forged_head = t.inspect_macaroon(forged)
+    assert forged_head is not None and forged_head.generation([TAG_KEY]) is None
+    # the tag covers the identifier: the same tag on other JSON does not pass
+    swapped = t.Macaroon(location=ISSUER, key=ROOT, version=t.MACAROON_V2,
+                         identifier=b"g2." + head.tag + b"." + forged_head.ident)
+    swapped_head = t.inspect_macaroon(t._encode(swapped))
+    assert swapped_head is not None and swapped_head.generation([TAG_KEY]) is None
+
+
+def test_a_macaroon_of_the_untagged_v1_format_is_not_ours():
+    old = t.Macaroon(location=ISSUER, key=ROOT, version=t.MACAROON_V2,
+                     identifier=b'{"v":1,"kid":"key-1","jti":"j","iss":"x","iat":1,"claims":{}}')
+    assert t.inspect_macaroon(t._encode(old)) is None
 
 
 def test_an_unknown_caveat_fails_closed():
@@ -342,4 +367,15 @@ def test_a_malformed_caveat_value_is_invalid_format():
 
 def test_an_oversized_macaroon_is_not_minted():
     with pytest.raises(InvalidArgument, match="8192"):
-        t.mint_macaroon(spec(custom_claims={"blob": "x" * 8192}), ROOT, now=NOW)
+        t.mint_macaroon(spec(custom_claims={"blob": "x" * 8192}), ROOT, tag_key=TAG_KEY,
+                        now=NOW)
+
+
+def test_a_holder_s_ip_caveat_fails_closed_when_the_client_address_is_unknown():
+    """The attack: a parent with no allow-list, a holder adds an ip caveat, and the trusted
+    proxy's X-Forwarded-For does not parse (client_ip None): it must not pass."""
+    token = t.attenuate(macaroon(), t.caveat("ip", "=", ["10.0.0.0/8"]))
+    assert mverify(token, client_ip="10.1.2.3").ok
+    assert mverify(token, client_ip="192.168.1.1").outcome is Outcome.IP_NOT_ALLOWED
+    assert mverify(token, client_ip=None).outcome is Outcome.IP_NOT_ALLOWED
+    assert mverify(macaroon(), client_ip=None).ok  # unbound: no address needed

@@ -12,10 +12,9 @@ from typing import Any
 
 import ory_client
 import pytest
+from conftest import secret_format
 from ory_client import BatchVerifyApiKeysRequest, VerifyApiKeyRequest
 from verify_helpers import batch, decide, issue, verify
-
-from gateway.crypto.secrets_format import new_secret
 
 NO_CACHE = [{"Cache-Control": "no-cache"}, {"Pragma": "no-cache"},
             {"Cache-Control": "max-age=0, no-cache"}]
@@ -43,7 +42,7 @@ def test_first_verify_reads_the_store_then_l1(gateway: Any) -> None:
 
 
 def test_an_unknown_credential_is_cached_too(gateway: Any) -> None:
-    unknown = new_secret("ory_ak")
+    unknown = secret_format().new_secret("ory_ak")
     assert _x_cache(gateway, unknown) == "STORE"
     assert _x_cache(gateway, unknown) == "L1"
     assert verify(gateway, unknown).json()["error_code"] == "VERIFICATION_ERROR_NOT_FOUND"

@@ -15,10 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Gateway, start_gateway
+from conftest import Gateway, secret_format, start_gateway
 from verify_helpers import DECISIONS, forge, http, issue, revoke
-
-from gateway.crypto.secrets_format import new_secret
 
 
 @dataclass
@@ -29,7 +27,7 @@ class Keys:
     revoked: str
     only_net: str  # allowed from 203.0.113.0/24 only
     only_local: str  # allowed from 127.0.0.1 only
-    unknown: str = field(default_factory=lambda: new_secret("ory_ak"))
+    unknown: str = field(default_factory=lambda: secret_format().new_secret("ory_ak"))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, PEPPER, Gateway, free_port, start_gateway
+from conftest import ADMIN_TOKEN, PEPPER, Gateway, free_port, secret_format, start_gateway
 from prometheus_client.parser import text_string_to_metric_families
 from verify_helpers import (
     BATCH_VERIFY,
@@ -28,7 +28,6 @@ from verify_helpers import (
     revoke,
 )
 
-from gateway.crypto.secrets_format import new_secret
 from gateway.verify.outcomes import Outcome
 
 LABEL_VALUES = {
@@ -93,7 +92,7 @@ def _exercise(gw: Gateway, rec: Recorder) -> list[str]:
                json={"reason": "REVOCATION_REASON_KEY_COMPROMISE"}, timeout=10)
     unknown_raw = f"sk_live_{secrets.token_hex(20)}"
     shown = [valid, plain, revoked, ip_denied, expiring, raw, raw_revoked, unknown_raw,
-             new_secret("ory_ak"), forge(valid), forge(plain, 12), forge(raw)]
+             secret_format().new_secret("ory_ak"), forge(valid), forge(plain, 12), forge(raw)]
 
     for credential in shown:
         for headers in ({}, {"Cache-Control": "no-cache"}, {"Cache-Control": "no-store"}):

@@ -12,10 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Gateway, start_gateway
+from conftest import Gateway, secret_format, start_gateway
 from verify_helpers import batch, decide, http, issue, psql, verify, wait_until
-
-from gateway.crypto.secrets_format import new_secret
 
 
 def _db_name(dsn: str) -> str:
@@ -49,7 +47,7 @@ def test_cached_keys_answer_and_uncached_ones_get_503_while_the_store_is_down(
     cached, cached_key = issue(gw, scopes=["read"])
     uncached, _ = issue(gw)
     revoked_cached, revoked_key = issue(gw)
-    unknown_cached = new_secret("ory_ak")
+    unknown_cached = secret_format().new_secret("ory_ak")
     assert verify(gw, cached).json()["is_valid"] is True
     assert verify(gw, unknown_cached).json()["is_valid"] is False
     r = http().post(f"{gw.url}/v2alpha1/admin/issuedApiKeys/{revoked_key['key_id']}:revoke",
@@ -69,7 +67,7 @@ def test_cached_keys_answer_and_uncached_ones_get_503_while_the_store_is_down(
         assert verify(gw, unknown_cached).json()["is_valid"] is False
 
         # an uncached credential cannot be checked: 503, never a yes
-        for credential in (uncached, new_secret("ory_ak"), "sk_live_never_seen"):
+        for credential in (uncached, secret_format().new_secret("ory_ak"), "sk_live_never_seen"):
             for _ in range(2):
                 r = verify(gw, credential)
                 assert r.status_code == 503, r.text

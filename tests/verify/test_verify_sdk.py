@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from conftest import secret_format
 from ory_client import (
     AdminRevokeImportedApiKeyBody,
     AdminRevokeIssuedApiKeyBody,
@@ -26,8 +27,6 @@ from ory_client import (
 )
 from ory_client.exceptions import BadRequestException, UnauthorizedException
 from verify_helpers import forge
-
-from gateway.crypto.secrets_format import new_secret
 
 NOT_FOUND = VerificationErrorCode.VERIFICATION_ERROR_NOT_FOUND
 NO_ERROR = VerificationErrorCode.VERIFICATION_ERROR_UNSPECIFIED
@@ -118,12 +117,13 @@ def test_a_public_key_verifies_and_says_so(ory_keys: Any) -> None:
     resp = _verify(ory_keys, created.secret)
     assert resp.is_valid is True
     assert resp.visibility == KeyVisibility.KEY_VISIBILITY_PUBLIC
-    unknown = _verify(ory_keys, new_secret("ory_pk")).to_dict()
+    unknown = _verify(ory_keys, secret_format().new_secret("ory_pk")).to_dict()
     assert _verify(ory_keys, forge(created.secret)).to_dict() == unknown
 
 
 def test_an_unknown_credential_is_not_found_with_http_200(ory_keys: Any) -> None:
-    for credential in (new_secret("ory_ak"), f"sk_live_{secrets.token_hex(20)}", "x"):
+    unknown = secret_format().new_secret("ory_ak")
+    for credential in (unknown, f"sk_live_{secrets.token_hex(20)}", "x"):
         info = ory_keys.admin_verify_api_key_with_http_info(
             VerifyApiKeyRequest(credential=credential))
         assert info.status_code == 200
@@ -134,9 +134,9 @@ def test_an_unknown_credential_is_not_found_with_http_200(ory_keys: Any) -> None
 
 def test_a_forged_checksum_answers_exactly_like_an_unknown_key(ory_keys: Any) -> None:
     real = _issue(ory_keys).secret
-    unknown = _verify(ory_keys, new_secret("ory_ak")).to_dict()
+    unknown = _verify(ory_keys, secret_format().new_secret("ory_ak")).to_dict()
     assert unknown["is_valid"] is False
-    for position in (len("ory_ak_v1_") + 3, -10, -1):  # random part, and the checksum
+    for position in (len("ory_ak_v2_") + 3, -10, -1):  # random part, and the checksum
         forged = forge(real, position)
         assert forged != real
         for _ in range(2):  # the first answer and the cached one
@@ -213,7 +213,7 @@ def test_batch_verify_answers_each_credential_in_input_order(ory_keys: Any) -> N
     raw, imported = _import(ory_keys, scopes=["b"])
     ip_denied = _issue(ory_keys, ip_restriction=IPRestriction(allowed_cidrs=["10.0.0.0/8"]))
     _verify(ory_keys, valid.secret)  # one of them is cached already
-    credentials = [new_secret("ory_ak"), valid.secret, revoked.secret, raw,
+    credentials = [secret_format().new_secret("ory_ak"), valid.secret, revoked.secret, raw,
                    forge(valid.secret), ip_denied.secret, valid.secret, "garbage"]
     expected = [NOT_FOUND, NO_ERROR, VerificationErrorCode.VERIFICATION_ERROR_REVOKED,
                 NO_ERROR, NOT_FOUND, VerificationErrorCode.VERIFICATION_ERROR_IP_NOT_ALLOWED,

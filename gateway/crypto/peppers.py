@@ -1,0 +1,50 @@
+"""The pepper and the retired ones: digests, secret checksums, and what a presented root-key
+credential may be, decided without I/O.
+
+``GATEWAY_PEPPER`` makes every new digest and checksum; ``GATEWAY_PEPPER_RETIRED`` lists
+peppers that were current before. A credential whose digest was made under a retired
+pepper still verifies (its lookup falls back to that pepper's digest), and the verify that
+finds it moves the stored digest to the current pepper. A v2 secret's checksum names the
+pepper it was made under, so a retired pepper's checksum keeps passing while that pepper is
+listed: retire a pepper for good only once the keys issued under it are rotated or gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.crypto.digests import Digester
+from gateway.crypto.secrets_format import LegacyDigests, SecretFormat, crc_ok
+
+
+class Peppers:
+    def __init__(self, current: Digester, retired: Sequence[Digester],
+                 prefixes: Sequence[str]) -> None:
+        self.current = current
+        self.all: tuple[Digester, ...] = (current, *retired)
+        self.format = SecretFormat(prefixes, self.all)
+        self.legacy = LegacyDigests()  # the v1 keys of the store (Services.start loads them)
+
+    @property
+    def retired(self) -> tuple[Digester, ...]:
+        return self.all[1:]
+
+    def candidates(self, credential: str, digest: str | None = None) -> tuple[str, ...]:
+        """The digests a root-key credential may be stored under, the current pepper's
+        first; () when it is refused without a lookup: a checksum we did not make, or a v1
+        secret that is not one of the v1 keys in the store. ``digest``: the current
+        pepper's, when the caller has it."""
+        digest = digest or self.current.digest(credential)
+        fmt = self.format
+        if credential.startswith(fmt.v2_starts):
+            generation = fmt.generation(credential)
+            if generation is None:
+                return ()
+            return (digest,) if generation == 0 else (
+                digest, self.all[generation].digest(credential))
+        retired = tuple(d.digest(credential) for d in self.all[1:])
+        if credential.startswith(fmt.v1_starts) and (
+                not crc_ok(credential)
+                or not any(d in self.legacy for d in (digest, *retired))):
+            return ()
+        return (digest, *retired)
