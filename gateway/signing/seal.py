@@ -58,5 +58,16 @@ class Sealer:
         raise SealError(f"state document {name!r} cannot be opened (pepper changed? list "
                         "the previous one in GATEWAY_PEPPER_RETIRED)")
 
+    def sealed_by_retired(self, stored: str, name: str) -> bool:
+        """True when ``stored`` opens only under a retired key."""
+        if not self._retired:
+            return False
+        try:
+            raw = base64.b64decode(stored[len(_PREFIX):], validate=True)
+            self._aead.decrypt(raw[:12], raw[12:], name.encode())
+        except (InvalidTag, ValueError):
+            return True
+        return False
+
     def __repr__(self) -> str:
         return "Sealer(**********)"

@@ -55,9 +55,19 @@ class Documents:
             raise Internal(f"state document {name!r} is unreadable") from None
 
     async def read(self, name: str) -> tuple[Any, str | None]:
-        """``(document or None, stored text or None)``."""
+        """``(document or None, stored text or None)``. A document sealed under a retired
+        pepper is sealed again under the current one (compare-and-set), so that pepper can
+        be dropped from the configuration once every replica has read its documents."""
         raw = await self._store.get_state(name)
-        return (None, None) if raw is None else (self.decode(name, raw), raw)
+        if raw is None:
+            return None, None
+        doc = self.decode(name, raw)
+        if self._sealer is not None and self._sealer.sealed_by_retired(raw, name):
+            resealed = self.encode(name, doc)
+            if await self._store.put_state(name, resealed, raw):
+                log.info("state document %s sealed again under the current pepper", name)
+                raw = resealed
+        return doc, raw
 
     async def update(self, name: str, change: Callable[[Any], Any]) -> tuple[Any, str | None]:
         """Apply ``change(current or None)`` by compare-and-set until it sticks.

@@ -1,0 +1,238 @@
+"""Forged credentials cost no I/O; v1 secrets keep verifying; peppers rotate without downtime.
+
+Driven in-process against the real services (SQLite file, and the real Redis for the L2
+count), with every store read and every Redis call counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REDIS_URL, require_service
+
+from gateway.crypto import secrets_format, tokens
+from gateway.crypto.digests import Digester
+from gateway.errors import NotFound
+from gateway.secret import Secret
+from gateway.services import Services, build_services
+from gateway.settings import load_settings
+from gateway.store import migrations
+from gateway.verify.outcomes import Outcome
+
+OLD_PEPPER, NEW_PEPPER = "o" * 32, "n" * 32
+ADMIN = "admin-token-" + "z" * 20
+READS = ("get_by_digest", "get_key", "get_by_request_id", "list_keys")
+
+
+@asynccontextmanager
+async def running(db: Path, pepper: str, *, retired: str = "", redis: bool = False
+                  ) -> AsyncIterator[Services]:
+    env = {"GATEWAY_DATABASE_URL": f"sqlite:///{db}", "GATEWAY_PEPPER": pepper,
+           "GATEWAY_ADMIN_TOKENS": ADMIN, "GATEWAY_PEPPER_RETIRED": retired}
+    if redis:
+        env["GATEWAY_REDIS_URL"] = REDIS_URL
+    services = build_services(load_settings(env))
+    await services.start()
+    try:
+        yield services
+    finally:
+        await services.stop()
+
+
+def count_calls(obj: Any, names: tuple[str, ...]) -> list[str]:
+    """Wrap ``obj``'s async methods ``names``; the list gets a name per call."""
+    calls: list[str] = []
+    for name in names:
+        real = getattr(obj, name)
+
+        def wrap(real: Callable[..., Any] = real, name: str = name) -> Callable[..., Any]:
+            async def counted(*args: Any, **kw: Any) -> Any:
+                calls.append(name)
+                return await real(*args, **kw)
+            return counted
+
+        setattr(obj, name, wrap())
+    return calls
+
+
+def redis_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every command this process sends to any Redis (commands, pipelines, scripts)."""
+    from redis.asyncio.connection import Connection
+
+    calls: list[bytes] = []
+    real = Connection.send_packed_command
+
+    async def counted(self: Connection, command: Any, *args: Any, **kw: Any) -> None:
+        calls.append(command if isinstance(command, bytes) else b"".join(command))
+        await real(self, command, *args, **kw)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counted)
+    return calls
+
+
+async def issue(services: Services, **fields: Any) -> str:
+    issued = await services.keys.issue({"name": "k", "actor_id": "actor-1", **fields})
+    return issued.secret
+
+
+async def outcome(services: Services, credential: str, client_ip: str | None = "10.0.0.1"
+                  ) -> Outcome:
+    return (await services.verifier.verify(credential, client_ip=client_ip)).outcome
+
+
+def forged_v2(services: Services) -> str:
+    """Well formed (our prefix, v2, 51 base62 characters), with a checksum we did not make."""
+    fmt = secrets_format.SecretFormat(("ory_ak",), (Digester(Secret(secrets.token_hex(16))),))
+    return fmt.new_secret("ory_ak")
+
+
+def forged_v1() -> str:
+    """Well formed v1 with a correct CRC: anyone can make one."""
+    return secrets_format.legacy_secret("ory_ak")
+
+
+# -- forged credentials ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["sqlite", "sqlite+redis"])
+async def test_forged_keys_cost_no_store_read_and_no_redis_command(
+        tmp_path: Path, redis: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if redis:
+        require_service("Redis", "127.0.0.1", 6379)
+    async with running(tmp_path / "g.db", NEW_PEPPER, redis=redis) as services:
+        real = await issue(services)
+        reads = count_calls(services.store, READS)
+        commands = redis_calls(monkeypatch) if redis else []
+        for _ in range(500):
+            assert await outcome(services, forged_v2(services)) is Outcome.NOT_FOUND
+            assert await outcome(services, forged_v1()) is Outcome.NOT_FOUND
+        assert reads == [] and commands == []
+        services.cache.invalidate_local([services.digester.digest(real)])
+        assert await outcome(services, real) is Outcome.VALID  # the counters do count:
+        assert reads == ["get_by_digest"] or commands
+
+
+async def test_forged_keys_are_refused_on_every_route_without_a_read(tmp_path: Path) -> None:
+    async with running(tmp_path / "g.db", NEW_PEPPER) as services:
+        reads = count_calls(services.store, READS)
+        for forged in (forged_v2(services), forged_v1()):
+            with pytest.raises(NotFound):
+                await services.keys.self_revoke({"credential": forged,
+                                                 "reason": "REVOCATION_REASON_KEY_COMPROMISE"})
+            with pytest.raises(NotFound):
+                await services.deriver.derive({"credential": forged})
+        assert reads == []
+
+
+async def test_a_forged_macaroon_is_refused_before_its_parent_is_looked_up(tmp_path: Path
+                                                                           ) -> None:
+    async with running(tmp_path / "g.db", NEW_PEPPER) as services:
+        parent = await issue(services, scopes=["read"])
+        minted = await services.deriver.derive({"credential": parent,
+                                                "algorithm": "TOKEN_ALGORITHM_MACAROON"})
+        real = minted["token"]["token"]
+        spec = tokens.DeriveSpec(issuer=services.settings.issuer, subject="x",
+                                 parent_key_id=secrets.token_hex(16), expire_time=2**31,
+                                 audiences=(), scopes=("read",))
+        reads = count_calls(services.store, READS)
+        for _ in range(50):  # random parents, keys the attacker made up
+            forged = tokens.mint_macaroon(spec, secrets.token_bytes(32),
+                                          tag_key=secrets.token_bytes(32)).token
+            assert await outcome(services, forged) is Outcome.SIGNATURE_INVALID
+        assert reads == []
+        assert await outcome(services, real) is Outcome.VALID
+
+
+# -- v1 secrets: the migration path ------------------------------------------------------
+
+
+def _old_schema_with_a_v1_key(db: Path, pepper: str) -> str:
+    """A database as the previous version left it (migration 0001 only) holding one key
+    issued as a v1 secret; returns that secret."""
+    secret = secrets_format.legacy_secret("ory_ak")
+    digest = Digester(Secret(pepper)).digest(secret)
+    (version, name, sql), *_ = migrations.available("sqlite")
+    with sqlite3.connect(db) as conn:
+        conn.execute(migrations.CREATE_TABLE)
+        for statement in migrations.statements(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (version, name))
+        conn.execute("INSERT INTO api_keys (key_id, kind, digest, actor_id, visibility, "
+                     "create_time, update_time) VALUES ('old-key', 'issued', ?, 'actor-1', "
+                     "'KEY_VISIBILITY_SECRET', 1, 1)", (digest,))
+    return secret
+
+
+async def test_a_v1_secret_issued_before_the_upgrade_keeps_verifying(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    old = _old_schema_with_a_v1_key(db, NEW_PEPPER)
+    async with running(db, NEW_PEPPER) as services:  # start migrates to 0002
+        assert await outcome(services, old) is Outcome.VALID
+        assert len(services.peppers.legacy) == 1
+        new = await issue(services)
+        assert new.startswith("ory_ak_v2_")
+        assert len(services.peppers.legacy) == 1  # v2 keys are not v1 keys
+        await services.load_legacy_digests()
+        assert len(services.peppers.legacy) == 1
+        reads = count_calls(services.store, READS)
+        assert await outcome(services, forged_v1()) is Outcome.NOT_FOUND
+        assert reads == []
+
+
+# -- pepper rotation ---------------------------------------------------------------------
+
+
+async def test_keys_made_before_a_pepper_rotation_keep_verifying_and_move(tmp_path: Path
+                                                                          ) -> None:
+    db = tmp_path / "g.db"
+    v1 = _old_schema_with_a_v1_key(db, OLD_PEPPER)
+    async with running(db, OLD_PEPPER) as before:
+        v2 = await issue(before, request_id="replayed-issue")
+        raw = "sk_live_" + secrets.token_hex(20)
+        await before.keys.import_key({"name": "i", "actor_id": "actor-1", "raw_key": raw})
+        macaroon = (await before.deriver.derive(
+            {"credential": v2, "algorithm": "TOKEN_ALGORITHM_MACAROON"}))["token"]["token"]
+        jwt = (await before.deriver.derive({"credential": v2}))["token"]["token"]
+
+    async with running(db, NEW_PEPPER, retired=OLD_PEPPER) as after:
+        current = after.peppers.current
+        for credential in (v1, v2, raw, macaroon, jwt):
+            assert await outcome(after, credential) is Outcome.VALID, credential[:12]
+        for _ in range(100):  # the moves run in the background
+            if all([await after.store.get_by_digest(current.digest(c)) for c in (v1, v2, raw)]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the keys were not moved to the current pepper")
+        after.cache.invalidate_local([current.digest(c) for c in (v1, v2, raw)])
+        for credential in (v1, v2, raw, macaroon, jwt):
+            assert await outcome(after, credential) is Outcome.VALID, credential[:12]
+        # an idempotent replay still returns the first secret
+        replay = await after.keys.issue({"name": "k", "actor_id": "actor-1",
+                                         "request_id": "replayed-issue"})
+        assert replay.secret == v2
+        fresh = await issue(after)
+        assert after.peppers.format.generation(fresh) == 0
+
+    async with running(db, NEW_PEPPER) as retired_for_good:
+        # moved digests need no retired pepper; a v2 secret's checksum names its pepper
+        assert await outcome(retired_for_good, v1) is Outcome.VALID
+        assert await outcome(retired_for_good, raw) is Outcome.VALID
+        assert await outcome(retired_for_good, fresh) is Outcome.VALID
+        assert await outcome(retired_for_good, v2) is Outcome.NOT_FOUND
+
+
+async def test_a_retired_pepper_must_be_a_pepper() -> None:
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="GATEWAY_PEPPER_RETIRED"):
+        load_settings({"GATEWAY_PEPPER_RETIRED": "short"})
+    settings = load_settings({"GATEWAY_PEPPER_RETIRED": f"{'a' * 16}, {'b' * 20}"})
+    assert [p.reveal() for p in settings.pepper_retired] == ["a" * 16, "b" * 20]
