@@ -16,10 +16,11 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.http.server import BoundedHttpToolsProtocol
     from gateway.services import build_services
 
     app = create_app(build_services(settings))
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http=BoundedHttpToolsProtocol,
                 log_level=settings.log_level, access_log=False, lifespan="on",
                 proxy_headers=False, server_header=False)
     return 0

@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.http.auth import authenticate_admin
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.errors import ory_status
-from gateway.http.wire import bearer_token
+from gateway.http.wire import DEFAULT_MAX_VALUES, bearer_token, parse_json
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.observability.metrics import HotCounters
 from gateway.verify.entry import Entry
@@ -55,8 +55,11 @@ BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
 DECISIONS = "/v2alpha1/decisions"
 DECISIONS_BELOW = DECISIONS + "/"
 MAX_BATCH = 100
-BODY_LIMIT = 2 << 20
+# The largest valid bodies: a credential of 8 KiB with its audiences; 100 of them.
+VERIFY_BODY_LIMIT = 64 << 10
+BATCH_BODY_LIMIT = 1 << 20
 _JSON = (b"content-type", b"application/json")
+_INVALID_TOKEN = b'{"error":"invalid_token","error_description":"the credential is not valid"}'
 _EMPTY_END = {"type": "http.response.body", "body": b""}
 _CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
 
@@ -144,7 +147,8 @@ class HotPath:
         if entry is None or not entry.plain or (entry.expire_time is not None
                                                 and not entry.unexpired()):
             return None
-        self._used[entry.key_id] = now
+        if self._used.get(entry.key_id, 0.0) < now:  # a later use may have been recorded
+            self._used[entry.key_id] = now
         self._counters.l1_valid += 1
         return entry
 
@@ -196,8 +200,8 @@ class HotPath:
         """The general path of verify; ``message`` is the request's first body message."""
         headers = dict(scope["headers"])
         await self._admin(headers.get(b"authorization"), scope)
-        body = _object(await _read_body(receive, message) if message.get("more_body")
-                       else _first_body(message))
+        body = _object(await _read_body(receive, VERIFY_BODY_LIMIT, message)
+                       if message.get("more_body") else _first_body(message))
         credential = body.get("credential") if len(body) == 1 else None
         digest = None
         if (_bare(credential) and b"cache-control" not in headers
@@ -218,7 +222,7 @@ class HotPath:
                 result = Result(Outcome.UNAVAILABLE)
             else:
                 if entry is not None and entry.answers_alone():
-                    self._used[entry.key_id] = now
+                    self.verifier.usage.record(entry.key_id, now)
                     self.metrics.result(Outcome.VALID.value, level)
                     await _send(send, 200, entry.valid_body,
                                 [(b"x-cache", _CACHE_HEADER[level])])
@@ -239,7 +243,7 @@ class HotPath:
     async def _batch(self, scope: Scope, receive: Receive, send: Send, now: float) -> None:
         headers = dict(scope["headers"])
         await self._admin(headers.get(b"authorization"), scope)
-        body = _object(await _read_body(receive))
+        body = _object(await _read_body(receive, BATCH_BODY_LIMIT))
         items = body.get("requests")
         if not isinstance(items, list):
             raise InvalidArgument("requests: expected an array of VerifyApiKeyRequest")
@@ -324,7 +328,8 @@ class HotPath:
                 missed[i] = d
                 continue
             parts[i] = entry.valid_body
-            used[entry.key_id] = now
+            if used.get(entry.key_id, 0.0) < now:
+                used[entry.key_id] = now
             answered += 1
         return answered, missed
 
@@ -389,9 +394,14 @@ class HotPath:
             await _send(send, 200, b"", extra, content_type=False)
             return
         if wire.http_status == 401:
+            # The caller may be anyone: it learns that the credential does not pass, not
+            # why (unknown, revoked, expired and forged read alike). The reason is in the
+            # metrics, and the holder can ask the verify API.
             extra.append((b"www-authenticate",
                           b'Bearer realm="gateway", error="invalid_token"'))
-        elif result.outcome is Outcome.RATE_LIMITED and result.limit is not None:
+            await _send(send, 401, _INVALID_TOKEN, extra)
+            return
+        if result.outcome is Outcome.RATE_LIMITED and result.limit is not None:
             extra.append((b"retry-after", str(result.limit.retry_after_s).encode()))
         body = orjson.dumps({"error": result.outcome.value, "error_description": wire.message})
         await _send(send, wire.http_status, body, extra)
@@ -453,14 +463,8 @@ def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ..
     return tuple(required)
 
 
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if not body.strip():
-            return {}
-        raise InvalidArgument(f"request body is not valid JSON: {exc.msg} at position "
-                              f"{exc.pos}") from None
+def _object(body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> dict[str, Any]:
+    parsed = parse_json(body, max_values)
     if not isinstance(parsed, dict):
         raise InvalidArgument("request body: expected a JSON object")
     return parsed
@@ -489,18 +493,19 @@ def _unavailable() -> GatewayError:
     return Unavailable(TABLE[Outcome.UNAVAILABLE].message)
 
 
-def _first_body(message: Message) -> bytes:
+def _first_body(message: Message, limit: int = VERIFY_BODY_LIMIT) -> bytes:
     """The body of a request that came in one message (no coroutine for the usual case)."""
     body: bytes = message.get("body", b"")
-    if len(body) > BODY_LIMIT:
-        raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     return body
 
 
-async def _read_body(receive: Receive, first: Message | None = None) -> bytes:
-    """The whole request body; ``first`` is its first message when already received."""
+async def _read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes:
+    """The whole request body, at most ``limit`` bytes; ``first`` is its first message
+    when already received."""
     message = first if first is not None else await receive()
-    body = _first_body(message)
+    body = _first_body(message, limit)
     if not message.get("more_body", False):  # the usual case: one message
         return body
     chunks = [body]
@@ -511,8 +516,8 @@ async def _read_body(receive: Receive, first: Message | None = None) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > BODY_LIMIT:
-            raise PayloadTooLarge(f"request body exceeds {BODY_LIMIT} bytes")
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

@@ -31,7 +31,12 @@ class UsageRecorder:
         return self._pending
 
     def record(self, key_id: str, monotonic: float | None = None) -> None:
-        self._pending[key_id] = time.monotonic() if monotonic is None else monotonic
+        """A use of the key at ``monotonic`` (now by default). Uses are recorded as their
+        requests finish, not in the order they started: the latest use wins, so
+        last_used_time never moves backwards (the store keeps the later one too)."""
+        used = time.monotonic() if monotonic is None else monotonic
+        if self._pending.get(key_id, 0.0) < used:
+            self._pending[key_id] = used
 
     async def flush(self) -> None:
         if not self._pending:

@@ -183,3 +183,15 @@ async def test_a_use_stamped_on_the_monotonic_clock_is_written_as_wall_time() ->
     now_us = time.time_ns() // 1000
     assert abs(batch["key-1"] - (now_us - 2_000_000)) < 500_000
     assert abs(batch["key-2"] - now_us) < 500_000
+
+
+def test_last_used_never_moves_backwards_when_uses_are_recorded_out_of_order() -> None:
+    """A request that started earlier and finished later records an earlier use after a
+    later one: the later one stays (the store keeps the later one as well)."""
+    usage = UsageRecorder(_RecordingStore())  # type: ignore[arg-type]
+    usage.record("key-1", 100.0)
+    usage.record("key-1", 98.0)
+    usage.record("key-2", 5.0)
+    assert usage.pending == {"key-1": 100.0, "key-2": 5.0}
+    usage.record("key-1", 101.0)
+    assert usage.pending["key-1"] == 101.0

@@ -1,0 +1,200 @@
+"""Every request is bounded before it is parsed: huge heads, many headers, huge bodies and
+over-limit arrays, sent by anyone, raise the gateway's RSS by less than 100 MB, and another
+client's requests keep answering meanwhile (timings are the benchmark's business; here,
+that they answer at all, and correctly).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ADMIN_TOKEN, Gateway, start_gateway
+
+from gateway.http.server import MAX_HEAD_BYTES, MAX_HEADERS
+
+MB = 1 << 20
+AUTH = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path_factory.mktemp("bounds"), {})
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def key(gw: Gateway) -> str:
+    r = httpx.post(gw.url + "/v2alpha1/admin/issuedApiKeys", headers=gw.auth, timeout=10,
+                   json={"name": "bounds", "actor_id": "actor-1"})
+    secret: str = r.json()["secret"]
+    return secret
+
+
+def rss_mb(gw: Gateway) -> float:
+    for line in Path(f"/proc/{gw.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def raw_request(gw: Gateway, head: bytes, body_chunks: Iterable[bytes] = (),
+                timeout: float = 30.0) -> bytes:
+    """Send a request as raw bytes, as far as the server takes them (it may stop reading
+    once it has answered); its answer, or b""."""
+    port = int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(2.0)  # a server that stopped reading: stop sending, read the answer
+        try:
+            sock.sendall(head)
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        sock.settimeout(timeout)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and _complete(answer):
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+class Bystander:
+    """Verifies a valid key in a loop on another connection while an attack runs."""
+
+    def __init__(self, gw: Gateway, key: str) -> None:
+        self.gw, self.key = gw, key
+        self.answers: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.gw.url, headers=self.gw.auth, timeout=30) as client:
+            while not self._stop.is_set():
+                r = client.post("/v2alpha1/admin/apiKeys:verify", json={"credential": self.key})
+                self.answers.append(r.status_code if r.json().get("is_valid") else -1)
+
+    def _wait_for(self, count: int) -> None:
+        for _ in range(600):
+            if len(self.answers) >= count:
+                return
+            threading.Event().wait(0.05)
+        raise AssertionError("the bystander got no answer")
+
+    def __enter__(self) -> Bystander:
+        self._thread.start()
+        self._wait_for(1)  # answering before the attack
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._wait_for(len(self.answers) + 2)  # and after it
+        self._stop.set()
+        self._thread.join(60)
+        assert set(self.answers) == {200}
+
+
+def _attack(gw: Gateway, key: str, head: bytes, body: Iterable[bytes] = ()) -> bytes:
+    before = rss_mb(gw)
+    with Bystander(gw, key):
+        answer = raw_request(gw, head, body)
+    assert rss_mb(gw) - before < 100, f"RSS {before:.0f} -> {rss_mb(gw):.0f} MB"
+    return answer
+
+
+def _repeat(piece: bytes, total: int, chunk: int = MB) -> Iterator[bytes]:
+    block = piece * (chunk // len(piece))
+    for _ in range(total // len(block)):
+        yield block
+
+
+def test_a_huge_header_to_the_public_decisions_route_is_refused_431(gw: Gateway,
+                                                                    key: str) -> None:
+    head = b"GET /v2alpha1/decisions HTTP/1.1\r\nHost: x\r\nX-Big: "
+    answer = _attack(gw, key, head, _repeat(b"a", 96 * MB))
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert b"request header fields too large" in answer
+
+
+def test_a_huge_url_is_refused_431(gw: Gateway, key: str) -> None:
+    answer = _attack(gw, key, b"GET /v2alpha1/decisions/", _repeat(b"a", 8 * MB))
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+
+
+def test_too_many_headers_are_refused_431(gw: Gateway, key: str) -> None:
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+    answer = _attack(gw, key, b"GET /v2alpha1/decisions HTTP/1.1\r\nHost: x\r\n" + headers
+                     + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+
+
+def test_a_request_at_the_limits_passes(gw: Gateway, key: str) -> None:
+    headers = {f"X-H{i}": "v" for i in range(MAX_HEADERS - 10)}
+    headers["X-Big"] = "a" * (MAX_HEAD_BYTES - 8 * 1024)
+    headers["Authorization"] = f"Bearer {key}"
+    r = httpx.get(gw.url + "/v2alpha1/decisions", headers=headers, timeout=10)
+    assert r.status_code == 200
+    # and the connection after a refused one is unaffected: a new request is answered
+    assert httpx.get(gw.url + "/health/alive", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v2alpha1/admin/importedApiKeys:batchCreate",
+                                  "/v2alpha1/admin/importedApiKeys:batchImport"])
+def test_a_huge_body_to_batch_import_is_refused_before_it_is_parsed(gw: Gateway, key: str,
+                                                                    path: str) -> None:
+    size = 74 * MB
+    declared = (f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: {size}\r\n\r\n"
+                ).encode()
+    answer = _attack(gw, key, declared, _repeat(b"[]", size))
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    chunked = (f"POST {path} HTTP/1.1\r\nHost: x\r\n{AUTH}Transfer-Encoding: chunked\r\n\r\n"
+               ).encode()
+    body = (b"%x\r\n%s\r\n" % (MB, c) for c in _repeat(b"[]", size))
+    answer = _attack(gw, key, chunked, body)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+
+
+def test_many_small_values_under_the_byte_limit_are_refused_unparsed(gw: Gateway, key: str
+                                                                     ) -> None:
+    """16 MiB of ``[]`` would be 8 million lists (over 500 MB) once parsed."""
+    body = b'{"requests":[' + b"[]," * (5 * MB) + b"[]]}"
+    head = (f"POST /v2alpha1/admin/importedApiKeys:batchCreate HTTP/1.1\r\nHost: x\r\n{AUTH}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    answer = _attack(gw, key, head, iter([body]))
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert b"JSON values" in answer
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/v2alpha1/admin/apiKeys:verify", 64 << 10),
+                                             ("/v2alpha1/admin/apiKeys:batchVerify", MB),
+                                             ("/v2alpha1/admin/issuedApiKeys", MB)])
+def test_each_route_reads_at_most_its_limit(gw: Gateway, key: str, path: str, limit: int
+                                            ) -> None:
+    body = b'{"credential":"' + b"a" * limit + b'"}'
+    r = httpx.post(gw.url + path, headers=gw.auth, content=body, timeout=30)
+    assert r.status_code == 413, r.text
+    assert f"exceeds {limit} bytes" in r.json()["message"]
+
+
+def test_an_over_limit_batch_verify_is_refused(gw: Gateway, key: str) -> None:
+    r = httpx.post(gw.url + "/v2alpha1/admin/apiKeys:batchVerify", headers=gw.auth,
+                   json={"requests": [{"credential": key}] * 101}, timeout=10)
+    assert r.status_code == 400 and "exceeds the limit of 100" in r.json()["message"]
