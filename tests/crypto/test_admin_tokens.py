@@ -211,3 +211,41 @@ async def test_a_broken_stored_hash_refuses_instead_of_raising() -> None:
 def test_repr_of_configured_tokens_does_not_leak_them() -> None:
     secret = Secret(PLAIN)
     assert PLAIN not in repr(secret) + str(secret)
+
+
+# -- what the docs tell operators to do ----------------------------------------------------
+
+
+async def test_hash_token_prints_a_token_and_the_verifier_that_accepts_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    assert main(["hash-token"]) == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines()[:2])
+    token, verifier = lines["token"].strip(), lines["verifier"].strip()
+    settings = load_settings({"GATEWAY_ADMIN_TOKENS": verifier})
+    tokens = AdminTokens(settings.admin_tokens)
+    assert await _auth(tokens, token) == token.split("_")[1]
+    assert token not in verifier
+
+
+async def test_hash_token_argon2_prints_a_hash_that_parses_whole(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    assert main(["hash-token", "--argon2", "an-operator-password"]) == 0
+    out = capsys.readouterr().out
+    hashed = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                  if line.startswith("hash:"))
+    tokens = AdminTokens(load_settings({"GATEWAY_ADMIN_TOKENS": hashed}).admin_tokens)
+    assert await _auth(tokens, "an-operator-password") == "argon2:1"
+    assert main(["hash-token", "--argon2", "short"]) == 2
+
+
+def test_the_k8s_secret_example_placeholder_fails_closed() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "k8s" / "secret.example.yaml").read_text())["stringData"]
+    with pytest.raises(ConfigError, match="GATEWAY_ADMIN_TOKENS"):
+        load_settings({"GATEWAY_ADMIN_TOKENS": data["GATEWAY_ADMIN_TOKENS"]})
