@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from conftest import Gateway, start_gateway
+from conftest import Gateway, start_gateway, stop_process
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -144,13 +144,7 @@ class Proxy:
         return [line for line in plain.splitlines() if self.warning.search(line)]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def launch(cmd: list[str], *, port: int, output: Path, log: Path | None = None,

@@ -42,7 +42,7 @@ class Verifier:
         self.limiter = limiter
         self.usage = usage
         self._move = move
-        self._moving: set[str] = set()
+        self._moving: dict[str, asyncio.Task[None]] = {}  # by key id; holds the tasks
         self.derived: Any = None  # set by the composition root when derived tokens exist
 
     def classify(self, credential: str, digest: str | None = None
@@ -74,12 +74,12 @@ class Verifier:
     def _start_move(self, key_id: str, old: str, new: str) -> None:
         if self._move is None or key_id in self._moving:
             return
-        self._moving.add(key_id)
         task = asyncio.get_running_loop().create_task(self._move(key_id, old, new))
+        self._moving[key_id] = task
         task.add_done_callback(lambda t: self._moved(key_id, t))
 
     def _moved(self, key_id: str, task: asyncio.Task[None]) -> None:
-        self._moving.discard(key_id)
+        self._moving.pop(key_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("moving key %s to the current pepper failed: %s (retried on its "
                         "next use)", key_id, type(task.exception()).__name__)
