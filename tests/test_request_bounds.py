@@ -198,3 +198,33 @@ def test_an_over_limit_batch_verify_is_refused(gw: Gateway, key: str) -> None:
     r = httpx.post(gw.url + "/v2alpha1/admin/apiKeys:batchVerify", headers=gw.auth,
                    json={"requests": [{"credential": key}] * 101}, timeout=10)
     assert r.status_code == 400 and "exceeds the limit of 100" in r.json()["message"]
+
+
+def test_wrong_admin_tokens_against_argon2_are_refused_and_others_keep_answering(
+        tmp_path: Path) -> None:
+    """16 clients with distinct wrong tokens, the README's production argon2 set-up beside a
+    generated token: every wrong one is 401 or 429, the real admin and a health probe answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.crypto.admin_tokens import hash_token, new_token
+
+    token, verifier = new_token()
+    gw = start_gateway(tmp_path, {"GATEWAY_ADMIN_TOKENS":
+                                  f"{hash_token('operator-password-1', 'default')},{verifier}"})
+    try:
+        def guess(i: int) -> int:
+            with httpx.Client(base_url=gw.url, timeout=30) as client:
+                return client.get("/v2alpha1/admin/issuedApiKeys",
+                                  headers={"Authorization": f"Bearer wrong-guess-{i:04d}-xx"}
+                                  ).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            guesses = pool.map(guess, range(64))
+            real = httpx.get(gw.url + "/v2alpha1/admin/issuedApiKeys", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"})
+            alive = httpx.get(gw.url + "/health/alive", timeout=30)
+            statuses = list(guesses)
+        assert real.status_code == 200 and alive.status_code == 200
+        assert set(statuses) <= {401, 429} and 429 in statuses
+    finally:
+        gw.stop()

@@ -236,3 +236,28 @@ async def test_a_retired_pepper_must_be_a_pepper() -> None:
         load_settings({"GATEWAY_PEPPER_RETIRED": "short"})
     settings = load_settings({"GATEWAY_PEPPER_RETIRED": f"{'a' * 16}, {'b' * 20}"})
     assert [p.reveal() for p in settings.pepper_retired] == ["a" * 16, "b" * 20]
+
+
+# -- addresses fail closed ---------------------------------------------------------------
+
+
+async def test_a_holder_s_ip_caveat_is_refused_when_the_forwarded_address_does_not_parse(
+        tmp_path: Path) -> None:
+    from gateway.http.client_ip import Trusted, client_ip
+
+    trusted = Trusted(("127.0.0.1",))
+    scope: dict[str, Any] = {"client": ("127.0.0.1", 5000)}
+    assert client_ip(scope, {b"x-forwarded-for": b"not-an-address"}, trusted) is None
+    assert client_ip(scope, {b"x-forwarded-for": b"10.1.2.3"}, trusted) == "10.1.2.3"
+    assert client_ip({"client": ("10.9.9.9", 1)}, {b"x-forwarded-for": b"1.1.1.1"},
+                     trusted) == "10.9.9.9"  # an untrusted peer's header is not believed
+    async with running(tmp_path / "g.db", NEW_PEPPER) as services:
+        parent = await issue(services)  # no allow-list of its own
+        minted = await services.deriver.derive({"credential": parent,
+                                                "algorithm": "TOKEN_ALGORITHM_MACAROON"})
+        narrowed = tokens.attenuate(minted["token"]["token"],
+                                    tokens.caveat("ip", "=", ["10.0.0.0/8"]))
+        assert await outcome(services, narrowed, "10.1.2.3") is Outcome.VALID
+        assert await outcome(services, narrowed, "192.168.0.1") is Outcome.IP_NOT_ALLOWED
+        assert await outcome(services, narrowed, None) is Outcome.IP_NOT_ALLOWED
+        assert await outcome(services, minted["token"]["token"], None) is Outcome.VALID
