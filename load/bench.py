@@ -13,7 +13,9 @@ also go to load/results/<UTC timestamp>.json.
 Rows live in SCENARIOS: a name, the server it runs against, and a function building the
 one request wrk repeats. A row whose build raises Unsupported is reported as skipped, so
 rows for features that have not landed yet (derived JWT / macaroon verify) can stay in
-the table.
+the table. A row may also run a second wrk beside the measured one (an attack or a flood,
+``Scenario.beside``) and count the store reads and Redis commands of its run
+(``Scenario.probe``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -49,6 +52,8 @@ import httpx
 LOAD = Path(__file__).resolve().parent
 ROOT = LOAD.parent
 LUA = LOAD / "request.lua"
+ATTACK_LUA = LOAD / "admin_attack.lua"     # a new random wrong admin token per request
+CREDENTIALS_LUA = LOAD / "credentials.lua"  # the next credential of a file per request
 RESULTS = LOAD / "results"
 
 VERIFY = "/v2alpha1/admin/apiKeys:verify"
@@ -57,6 +62,12 @@ DERIVE = "/v2alpha1/admin/apiKeys:derive"
 DECISIONS = "/v2alpha1/decisions"
 ISSUE = "/v2alpha1/admin/issuedApiKeys"
 BATCH_SIZE = 100
+ATTACKERS = 16           # connections (and client addresses) of the admin-token attack
+FLOOD_KEYS = 200_000     # distinct forged (and malformed) credentials of the flood rows
+FLOOD_REDIS_DB = 13      # Redis db of the flood rows' gateway (its commands are counted)
+BESIDE_LEAD_S = 1        # a second wrk starts this long before the measured one
+PROBE_SETTLE_S = 0.5     # quiet time before a probe starts (a refresh-ahead of the row
+                         # before it, triggered by its last hits, is not this row's work)
 
 
 class Unsupported(Exception):
@@ -94,10 +105,15 @@ class Server:
     log: Path
     token: str = ""
     secrets: list[str] = field(default_factory=list)
+    redis_url: str = ""
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def workdir(self) -> Path:
+        return self.log.parent
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -200,6 +216,9 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    # HTTP status -> responses, from the "bench-status <code> <count>" lines a script's
+    # done() prints (admin_attack.lua); empty for scripts that do not count
+    statuses: dict[int, int] = field(default_factory=dict)
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -216,10 +235,14 @@ def parse_wrk(text: str) -> WrkResult:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        text)
+    statuses: dict[int, int] = {}
+    for m in re.finditer(r"^bench-status (\d+) (\d+)$", text, re.MULTILINE):
+        statuses[int(m[1])] = statuses.get(int(m[1]), 0) + int(m[2])
     return WrkResult(
         requests_per_s=float(rps[1]), p50_ms=latency["50"], p99_ms=latency["99"],
         requests=int(total[1]), non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0)
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        statuses=statuses)
 
 
 @dataclass(frozen=True)
@@ -232,10 +255,12 @@ class Load:
     wrk_cpus: tuple[int, ...] = ()
 
 
-def run_wrk(wrk: str, url: str, request: HttpRequest, load: Load, workdir: Path, tag: str,
-            *, duration: int | None = None) -> WrkResult:
+def wrk_command(wrk: str, url: str, request: HttpRequest, workdir: Path, tag: str, *,
+                connections: int, threads: int, seconds: int) -> tuple[list[str], dict[str, str]]:
+    """wrk's command line and environment for ``request``: the method, body and headers go
+    to the Lua script through files (secrets never appear on a command line)."""
     env = {**os.environ, "BENCH_METHOD": request.method, "BENCH_BODY_FILE": "",
-           "BENCH_HEADERS_FILE": ""}
+           "BENCH_HEADERS_FILE": "", "BENCH_THREADS": str(threads), **request.script_env}
     if request.body is not None:
         body = workdir / f"{tag}.body"
         body.write_bytes(request.body)
@@ -244,14 +269,52 @@ def run_wrk(wrk: str, url: str, request: HttpRequest, load: Load, workdir: Path,
         headers = workdir / f"{tag}.headers"
         headers.write_text("".join(f"{k}: {v}\n" for k, v in request.headers.items()))
         env["BENCH_HEADERS_FILE"] = str(headers)
+    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+           "--timeout", "5s", "--latency", "-s", str(request.script), url + request.path]
+    return cmd, env
+
+
+def run_wrk(wrk: str, url: str, request: HttpRequest, load: Load, workdir: Path, tag: str,
+            *, duration: int | None = None) -> WrkResult:
     seconds = duration or load.duration
-    cmd = [wrk, "-t", str(load.threads), "-c", str(load.connections), "-d", f"{seconds}s",
-           "--timeout", "5s", "--latency", "-s", str(LUA), url + request.path]
+    cmd, env = wrk_command(wrk, url, request, workdir, tag, connections=load.connections,
+                           threads=load.threads, seconds=seconds)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60,
                          preexec_fn=pinned(set(load.wrk_cpus)))
     if out.returncode != 0:
         raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
     return parse_wrk(out.stdout)
+
+
+class BesideWrk:
+    """A second wrk running beside the measured one (an attack or a flood): started
+    ``BESIDE_LEAD_S`` before it, for the measured run's duration plus twice the lead, so it
+    covers the whole measured run; ``result`` waits for it and reads its summary."""
+
+    def __init__(self, wrk: str, url: str, request: HttpRequest, load: Load, workdir: Path,
+                 tag: str, connections: int) -> None:
+        self.seconds = load.duration + 2 * BESIDE_LEAD_S
+        cmd, env = wrk_command(wrk, url, request, workdir, tag, connections=connections,
+                               threads=1, seconds=self.seconds)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     text=True, preexec_fn=pinned(set(load.wrk_cpus)))
+        time.sleep(BESIDE_LEAD_S)
+
+    def result(self) -> WrkResult:
+        try:
+            out, err = self.proc.communicate(timeout=self.seconds + 60)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        if self.proc.returncode != 0:
+            raise BenchError(f"wrk (beside) failed ({self.proc.returncode}): {err or out}")
+        return parse_wrk(out)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 # -- requests and scenarios -------------------------------------------------------------------
@@ -268,6 +331,10 @@ class HttpRequest:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     check: Check = lambda resp: None
+    # the wrk script, and what it reads besides BENCH_METHOD/BODY_FILE/HEADERS_FILE;
+    # ``body`` and ``headers`` are then also the one request ``check_once`` sends by hand
+    script: Path = LUA
+    script_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -282,6 +349,16 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Beside:
+    """A second wrk on the row's server, running through the whole measured run (an attack,
+    a flood): its rate and status mix are reported; its non-2xx answers are expected."""
+
+    title: str
+    build: Callable[[Server], HttpRequest]
+    connections: int | None = None  # None: --connections
+
+
+@dataclass(frozen=True)
 class Scenario:
     id: str
     title: str
@@ -290,6 +367,13 @@ class Scenario:
     credentials: int = 1          # credentials verified per request
     target: Target | None = None
     default: bool = True          # run without --only
+    beside: Beside | None = None  # a second wrk beside the measured one
+    # count store reads and Redis commands over the row's runs; True = the target is 0
+    probe: bool = False
+    probe_zero: bool = False
+    requires: tuple[str, ...] = ()  # other rows that run whenever this one does
+    # measured only next to the rows it is the baseline of, never in a slot of its own
+    baseline_only: bool = False
 
 
 def _json(resp: httpx.Response) -> Any:
@@ -400,6 +484,106 @@ def derived_token_verify(algorithm: str) -> Callable[[Server], HttpRequest]:
     return build
 
 
+# -- the attack and flood rows (issue 12) ----------------------------------------------
+
+
+def admin_attack(server: Server) -> HttpRequest:
+    """A verify with a wrong admin token; admin_attack.lua sends a new random one (43
+    urlsafe characters, not gwa_-shaped: every one is an argon2 guess) per request."""
+    def check(resp: httpx.Response) -> str | None:
+        return (None if resp.status_code in (401, 429)
+                else f"a wrong admin token got HTTP {resp.status_code}, expected 401 or 429")
+    body = json.dumps({"credential": server.secrets[0]}).encode()
+    return HttpRequest("POST", VERIFY, body,
+                       {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}, check,
+                       script=ATTACK_LUA, script_env={"BENCH_ATTACKERS": str(ATTACKERS)})
+
+
+@functools.cache
+def forged_keys(count: int, prefix: str = "ory_ak") -> tuple[str, ...]:
+    """``count`` distinct well-formed v2 secrets with our prefix whose checksum the gateway
+    did not make: made by a SecretFormat under another (random) pepper."""
+    from gateway.crypto.digests import Digester
+    from gateway.crypto.secrets_format import SecretFormat
+    from gateway.secret import Secret
+
+    fmt = SecretFormat((prefix,), (Digester(Secret(secrets.token_hex(32))),))
+    keys: set[str] = set()
+    while len(keys) < count:
+        keys.add(fmt.new_secret(prefix))
+    return tuple(sorted(keys))
+
+
+_BASE62 = bytes(range(48, 58)) + bytes(range(65, 91)) + bytes(range(97, 123))
+_TO_BASE62 = bytes(_BASE62[b % 62] for b in range(256))
+
+
+def _random_base62(count: int, length: int) -> list[str]:
+    """``count`` distinct random base62 strings of ``length`` characters."""
+    out: set[str] = set()
+    while len(out) < count:
+        raw = secrets.token_bytes((count - len(out)) * length).translate(_TO_BASE62)
+        out.update(raw[i:i + length].decode() for i in range(0, len(raw), length))
+    return sorted(out)[:count]
+
+
+@functools.cache
+def malformed_keys(count: int, prefix: str = "ory_ak") -> tuple[str, ...]:
+    """``count`` distinct strings with our v2 prefix and length, but a ``-`` amid the 51
+    base62 characters: the shape check refuses them, before the checksum and any lookup."""
+    return tuple(f"{prefix}_v2_{r[:25]}-{r[25:]}" for r in _random_base62(count, 50))
+
+
+@functools.cache
+def junk_strings(count: int) -> tuple[str, ...]:
+    """``count`` distinct "x" + 60 base62: as long as a forged key, in no format of ours.
+    The gateway looks such a credential up (an imported key may be any string)."""
+    return tuple("x" + r for r in _random_base62(count, 60))
+
+
+def expect_refused(error_code: str) -> Check:
+    def check(resp: httpx.Response) -> str | None:
+        body = _json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            return f"HTTP {resp.status_code}: {resp.text[:200]}"
+        if body.get("is_valid") is not False or body.get("error_code") != error_code:
+            return f"expected {error_code}, got {body}"
+        return None
+    return check
+
+
+def credential_list(server: Server, name: str, credentials: tuple[str, ...],
+                    check: Check) -> HttpRequest:
+    """Verify requests that go through ``credentials`` (credentials.lua), one a request."""
+    path = server.workdir / f"{server.name}-{name}.credentials"
+    if not path.exists():
+        path.write_text("".join(c + "\n" for c in credentials))
+    return HttpRequest("POST", VERIFY, json.dumps({"credential": credentials[0]}).encode(),
+                       dict(server.auth), check, script=CREDENTIALS_LUA,
+                       script_env={"BENCH_CREDENTIALS_FILE": str(path)})
+
+
+def forged_flood(server: Server) -> HttpRequest:
+    return credential_list(server, "forged", forged_keys(FLOOD_KEYS),
+                           expect_refused("VERIFICATION_ERROR_NOT_FOUND"))
+
+
+def malformed_flood(server: Server) -> HttpRequest:
+    return credential_list(server, "malformed", malformed_keys(FLOOD_KEYS),
+                           expect_refused("VERIFICATION_ERROR_NOT_FOUND"))
+
+
+def junk_flood(server: Server) -> HttpRequest:
+    return credential_list(server, "junk", junk_strings(FLOOD_KEYS),
+                           expect_refused("VERIFICATION_ERROR_NOT_FOUND"))
+
+
+def cached_key_list(server: Server) -> HttpRequest:
+    """Cached verify sent by the flood's own client (credentials.lua, a one-line list), so
+    the flood and its baseline pay the same client-side cost per request."""
+    return credential_list(server, "cached", (server.secrets[0],), expect_verdict({"L1"}))
+
+
 FLOOR_ID = "floor"
 SCENARIOS: list[Scenario] = [
     Scenario(FLOOR_ID, "HTTP floor, POST + body (bare ASGI)", "floor", floor_request),
@@ -419,6 +603,27 @@ SCENARIOS: list[Scenario] = [
              derived_token_verify("TOKEN_ALGORITHM_JWT")),
     Scenario("verify-macaroon", "verify derived macaroon", "sqlite",
              derived_token_verify("TOKEN_ALGORITHM_MACAROON")),
+    # Issue 12: a wrong-admin-token attack beside cached verify (argon2 budget, backoff)
+    Scenario("admin-attack-base", "verify cached, prod admin tokens, no attack", "argon2",
+             verify_cached, baseline_only=True),
+    Scenario("admin-attack", f"verify cached beside {ATTACKERS} admin-token attackers",
+             "argon2", verify_cached, beside=Beside("attackers", admin_attack, ATTACKERS),
+             target=Target(0.8, "admin-attack-base")),
+    # Issue 12: forged keys (our prefix and format, a checksum we did not make)
+    Scenario("forged-flood-base", "verify cached, via credentials.lua", "flood",
+             cached_key_list, baseline_only=True),
+    Scenario("forged-flood", f"verify {FLOOD_KEYS:,} forged keys (flood)", "flood",
+             forged_flood, target=Target(0.8, "forged-flood-base"), probe=True,
+             probe_zero=True, requires=("forged-flood-legit", "forged-flood-junk")),
+    Scenario("forged-flood-legit-base", "verify cached beside a malformed-key flood", "flood",
+             verify_cached, beside=Beside("malformed-key flood", malformed_flood),
+             baseline_only=True, probe=True),
+    Scenario("forged-flood-legit", "verify cached beside the forged flood", "flood",
+             verify_cached, beside=Beside("forged flood", forged_flood),
+             target=Target(0.8, "forged-flood-legit-base"), probe=True),
+    # No target: shows what a flood of strings in no format of ours costs (lookups)
+    Scenario("forged-flood-junk", 'verify cached beside an "x"+random flood', "flood",
+             verify_cached, beside=Beside('"x"+random flood', junk_flood), probe=True),
     # Harness smoke test only: --only admin-list
     Scenario("admin-list", "admin list (Starlette route)", "sqlite", admin_list, default=False),
 ]
@@ -432,6 +637,7 @@ class Options:
     redis_url: str
     pg_admin_dsn: str
     seed: int
+    flood_redis_db: int = FLOOD_REDIS_DB
 
 
 def gateway_command() -> list[str]:
@@ -441,12 +647,37 @@ def gateway_command() -> list[str]:
     return [sys.executable, "-m", "gateway.cli"]
 
 
-def gateway_env(extra: dict[str, str]) -> tuple[dict[str, str], str]:
+def production_admin_tokens() -> tuple[str, str]:
+    """``(token, GATEWAY_ADMIN_TOKENS)`` as documented for production: the verifier of a
+    generated gwa_ token (the token is what the bench sends) and an argon2id hash with the
+    production parameters, so a wrong token that is not gwa_-shaped is an argon2 guess."""
+    from gateway.crypto.admin_tokens import hash_token, new_token
+
+    token, verifier = new_token()
+    return token, f"{verifier},{hash_token(secrets.token_urlsafe(16), 'default')}"
+
+
+def gateway_env(extra: dict[str, str], *, production_admin: bool = False
+                ) -> tuple[dict[str, str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    token = "bench-" + secrets.token_urlsafe(24)
-    env.update({"GATEWAY_ADMIN_TOKENS": token, "GATEWAY_PEPPER": secrets.token_hex(32),
+    if production_admin:
+        token, admin_tokens = production_admin_tokens()
+    else:
+        token = admin_tokens = "bench-" + secrets.token_urlsafe(24)
+    env.update({"GATEWAY_ADMIN_TOKENS": admin_tokens, "GATEWAY_PEPPER": secrets.token_hex(32),
                 "GATEWAY_LOG_LEVEL": "warning", **extra})
     return env, token
+
+
+def with_db(redis_url: str, db: int) -> str:
+    """``redis_url`` with its database number replaced by ``db``."""
+    parts = urlsplit(redis_url)
+    return parts._replace(path=f"/{db}").geturl()
+
+
+def redis_db(redis_url: str) -> int:
+    path = urlsplit(redis_url).path.strip("/")
+    return int(path) if path else 0
 
 
 def seed(server: Server, count: int) -> None:
@@ -490,11 +721,14 @@ class Bench:
         if not reachable(self.options.redis_url, 6379):
             raise Unsupported(f"Redis at {self.options.redis_url} is not reachable")
         extra = {"GATEWAY_REDIS_URL": self.options.redis_url}
-        if name in ("sqlite", "l1off"):
+        if name in ("sqlite", "l1off", "argon2", "flood"):
             (workdir / name).mkdir(exist_ok=True)
             extra["GATEWAY_DATABASE_URL"] = f"sqlite:///{workdir / name / 'gateway.db'}"
             if name == "l1off":
                 extra["GATEWAY_L1_TTL"] = "0"
+            if name == "flood":  # a db of its own: the Redis commands of its rows are counted
+                extra["GATEWAY_REDIS_URL"] = with_db(self.options.redis_url,
+                                                     self.options.flood_redis_db)
         elif name == "postgres":
             if not reachable(self.options.pg_admin_dsn, 5432):
                 raise Unsupported(f"PostgreSQL at {self.options.pg_admin_dsn} is not reachable")
@@ -504,7 +738,8 @@ class Bench:
             self.stack.callback(self.procs.stop_all)
         else:
             raise BenchError(f"unknown server {name!r}")
-        env, token = gateway_env(extra)
+        # argon2, flood: GATEWAY_ADMIN_TOKENS as documented for production
+        env, token = gateway_env(extra, production_admin=name in ("argon2", "flood"))
         if name == "postgres":
             migrate = subprocess.run([*gateway_command(), "migrate"], env=env,
                                      capture_output=True, text=True, timeout=120)
@@ -513,6 +748,7 @@ class Bench:
         server = self.procs.start(name, [*gateway_command(), "serve", "--host", "127.0.0.1",
                                          "--port", str(port)],
                                   env, port=port, ready_path="/health/ready", token=token)
+        server.redis_url = extra["GATEWAY_REDIS_URL"]
         seed(server, BATCH_SIZE if name == "sqlite" else self.options.seed)
         return server
 
@@ -542,6 +778,18 @@ class Row:
     target_rounds: list[float] = field(default_factory=list)  # the ratio of each round
     # req/s of the target's baseline measured next to this row, one per round
     paired_baseline_rps: list[float] = field(default_factory=list)
+    # the second wrk (Scenario.beside): what it is, its req/s per round, its answers by
+    # HTTP status (summed over rounds; only scripts that count them report them)
+    beside: str = ""
+    beside_requests_per_s: list[float] = field(default_factory=list)
+    beside_requests: int = 0
+    beside_statuses: dict[str, int] = field(default_factory=dict)
+    # Scenario.probe: counts over the row's runs (summed over rounds), see PROBES
+    probe: dict[str, int] = field(default_factory=dict)
+    # the non-zero parts of the probe's counts: /metrics samples by label set, and Redis
+    # commands by name ("redis EVALSHA")
+    probe_detail: dict[str, int] = field(default_factory=dict)
+    probe_met: bool | None = None         # Scenario.probe_zero: every ZERO_PROBES count is 0
 
 
 def check_once(server: Server, request: HttpRequest, *, attempts: int = 3) -> None:
@@ -559,6 +807,130 @@ def check_once(server: Server, request: HttpRequest, *, attempts: int = 3) -> No
         raise BenchError(problem)
 
 
+# -- store reads and Redis commands of a run (Scenario.probe) ----------------------------
+
+# probe count -> the /metrics samples (any labels) whose sum it is
+PROBES: dict[str, tuple[str, ...]] = {
+    # KeyCache._from_store: every store read of the verify path (also failed ones)
+    "store_reads": ("gateway_store_duration_seconds_count",),
+    # every Redis round trip the gateway made (a pipeline or script is one), or failed
+    "gateway_redis_calls": ("gateway_redis_duration_seconds_count",
+                            "gateway_redis_errors_total"),
+    # L1 and L2 lookups that the cache counts (hits and misses)
+    "cache_lookups": ("gateway_cache_requests_total",),
+    # verify answers of any outcome: the counts move (the positive control)
+    "verify_answers": ("gateway_verify_results_total",),
+}
+# ...and "redis_commands": commands Redis executed on the server's db (MONITOR)
+ZERO_PROBES = ("store_reads", "redis_commands", "gateway_redis_calls")
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.MULTILINE)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → every sample, keyed ``name{labels}`` (``name`` without labels)."""
+    samples: dict[str, float] = {}
+    for name, labels, value in _SAMPLE.findall(text):
+        with contextlib.suppress(ValueError):
+            samples[name + labels] = float(value)
+    return samples
+
+
+def _sample_name(key: str) -> str:
+    return key.partition("{")[0]
+
+
+def metric_deltas(before: dict[str, float], after: dict[str, float]
+                  ) -> tuple[dict[str, int], dict[str, int]]:
+    """The PROBES counts between two scrapes, and the non-zero deltas of the samples they
+    sum, by label set (``gateway_redis_duration_seconds_count{op="mget"}``: which ones)."""
+    changed = {key: round(after.get(key, 0.0) - before.get(key, 0.0))
+               for key in after.keys() | before.keys()}
+    totals = {probe: sum(n for key, n in changed.items() if _sample_name(key) in names)
+              for probe, names in PROBES.items()}
+    watched = {n for names in PROBES.values() for n in names} - set(PROBES["verify_answers"])
+    detail = {key: n for key, n in sorted(changed.items())
+              if n and _sample_name(key) in watched}
+    return totals, detail
+
+
+def scrape(server: Server) -> dict[str, float]:
+    resp = httpx.get(server.url + "/metrics", timeout=10)
+    if resp.status_code != 200:
+        raise BenchError(f"GET /metrics on {server.name}: HTTP {resp.status_code}")
+    return parse_metrics(resp.text)
+
+
+class RedisMonitor:
+    """Counts the commands Redis executes on one database (MONITOR, filtered by the db it
+    reports for each command): ``INFO commandstats`` is per server, and the server is
+    shared. ``count`` sends a marker (ECHO on that db) and reads up to it, so every command
+    executed before the marker is in, whenever its line arrives."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self.db = redis_db(redis_url)
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        try:
+            # the marker's connection shakes hands (SELECT …) before MONITOR starts
+            self._marker = redis.Redis.from_url(redis_url, socket_timeout=10)
+            self._marker.ping()
+            self._client = redis.Redis.from_url(redis_url, socket_timeout=10)
+            self._monitor = self._client.monitor()  # type: ignore[no-untyped-call]
+            self._monitor.__enter__()
+        except self._errors as exc:
+            raise BenchError(f"Redis MONITOR on {redis_url}: {exc}") from exc
+
+    def count(self) -> dict[str, int]:
+        """The commands executed on the db since the start, by name (``EVALSHA``…)."""
+        marker = f"bench-probe-{uuid.uuid4().hex}"
+        commands: dict[str, int] = {}
+        try:
+            self._marker.echo(marker)
+            while True:
+                command = self._monitor.next_command()
+                if command["command"] == f"ECHO {marker}":
+                    return commands
+                if command["db"] == self.db:
+                    name = command["command"].partition(" ")[0].upper()
+                    commands[name] = commands.get(name, 0) + 1
+        except self._errors as exc:
+            raise BenchError(f"Redis MONITOR: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(*self._errors):
+            self._monitor.__exit__(None, None, None)
+        with contextlib.suppress(*self._errors):
+            self._marker.close()
+            self._client.close()
+
+
+class Probe:
+    """The store reads and Redis commands (and the other PROBES) between start and
+    ``finish``: /metrics deltas of the server, and MONITOR on its Redis db."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.monitor = RedisMonitor(server.redis_url) if server.redis_url else None
+        try:
+            self.before = scrape(server)
+        except BaseException:
+            self.close()
+            raise
+
+    def finish(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The counts (PROBES and redis_commands), and what they are made of."""
+        commands = self.monitor.count() if self.monitor is not None else {}
+        totals, detail = metric_deltas(self.before, scrape(self.server))
+        totals["redis_commands"] = sum(commands.values())
+        detail.update({f"redis {name}": n for name, n in sorted(commands.items())})
+        return totals, detail
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+
 class Runner:
     """Runs rows; the request of each row is built (and its server started) once."""
 
@@ -566,26 +938,41 @@ class Runner:
         self.bench = bench
         self.wrk = wrk
         self.load = load
-        self.requests: dict[str, tuple[Server, HttpRequest]] = {}
+        self.requests: dict[str, tuple[Server, HttpRequest, HttpRequest | None]] = {}
 
     def measure(self, scenario: Scenario) -> Row:
         row = Row(scenario.id, scenario.title, scenario.server,
-                  credentials_per_request=scenario.credentials)
+                  credentials_per_request=scenario.credentials,
+                  beside=scenario.beside.title if scenario.beside is not None else "")
         load, workdir = self.load, self.bench.procs.workdir
         try:
             if scenario.id not in self.requests:
                 server = self.bench.server(scenario.server)
-                self.requests[scenario.id] = (server, scenario.build(server))
-            server, request = self.requests[scenario.id]
+                self.requests[scenario.id] = (
+                    server, scenario.build(server),
+                    scenario.beside.build(server) if scenario.beside is not None else None)
+            server, request, beside = self.requests[scenario.id]
             check_once(server, request)
-            if load.warmup:
-                run_wrk(self.wrk, server.url, request, load, workdir, scenario.id,
-                        duration=load.warmup)
-            result = run_wrk(self.wrk, server.url, request, load, workdir, scenario.id)
-            if not server.alive():
-                raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
-            # two: the first may land just after an L1 expiry (10 s TTL) that the run crossed
-            check_once(server, request, attempts=2)
+            if beside is not None:
+                check_once(server, beside, attempts=1)
+            probe = None
+            if scenario.probe:
+                time.sleep(PROBE_SETTLE_S)
+                probe = Probe(server)
+            try:
+                if load.warmup:
+                    run_wrk(self.wrk, server.url, request, load, workdir, scenario.id,
+                            duration=load.warmup)
+                result, side = self._run(server, request, beside, scenario)
+                if not server.alive():
+                    raise BenchError(f"{server.name} died during the run:\n{server.log_tail()}")
+                # two: the first may land just after an L1 expiry (10 s TTL) the run crossed
+                check_once(server, request, attempts=2)
+                if probe is not None:
+                    row.probe, row.probe_detail = probe.finish()
+            finally:
+                if probe is not None:
+                    probe.close()
         except Unsupported as exc:
             row.status, row.note = "skipped", str(exc)
             return row
@@ -596,12 +983,42 @@ class Runner:
                                                       result.p99_ms)
         row.requests = result.requests
         row.rounds_requests_per_s = [result.requests_per_s]
+        notes = []
         bad = result.non_2xx + result.socket_errors
         if bad:
-            row.note = f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors"
+            notes.append(f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors")
             if bad > result.requests * 0.001:
                 row.status = "failed"
+        if side is not None:
+            row.beside_requests_per_s = [side.requests_per_s]
+            row.beside_requests = side.requests
+            row.beside_statuses = {str(code): n for code, n in sorted(side.statuses.items())}
+            if side.socket_errors:
+                notes.append(f"{row.beside}: {side.socket_errors} socket errors")
+        row.note = "; ".join(notes)
         return row
+
+    def _run(self, server: Server, request: HttpRequest, beside: HttpRequest | None,
+             scenario: Scenario) -> tuple[WrkResult, WrkResult | None]:
+        """The measured wrk run, and the beside one around it (if the row has one)."""
+        load, workdir = self.load, self.bench.procs.workdir
+        if beside is None or scenario.beside is None:
+            return run_wrk(self.wrk, server.url, request, load, workdir, scenario.id), None
+        side = BesideWrk(self.wrk, server.url, beside, load, workdir, f"{scenario.id}.beside",
+                         scenario.beside.connections or load.connections)
+        try:
+            result = run_wrk(self.wrk, server.url, request, load, workdir, scenario.id)
+            return result, side.result()
+        finally:
+            side.stop()
+
+
+def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + n
+    return total
 
 
 def combine(rounds: list[Row]) -> Row:
@@ -617,6 +1034,11 @@ def combine(rounds: list[Row]) -> Row:
         requests=sum(r.requests or 0 for r in rounds),
         rounds_requests_per_s=[r.requests_per_s or 0.0 for r in rounds],
         paired_baseline_rps=[p for r in rounds for p in r.paired_baseline_rps],
+        beside_requests_per_s=[p for r in rounds for p in r.beside_requests_per_s],
+        beside_requests=sum(r.beside_requests for r in rounds),
+        beside_statuses=_sum_counts([r.beside_statuses for r in rounds]),
+        probe=_sum_counts([r.probe for r in rounds]),
+        probe_detail=_sum_counts([r.probe_detail for r in rounds]),
         note="; ".join(dict.fromkeys(r.note for r in rounds if r.note)))
 
 
@@ -640,6 +1062,8 @@ def score(rows: list[Row], scenarios: dict[str, Scenario]) -> None:
         row.credentials_per_s = row.requests_per_s * row.credentials_per_request
         if floor is not None:
             row.vs_floor = ratio(row, floor)
+        if scenarios[row.id].probe_zero and row.probe:
+            row.probe_met = all(row.probe.get(k, 0) == 0 for k in ZERO_PROBES)
         target = scenarios[row.id].target
         if target is None:
             continue
@@ -691,7 +1115,38 @@ def render(rows: list[Row]) -> str:
     def fmt(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    table = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines)]
+    extra = [line for r in rows if r.status == "ok" and (line := details(r))]
+    return "\n".join([*table, "", *extra] if extra else table)
+
+
+_PROBE_NAMES = {"store_reads": "store reads", "redis_commands": "Redis commands on its db",
+                "gateway_redis_calls": "gateway Redis round trips",
+                "cache_lookups": "cache lookups", "verify_answers": "verify answers"}
+
+
+def details(row: Row) -> str:
+    """What the table has no column for: the beside wrk's rate and answers, the probe."""
+    parts = []
+    if row.beside_requests_per_s:
+        rps = statistics.median(row.beside_requests_per_s)
+        text = f"{row.beside} {rps:,.0f} req/s"
+        if len(row.beside_requests_per_s) > 1:
+            text += (f" (median; rounds {min(row.beside_requests_per_s):,.0f}-"
+                     f"{max(row.beside_requests_per_s):,.0f})")
+        if row.beside_statuses:
+            text += ", " + ", ".join(f"{code}: {n:,}" for code, n
+                                     in sorted(row.beside_statuses.items()))
+            text += f" of {row.beside_requests:,}"
+        parts.append(text)
+    if row.probe:
+        parts.append(", ".join(f"{_PROBE_NAMES.get(k, k)} {n:,}" for k, n in row.probe.items()))
+        if row.probe_met is not None:
+            parts.append(f"store reads and Redis commands 0: {'PASS' if row.probe_met else 'MISS'}")
+        if row.probe_detail:
+            parts.append("of which " + ", ".join(f"{k} {n:,}"
+                                                 for k, n in row.probe_detail.items()))
+    return f"{row.id}: " + "; ".join(parts) if parts else ""
 
 
 def wrk_version(wrk: str) -> str:
@@ -747,6 +1202,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-admin-dsn", default=os.environ.get(
         "GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
         help="PostgreSQL DSN allowed to CREATE/DROP DATABASE")
+    parser.add_argument("--flood-redis-db", type=int, default=FLOOD_REDIS_DB,
+                        help="Redis db of the flood rows' gateway, whose commands are counted "
+                             "(a spare one: the Redis server may be shared)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DBs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -759,6 +1217,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.rounds < 1 or args.duration < 1:
         parser.error("--rounds and --duration must be at least 1")
     return args
+
+
+def run_rounds(scenarios: list[Scenario], rounds: int, measure: Callable[[Scenario], Row],
+               measured: dict[str, list[Row]]) -> None:
+    """Measure every row ``rounds`` times into ``measured`` (by id), each row with a target
+    next to a fresh run of its baseline."""
+    by_id = {s.id: s for s in scenarios}
+    for round_no in range(1, rounds + 1):
+        for scenario in scenarios:
+            if scenario.baseline_only:
+                continue  # measured next to the rows it is the baseline of, only
+            if measured[scenario.id] and measured[scenario.id][-1].status != "ok":
+                continue  # skipped or failed once: do not retry every round
+            print(f"bench: [{round_no}/{rounds}] {scenario.id} …", file=sys.stderr, flush=True)
+            paired = None
+            baseline = (by_id.get(scenario.target.baseline)
+                        if scenario.target is not None else None)
+            # The baseline again, next to the row: machine drift between the two runs of a
+            # ratio is seconds, not a whole round. Before the row in odd rounds, after it in
+            # even ones, so whatever a run's place in its pair does to it cancels out in the
+            # median instead of favouring one side.
+            baseline_first = round_no % 2 == 1
+            if baseline is not None and baseline_first:
+                paired = measure(baseline)
+            row = measure(scenario)
+            if baseline is not None and not baseline_first:
+                paired = measure(baseline)
+            if paired is not None and paired.status == "ok" and paired.requests_per_s:
+                row.paired_baseline_rps = [paired.requests_per_s]
+            if paired is not None and baseline is not None and baseline.baseline_only:
+                measured[baseline.id].append(paired)  # its only measurements
+            measured[scenario.id].append(row)
+            if row.status != "ok" or row.note:
+                print(f"bench:   {row.status}: {row.note}", file=sys.stderr)
+
+
+def select(only: str | None) -> list[Scenario]:
+    """The rows to run, in table order: --only's (or the default ones), the floor, the rows
+    they require, and the baselines of their targets."""
+    by_id = {s.id: s for s in SCENARIOS}
+    chosen = set(only.split(",")) if only else {s.id for s in SCENARIOS if s.default}
+    chosen.add(FLOOR_ID)  # every ratio needs it
+    pending = list(chosen)
+    while pending:
+        scenario = by_id[pending.pop()]
+        for other in (*scenario.requires,
+                      *((scenario.target.baseline,) if scenario.target else ())):
+            if other not in chosen:
+                chosen.add(other)
+                pending.append(other)
+    return [s for s in SCENARIOS if s.id in chosen]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -775,13 +1284,7 @@ def main(argv: list[str] | None = None) -> int:
         if not wrk_cpus:
             print("bench: --pin leaves no CPU for wrk", file=sys.stderr)
             return 2
-    chosen = set(args.only.split(",")) if args.only else {s.id for s in SCENARIOS if s.default}
-    chosen.add(FLOOR_ID)  # every ratio needs it
-    scenarios = [s for s in SCENARIOS if s.id in chosen]
-    for s in scenarios:  # baselines of the chosen targets run too
-        if s.target and s.target.baseline not in chosen:
-            chosen.add(s.target.baseline)
-    scenarios = [s for s in SCENARIOS if s.id in chosen]
+    scenarios = select(args.only)
     load = Load(args.duration, args.connections, args.threads, args.warmup, args.rounds,
                 wrk_cpus)
     started = datetime.now(UTC)
@@ -797,33 +1300,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             stack.callback(procs.stop_all)
-            bench = Bench(procs, stack, Options(args.redis_url, args.pg_admin_dsn, seed=1))
-            runner = Runner(bench, wrk, load)
-            by_id = {s.id: s for s in scenarios}
-            for round_no in range(1, load.rounds + 1):
-                for scenario in scenarios:
-                    if measured[scenario.id] and measured[scenario.id][-1].status != "ok":
-                        continue  # skipped or failed once: do not retry every round
-                    print(f"bench: [{round_no}/{load.rounds}] {scenario.id} …",
-                          file=sys.stderr, flush=True)
-                    paired = None
-                    baseline = (by_id.get(scenario.target.baseline)
-                                if scenario.target is not None else None)
-                    # The baseline again, next to the row: machine drift between the two
-                    # runs of a ratio is seconds, not a whole round. Before the row in odd
-                    # rounds, after it in even ones, so whatever a run's place in its pair
-                    # does to it cancels out in the median instead of favouring one side.
-                    baseline_first = round_no % 2 == 1
-                    if baseline is not None and baseline_first:
-                        paired = runner.measure(baseline)
-                    row = runner.measure(scenario)
-                    if baseline is not None and not baseline_first:
-                        paired = runner.measure(baseline)
-                    if paired is not None and paired.status == "ok" and paired.requests_per_s:
-                        row.paired_baseline_rps = [paired.requests_per_s]
-                    measured[scenario.id].append(row)
-                    if row.status != "ok" or row.note:
-                        print(f"bench:   {row.status}: {row.note}", file=sys.stderr)
+            bench = Bench(procs, stack, Options(args.redis_url, args.pg_admin_dsn, seed=1,
+                                                flood_redis_db=args.flood_redis_db))
+            run_rounds(scenarios, load.rounds, Runner(bench, wrk, load).measure, measured)
     except BaseException:
         failed = True
         raise
@@ -842,7 +1321,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if failed:
         return 1
-    if args.strict and any(r.target_met is False for r in rows):
+    if args.strict and any(r.target_met is False or r.probe_met is False for r in rows):
         return 1
     return 0
 

@@ -79,3 +79,143 @@ def test_icount_harness_answers_every_call_from_l1(case: str) -> None:
     out = subprocess.run([sys.executable, str(script), "--child", case, "--calls", "20"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# -- the attack and flood rows (issue 12) ---------------------------------------------------
+
+
+def test_status_lines_of_a_counting_script_are_read():
+    text = WRK + "bench-status 401 12\nbench-status 429 40000\nbench-status 401 3\n"
+    assert bench.parse_wrk(text).statuses == {401: 15, 429: 40000}
+    assert bench.parse_wrk(WRK).statuses == {}
+
+
+METRICS_BEFORE = """# HELP gateway_store_duration_seconds Store lookups on the verify path.
+# TYPE gateway_store_duration_seconds histogram
+gateway_store_duration_seconds_bucket{le="0.001",op="get_by_digest"} 3.0
+gateway_store_duration_seconds_count{op="get_by_digest"} 3.0
+gateway_store_duration_seconds_sum{op="get_by_digest"} 0.01
+gateway_redis_duration_seconds_count{op="mget"} 5.0
+gateway_cache_requests_total{level="L1",result="hit"} 100.0
+gateway_cache_requests_total{level="L1",result="miss"} 3.0
+gateway_verify_results_total{cache="L1",outcome="valid"} 100.0
+"""
+METRICS_AFTER = """gateway_store_duration_seconds_count{op="get_by_digest"} 3.0
+gateway_redis_duration_seconds_count{op="mget"} 7.0
+gateway_redis_duration_seconds_count{op="fill"} 1.0
+gateway_redis_errors_total{op="mget"} 1.0
+gateway_cache_requests_total{level="L1",result="hit"} 100.0
+gateway_cache_requests_total{level="L1",result="miss"} 3.0
+gateway_verify_results_total{cache="L1",outcome="valid"} 100.0
+gateway_verify_results_total{cache="NONE",outcome="not_found"} 5000.0
+"""
+
+
+def test_probe_counts_are_metric_deltas_summed_over_labels_with_what_moved():
+    before, after = bench.parse_metrics(METRICS_BEFORE), bench.parse_metrics(METRICS_AFTER)
+    assert before['gateway_store_duration_seconds_count{op="get_by_digest"}'] == 3.0
+    totals, detail = bench.metric_deltas(before, after)
+    assert totals == {"store_reads": 0, "gateway_redis_calls": 4, "cache_lookups": 0,
+                      "verify_answers": 5000}
+    # what the non-zero counts are made of (the verify answers are the control, not listed)
+    assert detail == {'gateway_redis_duration_seconds_count{op="fill"}': 1,
+                      'gateway_redis_duration_seconds_count{op="mget"}': 2,
+                      'gateway_redis_errors_total{op="mget"}': 1}
+
+
+def _probed(id_: str, probe: dict[str, int], detail: dict[str, int] = ()):
+    row = _row(id_, [1000.0], paired=[1000.0])
+    row.probe, row.probe_detail = dict(probe), dict(detail)
+    return row
+
+
+def test_the_forged_flood_passes_only_with_no_store_read_and_no_redis_command():
+    scenarios = {s.id: s for s in bench.SCENARIOS}
+    zero = {"store_reads": 0, "gateway_redis_calls": 0, "cache_lookups": 0,
+            "verify_answers": 9000, "redis_commands": 0}
+    clean = _probed("forged-flood", zero)
+    dirty = _probed("forged-flood", {**zero, "redis_commands": 2}, {"redis MGET": 2})
+    base = _row("forged-flood-base", [1000.0])
+    bench.score([base, clean], scenarios)
+    assert clean.probe_met is True and clean.target_met is True
+    bench.score([base, dirty], scenarios)
+    assert dirty.probe_met is False
+    lines = bench.render([dirty]).splitlines()
+    assert lines[-1].startswith("forged-flood: store reads 0, ")
+    assert "Redis commands on its db 2; store reads and Redis commands 0: MISS" in lines[-1]
+    assert lines[-1].endswith("of which redis MGET 2")
+    # a probed row without a zero target gets no verdict
+    legit = _probed("forged-flood-legit", {**zero, "store_reads": 7})
+    bench.score([legit], scenarios)
+    assert legit.probe_met is None and "PASS" not in bench.details(legit)
+
+
+def test_attack_rows_report_the_attackers_rate_and_status_mix():
+    scenarios = {s.id: s for s in bench.SCENARIOS}
+    rounds = []
+    for rps, statuses in ((9000.0, {"401": 3, "429": 40000}), (11000.0, {"401": 2})):
+        row = _row("admin-attack", [800.0], paired=[1000.0])
+        row.beside, row.beside_requests_per_s = "attackers", [rps]
+        row.beside_requests, row.beside_statuses = sum(statuses.values()), statuses
+        rounds.append(row)
+    combined = bench.combine(rounds)
+    assert combined.beside_statuses == {"401": 5, "429": 40000}
+    assert combined.beside_requests_per_s == [9000.0, 11000.0]
+    bench.score([_row("admin-attack-base", [1000.0, 1000.0]), combined], scenarios)
+    assert combined.target_rounds == pytest.approx([0.8, 0.8]) and combined.target_met
+    assert bench.details(combined) == ("admin-attack: attackers 10,000 req/s (median; rounds "
+                                       "9,000-11,000), 401: 5, 429: 40,000 of 40,005")
+
+
+def test_only_a_new_row_brings_its_baselines_and_required_rows():
+    ids = [s.id for s in bench.select("forged-flood")]
+    assert ids == ["floor", "forged-flood-base", "forged-flood", "forged-flood-legit-base",
+                   "forged-flood-legit", "forged-flood-junk"]
+    assert [s.id for s in bench.select("admin-attack")] == [
+        "floor", "admin-attack-base", "admin-attack"]
+    assert "admin-attack-base" in {s.id for s in bench.select(None)}
+
+
+def test_baseline_only_rows_are_measured_next_to_their_row_alone():
+    by_id = {s.id: s for s in bench.SCENARIOS}
+    chosen = [by_id[i] for i in ("floor", "admin-attack-base", "admin-attack")]
+    order: list[str] = []
+    speed = {"floor": 300.0, "admin-attack-base": 200.0, "admin-attack": 150.0}
+
+    def measure(scenario):
+        order.append(scenario.id)
+        return _row(scenario.id, [speed[scenario.id]])
+
+    measured = {s.id: [] for s in chosen}
+    bench.run_rounds(chosen, 2, measure, measured)
+    # the baseline before its row in odd rounds, after it in even ones; never on its own
+    assert order == ["floor", "admin-attack-base", "admin-attack",
+                     "floor", "admin-attack", "admin-attack-base"]
+    assert len(measured["admin-attack-base"]) == 2
+    assert [r.paired_baseline_rps for r in measured["admin-attack"]] == [[200.0], [200.0]]
+
+
+def test_redis_urls_get_the_flood_db():
+    assert bench.with_db("redis://127.0.0.1:6379/0", 13) == "redis://127.0.0.1:6379/13"
+    assert bench.with_db("redis://:pw@h:6379", 13) == "redis://:pw@h:6379/13"
+    assert bench.redis_db("redis://h:6379/13") == 13 and bench.redis_db("redis://h") == 0
+
+
+def test_flood_credentials_are_distinct_and_refused_before_any_lookup():
+    from gateway.crypto.digests import Digester
+    from gateway.crypto.secrets_format import SecretFormat
+    from gateway.secret import Secret
+
+    gateway = SecretFormat(("ory_ak",), (Digester(Secret("a-pepper-of-this-gateway")),))
+    forged = bench.forged_keys(500)
+    malformed = bench.malformed_keys(500)
+    junk = bench.junk_strings(500)
+    for keys in (forged, malformed, junk):
+        assert len(set(keys)) == 500 and {len(k) for k in keys} == {61}
+    # our prefix and v2 shape, a checksum this gateway did not make: refused
+    assert all(k.startswith("ory_ak_v2_") and k[10:].isalnum() for k in forged)
+    assert all(gateway.generation(k) is None for k in forged)
+    # prefix and length right, one character outside base62: the shape check refuses it
+    assert all(k.startswith("ory_ak_v2_") and k.count("-") == 1 for k in malformed)
+    assert all(gateway.generation(k) is None for k in malformed)
+    assert all(k.startswith("x") and k.isalnum() for k in junk)

@@ -1,0 +1,62 @@
+-- wrk script for load/bench.py's flood rows: each request verifies the next credential of
+-- a file (one a line), as {"credential": "<line>"}; thread k of BENCH_THREADS takes lines
+-- k, k + BENCH_THREADS, ... (all of them when the file is shorter), and starts over at the
+-- end. The bodies are built once, in init(); per request only wrk.format runs.
+--
+--   BENCH_METHOD, BENCH_HEADERS_FILE   as in request.lua
+--   BENCH_CREDENTIALS_FILE             the credentials
+--   BENCH_THREADS                      wrk -t of this run
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+local headers_file = os.getenv("BENCH_HEADERS_FILE")
+if headers_file and headers_file ~= "" then
+  for line in read(headers_file):gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name then
+      wrk.headers[name] = value
+    end
+  end
+end
+
+local next_id = 0
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+
+local bodies, count, pos = {}, 0, 0
+
+function init(args)
+  local path = assert(os.getenv("BENCH_CREDENTIALS_FILE"), "BENCH_CREDENTIALS_FILE unset")
+  local step = tonumber(os.getenv("BENCH_THREADS") or "1")
+  local lines = {}
+  for line in io.lines(path) do
+    if line ~= "" then
+      lines[#lines + 1] = line
+    end
+  end
+  local first = (id or 0) + 1
+  if first > #lines then  -- fewer lines than threads: every thread sends them all
+    first, step = 1, 1
+  end
+  for i = first, #lines, step do
+    bodies[#bodies + 1] = '{"credential":"' .. lines[i] .. '"}'
+  end
+  count = #bodies
+  assert(count > 0, "no credentials in " .. path)
+end
+
+function request()
+  pos = pos % count + 1
+  return wrk.format(nil, nil, nil, bodies[pos])
+end
