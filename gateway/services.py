@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -13,13 +12,15 @@ from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto import digests
 from gateway.crypto.admin_tokens import AdminTokens
+from gateway.crypto.digests import PREFIX as DIGEST_PREFIX
 from gateway.crypto.digests import Digester
 from gateway.crypto.peppers import Peppers
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError
 from gateway.http.client_ip import Trusted
 from gateway.keys.derive import Deriver
 from gateway.keys.model import ApiKey
 from gateway.keys.service import KeyService
+from gateway.keys.unkeyed import UnkeyedFollower
 from gateway.observability.metrics import Metrics
 from gateway.secret import Secret
 from gateway.settings import Settings
@@ -60,8 +61,8 @@ class Services:
     signing: Keyring
     deriver: Deriver
     trusted: Trusted
+    unkeyed: UnkeyedFollower
     redis: RedisBackend | None = None
-    _legacy_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -71,30 +72,18 @@ class Services:
                 f"GATEWAY_DATABASE_URL: schema is not migrated ({', '.join(pending)} pending); "
                 "run `gateway migrate`"
             )
-        await self.load_legacy_digests()
-        self._legacy_task = asyncio.create_task(self._reload_legacy(), name="legacy-digests")
+        await self.unkeyed.start()
         await self.signing.start(on_rotated=self.signing_changed)
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
 
-    async def load_legacy_digests(self) -> None:
-        """The digests of the store's v1 keys (``Peppers.candidates`` needs them)."""
-        self.peppers.legacy.replace(await self.store.legacy_digests())
-
-    async def _reload_legacy(self) -> None:
-        """Again now and then: a replica of the version before v2 secrets may still issue
-        v1 keys during a rolling upgrade (until then they answer "not found" here)."""
-        while True:
-            await asyncio.sleep(LEGACY_RELOAD_S)
-            try:
-                await self.load_legacy_digests()
-            except GatewayError as exc:
-                log.warning("reloading the v1 key digests failed: %s", exc.message)
-
     async def _on_invalidate(self, items: list[str]) -> None:
         """Applied on every replica, before it acks the invalidation."""
         self.cache.invalidate_local(items)
+        for item in items:  # a new imported key's digest, say: look it up from now on
+            if item.startswith(DIGEST_PREFIX):
+                self.peppers.unkeyed.add(item)
         if SIGNING_CHANGED in items:
             await self.signing.refresh()
             self.verifier.derived.verified.clear()
@@ -105,8 +94,7 @@ class Services:
             await self.redis.publish_invalidation([SIGNING_CHANGED])
 
     async def stop(self) -> None:
-        if self._legacy_task is not None:
-            self._legacy_task.cancel()
+        await self.unkeyed.stop()
         await self.signing.stop()
         await self.usage.stop()
         await self.cache.close()
@@ -174,6 +162,9 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                                        settings.issuer)
     deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer)
     return Services(settings=settings, store=store, digester=digester, peppers=peppers,
-                    admin_tokens=AdminTokens(resolve_admin_tokens(settings)), keys=keys,
+                    admin_tokens=AdminTokens(
+                        resolve_admin_tokens(settings), delay_max=settings.admin_refusal_delay,
+                        delay_base=min(0.05, settings.admin_refusal_delay)), keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
-                    signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies))
+                    signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies),
+                    unkeyed=UnkeyedFollower(store, peppers.unkeyed))

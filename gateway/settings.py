@@ -41,6 +41,7 @@ KEYS = (
     "ISSUER",
     "CREDENTIAL_HEADER",
     "TRUSTED_PROXIES",
+    "ADMIN_REFUSAL_DELAY",
     "L1_TTL",
     "L1_SIZE",
     "L2_TTL",
@@ -69,6 +70,7 @@ class Settings:
     issuer: str = "http://127.0.0.1:4470"
     credential_header: str = "x-api-key"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    admin_refusal_delay: float = 5.0  # the longest a refused admin authentication waits
     l1_ttl: float = 10.0
     l1_size: int = 100_000
     l2_ttl: float = 300.0
@@ -198,7 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             except ValueError:
                 raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an address "
                                   "or CIDR range") from None
-    for name in ("L1_TTL", "L2_TTL", "NEGATIVE_TTL"):
+    for name in ("ADMIN_REFUSAL_DELAY", "L1_TTL", "L2_TTL", "NEGATIVE_TTL"):
         if values.get(name):
             kw[name.lower()] = _number(name, values[name], float)
     if values.get("L1_SIZE"):

@@ -16,9 +16,12 @@ plain token (at least 16 characters)
     RFC 9106 low-memory profile), so a wrong guess must not be able to make us pay it at
     will: it runs on a worker thread, never on the event loop, one at a time, within a
     global budget (``argon2_rate`` a second), and a client whose guess failed waits an
-    exponentially growing time before its next one is even computed. Both are refused with
-    ResourceExhausted (429) meanwhile. A token that passed once is remembered (by SHA-256,
-    in memory), so a real admin pays argon2 once per process.
+    exponentially growing time before its next one is even computed (ResourceExhausted, 429,
+    meanwhile). A token that passed once is remembered (by SHA-256, in memory), so a real
+    admin pays argon2 once per process.
+
+Every refusal, of any form or of a missing token, is answered late (``refused``): a flood
+of wrong tokens cannot take the event loop from the verifies.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ TOKEN_PREFIX = "gwa_"
 ID_LEN = 12
 SECRET_LEN = 43
 MIN_PLAIN = 16
+FORGET_S = 10.0  # a client's failures count towards its delay while they come this close
 _TOKEN = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})_[0-9A-Za-z]{{{SECRET_LEN}}}")
 _VERIFIER = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})\.([0-9a-f]{{32}})\.([0-9a-f]{{64}})")
 _ARGON2 = re.compile(r"\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=\d+,t=\d+,p=\d+(?:,[^$,\s]*)*"
@@ -103,8 +107,8 @@ class AdminTokens:
     returns the principal (a non-secret name) or None."""
 
     def __init__(self, entries: tuple[Secret, ...], *, argon2_rate: float = 1.0,
-                 argon2_burst: float = 2.0, backoff_max_s: float = 60.0,
-                 memo_size: int = 4096) -> None:
+                 argon2_burst: float = 2.0, delay_base: float = 0.05, delay_max: float = 5.0,
+                 flood_rate: int = 100, memo_size: int = 4096) -> None:
         self._verifiers: dict[str, tuple[bytes, bytes]] = {}
         self._plain: list[tuple[bytes, str]] = []
         self._hashed: list[str] = []
@@ -126,8 +130,10 @@ class AdminTokens:
         self._lock = asyncio.Lock()  # one argon2 computation at a time
         self._rate, self._burst = argon2_rate, argon2_burst
         self._budget, self._budget_at = argon2_burst, time.monotonic()
-        self._backoff: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._backoff_max = backoff_max_s
+        # client -> (failures, no argon2 before, last failure)
+        self._backoff: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._delay_base, self._delay_max, self._flood_rate = delay_base, delay_max, flood_rate
+        self._window_at, self._window_count = 0.0, 0
 
     @property
     def configured(self) -> bool:
@@ -155,20 +161,26 @@ class AdminTokens:
         return False
 
     async def authenticate(self, presented: str, client: str | None = None) -> str | None:
-        """The principal of a configured admin token, or None. argon2 work (only for
-        argon2 entries) runs off the event loop within the budget; a client in backoff or
-        a spent budget get ResourceExhausted without any argon2 work."""
+        """The principal of a configured admin token, or None (answered late: ``refused``).
+        argon2 work (only for argon2 entries) runs off the event loop within the budget; a
+        client whose last guess failed moments ago, or a spent budget, get
+        ResourceExhausted without any argon2 work."""
         fast = self.check_fast(presented)
-        if fast is not False:
-            return fast if isinstance(fast, str) else None
+        if isinstance(fast, str):
+            return fast
+        client = client or ""
+        if fast is None:
+            await self.refused(client)
+            return None
         fp = _fingerprint(presented)
         now = time.monotonic()
-        failures, until = self._backoff.get(client or "", (0, 0.0))
-        if now < until:
+        if now < self._backoff.get(client, (0, 0.0, 0.0))[1]:
+            await self.refused(client)
             raise ResourceExhausted("too many failed admin authentications from this client; "
-                                    f"retry in {until - now:.1f} s")
+                                    "retry later")
         self._refill(now)
         if self._budget < 1:
+            await self.refused(client)
             raise ResourceExhausted("admin authentication is busy; retry shortly")
         self._budget -= 1
         async with self._lock:
@@ -180,10 +192,31 @@ class AdminTokens:
         if len(self._memo) > self._memo_size:
             self._memo.popitem(last=False)
         if principal is None:
-            self._fail(client or "", failures, time.monotonic())
-        else:
-            self._backoff.pop(client or "", None)
+            await self.refused(client)
         return principal
+
+    async def refused(self, client: str) -> None:
+        """Called for every refused admin authentication (a wrong token, none at all): the
+        refusal is answered late, later for each failure of the same client within
+        ``FORGET_S`` (``delay_base`` doubling up to ``delay_max``), and ``delay_max`` for
+        everyone while refusals run above ``flood_rate`` a second. A client waiting for its
+        answer sends nothing more on that connection, so a flood of wrong tokens costs the
+        event loop a few requests a second per connection, and asleep they cost no CPU. A
+        right token is never delayed. The client's next argon2 guess waits as long."""
+        now = time.monotonic()
+        failures, _, last = self._backoff.get(client, (0, 0.0, 0.0))
+        failures = failures + 1 if now - last < FORGET_S else 1
+        delay = min(self._delay_max, self._delay_base * 2 ** min(failures - 1, 30))
+        if now - self._window_at >= 1.0:
+            self._window_at, self._window_count = now, 0
+        self._window_count += 1
+        if self._window_count > self._flood_rate:
+            delay = self._delay_max
+        self._backoff[client] = (failures, now + delay, now)
+        self._backoff.move_to_end(client)
+        if len(self._backoff) > 65536:
+            self._backoff.popitem(last=False)
+        await asyncio.sleep(delay)
 
     def _argon2(self, presented: str) -> str | None:
         for index, stored in enumerate(self._hashed):
@@ -197,14 +230,6 @@ class AdminTokens:
     def _refill(self, now: float) -> None:
         self._budget = min(self._burst, self._budget + (now - self._budget_at) * self._rate)
         self._budget_at = now
-
-    def _fail(self, client: str, failures: int, now: float) -> None:
-        failures += 1
-        self._backoff[client] = (failures, now + min(self._backoff_max,
-                                                     0.25 * 2 ** min(failures - 1, 16)))
-        self._backoff.move_to_end(client)
-        if len(self._backoff) > 65536:
-            self._backoff.popitem(last=False)
 
     def close(self) -> None:
         if self._executor is not None:

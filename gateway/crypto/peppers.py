@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.crypto.digests import Digester
-from gateway.crypto.secrets_format import LegacyDigests, SecretFormat, crc_ok
+from gateway.crypto.secrets_format import DigestSet, SecretFormat, crc_ok
 
 
 class Peppers:
@@ -23,7 +23,8 @@ class Peppers:
         self.current = current
         self.all: tuple[Digester, ...] = (current, *retired)
         self.format = SecretFormat(prefixes, self.all)
-        self.legacy = LegacyDigests()  # the v1 keys of the store (Services.start loads them)
+        # the store's keys without a keyed checksum: v1 and imported (Services follows them)
+        self.unkeyed = DigestSet()
 
     @property
     def retired(self) -> tuple[Digester, ...]:
@@ -31,9 +32,10 @@ class Peppers:
 
     def candidates(self, credential: str, digest: str | None = None) -> tuple[str, ...]:
         """The digests a root-key credential may be stored under, the current pepper's
-        first; () when it is refused without a lookup: a checksum we did not make, or a v1
-        secret that is not one of the v1 keys in the store. ``digest``: the current
-        pepper's, when the caller has it."""
+        first; () when it is refused without a lookup: a v2 secret with a checksum we did
+        not make, or any other credential (v1, imported, junk) whose digest is not one of
+        the store's v1 or imported keys. ``digest``: the current pepper's, when the caller
+        has it."""
         digest = digest or self.current.digest(credential)
         fmt = self.format
         if credential.startswith(fmt.v2_starts):
@@ -43,8 +45,8 @@ class Peppers:
             return (digest,) if generation == 0 else (
                 digest, self.all[generation].digest(credential))
         retired = tuple(d.digest(credential) for d in self.all[1:])
-        if credential.startswith(fmt.v1_starts) and (
-                not crc_ok(credential)
-                or not any(d in self.legacy for d in (digest, *retired))):
+        if credential.startswith(fmt.v1_starts) and not crc_ok(credential):
             return ()
+        if not any(d in self.unkeyed for d in (digest, *retired)):
+            return ()  # no v1 or imported key has this digest: made up
         return (digest, *retired)

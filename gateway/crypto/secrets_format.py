@@ -8,8 +8,8 @@ needs about 10^14 tries for one that even reaches a lookup. Secret scanners matc
 ``<prefix>_v2_[0-9A-Za-z]{51}`` (and ``<prefix>_v1_[0-9A-Za-z]{49}`` for the old format).
 
 The old format ``<prefix>_v1_<43 random><6 base62 CRC32>`` (before the keyed checksum)
-keeps verifying: anyone can compute a CRC, so a v1 credential is looked up only when its
-digest is one of the v1 keys the store holds (``LegacyDigests``, loaded at start).
+keeps verifying: anyone can compute a CRC, so a v1 credential, like an imported key, is
+looked up only when its digest is one the store holds (``DigestSet``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import zlib
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from gateway.crypto.compare import constant_time_equal
@@ -124,31 +124,43 @@ class SecretFormat:
         return None
 
 
-class LegacyDigests:
-    """The digests of the v1 keys in the store, as sorted 64-bit prefixes (8 bytes a key):
-    a v1 credential whose digest is not here is refused without a lookup. A false "maybe"
-    (2^-64 a try) only costs a lookup, which then finds nothing."""
+class DigestSet:
+    """Digests of the store's keys whose credentials carry no keyed checksum (v1 secrets
+    and imported keys), as 64-bit prefixes (8 bytes a key): such a credential is looked up
+    only when its digest is here, so made-up strings cost no I/O either. A false "maybe"
+    (2^-64 a try) only costs a lookup, which then finds nothing. Recent additions sit in a
+    set and are merged into the sorted array in bulk (an import of a million keys stays
+    linear)."""
+
+    MERGE_AT = 65_536
 
     def __init__(self, digests: Iterable[str] = ()) -> None:
-        self._prefixes = array("Q", sorted({self._prefix(d) for d in digests}))
+        self._sorted = array("Q", sorted({self._prefix(d) for d in digests}))
+        self._recent: set[int] = set()
 
     @staticmethod
     def _prefix(digest: str) -> int:
         return int(digest[6:22], 16)  # after "hs256:"
 
     def __len__(self) -> int:
-        return len(self._prefixes)
+        return len(self._sorted) + len(self._recent)
 
     def __contains__(self, digest: object) -> bool:
         if not isinstance(digest, str):
             return False
         prefix = self._prefix(digest)
-        i = bisect_left(self._prefixes, prefix)
-        return i < len(self._prefixes) and self._prefixes[i] == prefix
+        if prefix in self._recent:
+            return True
+        i = bisect_left(self._sorted, prefix)
+        return i < len(self._sorted) and self._sorted[i] == prefix
 
     def add(self, digest: str) -> None:
         if digest not in self:
-            insort(self._prefixes, self._prefix(digest))
+            self._recent.add(self._prefix(digest))
+            if len(self._recent) >= self.MERGE_AT:
+                self._sorted = array("Q", sorted([*self._sorted, *self._recent]))
+                self._recent = set()
 
     def replace(self, digests: Iterable[str]) -> None:
-        self._prefixes = array("Q", sorted({self._prefix(d) for d in digests}))
+        self._sorted = array("Q", sorted({self._prefix(d) for d in digests}))
+        self._recent = set()

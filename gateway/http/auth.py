@@ -16,11 +16,13 @@ async def authenticate_admin(services: Any, authorization: str | None,
                              scope: MutableMapping[str, Any],
                              schemes: tuple[str, ...] = ("bearer",)) -> str:
     """The admin principal of a request's ``Authorization`` header, or Unauthenticated
-    (ResourceExhausted while argon2 guesses from this client are being slowed)."""
+    (ResourceExhausted while argon2 guesses from this client are being slowed); refusals
+    are answered late (``AdminTokens.refused``)."""
     token = bearer_token(authorization, schemes)
-    if token is None:
-        raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
     client = client_ip(scope, dict(scope.get("headers") or ()), services.trusted)
+    if token is None:
+        await services.admin_tokens.refused(client or "")
+        raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
     principal: str | None = await services.admin_tokens.authenticate(token, client)
     if principal is None:
         raise Unauthenticated("invalid admin credential")

@@ -197,8 +197,8 @@ class KeyService:
         """Store a key's digest under the current pepper (it was found under a retired one)."""
         moved = await self.store.move_digest(key_id, old, new)
         if moved is not None:
-            if old in self.peppers.legacy:
-                self.peppers.legacy.add(new)
+            if old in self.peppers.unkeyed:
+                self.peppers.unkeyed.add(new)
             await self.events.key_changed(moved, old)
 
     async def get(self, kind: Kind, key_id: str) -> ApiKey:
@@ -259,7 +259,9 @@ class KeyService:
             raise AlreadyExists(
                 f"an imported key with this raw_key exists already (key_id {key.key_id})"
             ) from None
-        # The raw key may have been presented (and cached as not found) before the import.
+        self.peppers.unkeyed.add(stored.digest)  # from now on it is looked up here
+        # The raw key may have been presented (and cached as not found) before the import;
+        # the other replicas learn its digest from this invalidation, before it returns.
         await self.events.key_changed(stored)
         return stored
 

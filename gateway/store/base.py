@@ -52,7 +52,7 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
     async def delete_key(self, key_id: str) -> bool: ...
-    async def legacy_digests(self) -> list[str]: ...
+    async def unkeyed_digests(self, after_seq: int = 0) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
     async def get_state(self, name: str) -> str | None: ...
@@ -253,11 +253,13 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
         return new.with_changes(seq=rows[0][0])
 
-    async def legacy_digests(self) -> list[str]:
-        """The digests of the keys whose secrets may be v1 (CRC32) secrets."""
+    async def unkeyed_digests(self, after_seq: int = 0) -> list[tuple[int, str]]:
+        """``(seq, digest)`` of the keys whose credentials carry no keyed checksum (v1
+        secrets, imported keys) written after ``after_seq``, in seq order."""
         async with self._conn() as c:
-            rows = await c.fetch("SELECT digest FROM api_keys WHERE secret_format = 'v1'")
-        return [r[0] for r in rows]
+            rows = await c.fetch("SELECT seq, digest FROM api_keys WHERE seq > ? AND "
+                                 "secret_format <> 'v2' ORDER BY seq", after_seq)
+        return [(r[0], r[1]) for r in rows]
 
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None:
         """Store a key's digest under the current pepper; the key, or None when its digest

@@ -48,7 +48,9 @@ def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 
 
 def _tokens(*entries: str, **kw: float) -> AdminTokens:
-    return AdminTokens(tuple(Secret(e) for e in entries), **kw)
+    kw.setdefault("delay_base", 0.001)  # refusals are answered late; not much, here
+    kw.setdefault("delay_max", 0.01)
+    return AdminTokens(tuple(Secret(e) for e in entries), **kw)  # type: ignore[arg-type]
 
 
 async def _auth(tokens: AdminTokens, presented: str, client: str = "10.0.0.1") -> str | None:
@@ -67,7 +69,7 @@ def test_the_readme_setup_with_a_production_hash_parses_whole(production_hash: s
 
 async def test_fragments_of_a_hash_never_authenticate(production_hash: str) -> None:
     tokens = AdminTokens(load_settings({"GATEWAY_ADMIN_TOKENS": production_hash}).admin_tokens,
-                         argon2_rate=1000.0, argon2_burst=1000.0)
+                         argon2_rate=1000.0, argon2_burst=1000.0, delay_base=0.001)
     for fragment in ("t=3", "p=4", production_hash.split(",")[-1], "$argon2id$v=19$m=65536",
                      production_hash):
         assert await _auth(tokens, fragment, f"client-{fragment}") is None
@@ -176,13 +178,37 @@ async def test_argon2_runs_on_a_worker_thread_once_per_accepted_token(
 
 async def test_a_client_whose_guess_failed_waits_before_the_next_is_computed(
         hashed: str, argon2_calls: list[tuple[str, bool]]) -> None:
-    tokens = _tokens(hashed, argon2_rate=1000.0, argon2_burst=1000.0)
-    assert await _auth(tokens, "guess-number-one", "10.9.9.9") is None
-    with pytest.raises(ResourceExhausted, match="retry in"):
+    tokens = _tokens(hashed, argon2_rate=1000.0, argon2_burst=1000.0, delay_base=0.5,
+                     delay_max=1.0)
+    first = asyncio.create_task(_auth(tokens, "guess-number-one", "10.9.9.9"))
+    await asyncio.sleep(0.2)  # its argon2 is done; its refusal is being held back
+    with pytest.raises(ResourceExhausted, match="retry later"):
         await _auth(tokens, "guess-number-two", "10.9.9.9")
+    assert await first is None
     assert [c for c, _ in argon2_calls] == ["guess-number-one"]
     # another client is not held up by this one
     assert await _auth(tokens, "hashed-admin-token", "10.1.1.1") == "argon2:1"
+
+
+async def test_refusals_are_answered_later_each_time_and_a_right_token_at_once() -> None:
+    token, verifier = new_token()
+    tokens = _tokens(verifier, PLAIN, delay_base=0.05, delay_max=10.0)
+    waits = []
+    for wrong in (new_token()[0], "wrong-plain-token-xxxx", new_token()[0]):
+        started = asyncio.get_running_loop().time()
+        assert await _auth(tokens, wrong, "10.7.7.7") is None
+        waits.append(asyncio.get_running_loop().time() - started)
+    assert waits[0] >= 0.05 and waits[1] >= 0.1 and waits[2] >= 0.2
+    started = asyncio.get_running_loop().time()
+    assert await _auth(tokens, token, "10.7.7.7")
+    assert await _auth(tokens, PLAIN, "10.7.7.7")
+    assert asyncio.get_running_loop().time() - started < 0.05
+    # a flood from many clients: every refusal waits the longest delay
+    flood = _tokens(verifier, delay_base=0.01, delay_max=0.3, flood_rate=5)
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(*(_auth(flood, "wrong-token-of-a-flood", f"10.8.0.{i}")
+                           for i in range(10)))
+    assert asyncio.get_running_loop().time() - started >= 0.3
 
 
 async def test_the_global_argon2_budget_refuses_without_computing(

@@ -118,15 +118,20 @@ def test_v1_secrets_keep_their_format_and_crc() -> None:
     assert not any(sf.crc_ok(c) for c in _changes(secret, len("ory_ak_v1_")))
 
 
-def test_legacy_digests_hold_eight_bytes_a_key_and_answer_membership() -> None:
+def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     digests = [NEW.digest(sf.legacy_secret("ory_ak")) for _ in range(1000)]
-    legacy = sf.LegacyDigests(digests)
-    assert len(legacy) == 1000 and legacy._prefixes.itemsize == 8
-    assert all(d in legacy for d in digests)
-    assert NEW.digest(sf.legacy_secret("ory_ak")) not in legacy
-    fresh = NEW.digest("another")
-    legacy.add(fresh)
-    assert fresh in legacy and len(legacy) == 1001
+    known = sf.DigestSet(digests)
+    assert len(known) == 1000 and known._sorted.itemsize == 8
+    assert all(d in known for d in digests)
+    assert NEW.digest(sf.legacy_secret("ory_ak")) not in known
+    monkeypatch.setattr(sf.DigestSet, "MERGE_AT", 10)
+    fresh = [NEW.digest(f"imported-{i}") for i in range(25)]
+    for digest in fresh:
+        known.add(digest)
+    assert all(d in known for d in fresh + digests) and len(known) == 1025
+    assert len(known._recent) < 10  # merged into the sorted array in bulk
+    assert list(known._sorted) == sorted(known._sorted)
 
 
 # -- what a presented credential may be (Peppers.candidates) ------------------------------
@@ -138,13 +143,14 @@ def test_candidates_refuse_forgeries_without_a_lookup() -> None:
     assert peppers.candidates(real) == (NEW.digest(real),)
     assert peppers.candidates(real[:-1] + ("A" if real[-1] != "A" else "B")) == ()
     assert peppers.candidates(sf.SecretFormat(PREFIXES, (OLD,)).new_secret("ory_ak")) == ()
-    # a v1 secret with a good CRC is looked up only when it is a v1 key of the store
+    # a v1 secret with a good CRC, or anything else (an imported key), is looked up only
+    # when the store holds such a key with that digest
     known, unknown = sf.legacy_secret("ory_ak"), sf.legacy_secret("ory_ak")
-    peppers.legacy.replace([NEW.digest(known)])
+    peppers.unkeyed.replace([NEW.digest(known), NEW.digest("sk_live_imported")])
     assert peppers.candidates(known) == (NEW.digest(known),)
     assert peppers.candidates(unknown) == ()
-    # anything else (an imported key) is looked up
     assert peppers.candidates("sk_live_imported") == (NEW.digest("sk_live_imported"),)
+    assert peppers.candidates("sk_live_made_up") == ()
 
 
 def test_candidates_after_a_pepper_rotation() -> None:
@@ -152,7 +158,7 @@ def test_candidates_after_a_pepper_rotation() -> None:
     v2 = before.format.new_secret("ory_ak")
     v1 = sf.legacy_secret("ory_ak")
     after = Peppers(NEW, (OLD,), PREFIXES)
-    after.legacy.replace([OLD.digest(v1)])
+    after.unkeyed.replace([OLD.digest(v1), OLD.digest("raw")])
     assert after.candidates(v2) == (NEW.digest(v2), OLD.digest(v2))
     assert after.candidates(v1) == (NEW.digest(v1), OLD.digest(v1))
     assert after.candidates("raw") == (NEW.digest("raw"), OLD.digest("raw"))

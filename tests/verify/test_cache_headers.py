@@ -81,9 +81,19 @@ def test_no_store_neither_reads_nor_writes_the_cache(gateway: Any,
 
 
 def test_no_store_does_not_cache_a_negative_answer(gateway: Any) -> None:
-    unknown = f"sk_live_{secrets.token_hex(16)}"
+    unknown = secret_format().new_secret("ory_ak")  # a checksum we made: it is looked up
     assert _x_cache(gateway, unknown, {"Cache-Control": "no-store"}) == "BYPASS"
     assert _x_cache(gateway, unknown) == "STORE"
+
+
+def test_a_made_up_string_is_not_looked_up_at_all(gateway: Any) -> None:
+    """No v1 or imported key has its digest: refused in memory, nothing cached."""
+    made_up = f"sk_live_{secrets.token_hex(16)}"
+    for headers in ({}, {"Cache-Control": "no-cache"}):
+        r = verify(gateway, made_up, headers=headers)
+        assert r.json()["error_code"] == "VERIFICATION_ERROR_NOT_FOUND"
+        assert r.headers["x-cache"] in ("NONE", "BYPASS")
+    assert _x_cache(gateway, made_up) == "NONE"
 
 
 @pytest.mark.parametrize("headers", IGNORED, ids=lambda h: ";".join(h.values()))

@@ -175,12 +175,11 @@ async def test_a_v1_secret_issued_before_the_upgrade_keeps_verifying(tmp_path: P
     old = _old_schema_with_a_v1_key(db, NEW_PEPPER)
     async with running(db, NEW_PEPPER) as services:  # start migrates to 0002
         assert await outcome(services, old) is Outcome.VALID
-        assert len(services.peppers.legacy) == 1
+        assert len(services.peppers.unkeyed) == 1
         new = await issue(services)
         assert new.startswith("ory_ak_v2_")
-        assert len(services.peppers.legacy) == 1  # v2 keys are not v1 keys
-        await services.load_legacy_digests()
-        assert len(services.peppers.legacy) == 1
+        await services.unkeyed.load()
+        assert len(services.peppers.unkeyed) == 1  # v2 keys are not among them
         reads = count_calls(services.store, READS)
         assert await outcome(services, forged_v1()) is Outcome.NOT_FOUND
         assert reads == []
@@ -261,3 +260,23 @@ async def test_a_holder_s_ip_caveat_is_refused_when_the_forwarded_address_does_n
         assert await outcome(services, narrowed, "192.168.0.1") is Outcome.IP_NOT_ALLOWED
         assert await outcome(services, narrowed, None) is Outcome.IP_NOT_ALLOWED
         assert await outcome(services, minted["token"]["token"], None) is Outcome.VALID
+
+
+async def test_without_redis_another_replica_learns_an_imported_key_within_a_second(
+        tmp_path: Path) -> None:
+    """Made-up strings are refused in memory, so a replica must learn new imported keys'
+    digests: through the invalidation with Redis, by following the store without."""
+    db = tmp_path / "g.db"
+    async with running(db, NEW_PEPPER) as a, running(db, NEW_PEPPER) as b:
+        raw = "sk_live_" + secrets.token_hex(20)
+        reads = count_calls(b.store, READS)
+        assert await outcome(b, raw) is Outcome.NOT_FOUND
+        assert reads == []
+        await a.keys.import_key({"name": "i", "actor_id": "actor-1", "raw_key": raw})
+        b.cache.invalidate_local([b.digester.digest(raw)])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while await outcome(b, raw) is not Outcome.VALID:
+            assert loop.time() - started < 3.0, "b did not learn the imported key"
+            await asyncio.sleep(0.05)
+        assert loop.time() - started <= 1.5

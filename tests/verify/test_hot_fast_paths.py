@@ -96,6 +96,38 @@ async def test_a_cached_key_is_answered_by_the_fast_path_exactly_like_the_genera
     assert await app.verify(secret) == fast
 
 
+async def test_a_forged_key_is_answered_by_the_fast_path_exactly_like_the_general_one(
+        app: App) -> None:
+    secret = await issue(app)
+    await app.verify(secret)  # the admin header is now the one the fast path knows
+    forged = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    reads = []
+    real = app.services.store.get_by_digest
+
+    async def counted(digest: str) -> Any:
+        reads.append(digest)
+        return await real(digest)
+
+    app.services.store.get_by_digest = counted  # type: ignore[method-assign]
+    before = dict(app.services.metrics.hot.results)
+    fast = await app.verify(forged)
+    assert app.services.metrics.hot.results[("not_found", "NONE")] == before.get(
+        ("not_found", "NONE"), 0) + 1
+    body = orjson.dumps({"credential": forged})
+    general = await app.call(VERIFY, body=[body[:7], body[7:]])  # two messages: general path
+    assert fast == general
+    answer = orjson.loads(fast[2])
+    assert answer["is_valid"] is False and answer["error_code"] == "VERIFICATION_ERROR_NOT_FOUND"
+    assert reads == []
+    # a string no imported key has is refused in memory too; once imported, it is looked up
+    assert orjson.loads((await app.verify("sk_live_unknown-key"))[2])["is_valid"] is False
+    assert reads == []
+    await app.services.keys.import_key({"name": "i", "actor_id": "a",
+                                        "raw_key": "sk_live_unknown-key"})
+    assert orjson.loads((await app.verify("sk_live_unknown-key"))[2])["is_valid"] is True
+    assert reads
+
+
 async def test_the_fast_path_never_lets_a_wrong_admin_token_through(app: App) -> None:
     secret = await issue(app)
     await app.verify(secret)

@@ -7,9 +7,9 @@ the general path, and the route latency histograms must count every request.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
+from conftest import secret_format
 from verify_helpers import batch, decide, issue, metric, scrape, verify
 
 
@@ -32,7 +32,7 @@ def test_answers_from_l1_are_counted_as_valid_l1_results_and_hits(gateway: Any) 
     before = _counts(gateway)
     assert verify(gateway, secret).headers["x-cache"] == "L1"
     assert verify(gateway, secret).headers["x-cache"] == "L1"
-    r = batch(gateway, [secret, secret, "sk_unknown_" + secrets.token_hex(16)])
+    r = batch(gateway, [secret, secret, secret_format().new_secret("ory_ak")])
     assert r.headers["x-cache"] == "L1=2,STORE=1"
     assert decide(gateway, secret).status_code == 200
     after = _counts(gateway)

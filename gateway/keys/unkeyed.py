@@ -1,0 +1,67 @@
+"""Keeps ``Peppers.unkeyed`` (the digests of the v1 and imported keys) in step with the store.
+
+A credential without a keyed checksum is looked up only when its digest is in that set, so
+every replica must learn a new imported key before its import returns (the invalidation
+broadcast carries the digest: ``Services._on_invalidate``), and without Redis within
+``FOLLOW_S``: the keys written since the last read are read again every ``FOLLOW_S``
+(reaching ``LAG`` sequence numbers back, for transactions that committed out of order), and
+all of them every ``RELOAD_S`` (digests moved by a pepper rotation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.crypto.secrets_format import DigestSet
+from gateway.errors import GatewayError
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway.keys")
+FOLLOW_S = 1.0
+RELOAD_S = 300.0
+LAG = 2_000
+
+
+class UnkeyedFollower:
+    def __init__(self, store: Store, digests: DigestSet) -> None:
+        self.store = store
+        self.digests = digests
+        self._seq = 0
+        self._loaded_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """All of them, replacing what is known."""
+        rows = await self.store.unkeyed_digests()
+        self.digests.replace(digest for _, digest in rows)
+        self._seq = max((seq for seq, _ in rows), default=self._seq)
+        self._loaded_at = time.monotonic()
+
+    async def follow(self) -> None:
+        """The ones written since the last read (and ``LAG`` before it)."""
+        if time.monotonic() - self._loaded_at >= RELOAD_S:
+            await self.load()
+            return
+        rows = await self.store.unkeyed_digests(max(0, self._seq - LAG))
+        for seq, digest in rows:
+            self.digests.add(digest)
+            self._seq = max(self._seq, seq)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FOLLOW_S)
+            try:
+                await self.follow()
+            except GatewayError as exc:
+                log.warning("reading the digests of imported and v1 keys failed: %s",
+                            exc.message)
+
+    async def start(self) -> None:
+        await self.load()
+        self._task = asyncio.create_task(self._run(), name="unkeyed-digests")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
