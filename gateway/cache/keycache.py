@@ -75,6 +75,7 @@ class KeyCache:
         # Digests whose invalidation has not reached Redis yet (it was unreachable). Until
         # it has, L2 is neither read nor filled here, and a retry runs in the background.
         self._unsynced: set[str] = set()
+        self._sync_lock = asyncio.Lock()  # one push at a time: each change is sent once
         self._resync: asyncio.Task[None] | None = None
         if redis is not None:
             redis.on_resubscribe = self.l1.clear
@@ -132,8 +133,11 @@ class KeyCache:
     async def _below_l1(self, digest: str, started: float) -> tuple[Entry | None, str]:
         """L2, else the store (one read shared by concurrent callers); fills the levels
         above the one that answered."""
+        # A digest whose invalidation has not reached Redis yet may have a stale L2 copy:
+        # it is read from the store meanwhile. A lookup never pushes or waits for an
+        # invalidation itself (the admin call and one background task do).
         if (self.redis is not None and self.redis.available
-                and (not self._unsynced or await self._sync())):
+                and digest not in self._unsynced):
             hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
             self.metrics.cache("L2", hit)
             if hit:
@@ -204,7 +208,7 @@ class KeyCache:
             entry.render(self.issuer)
         if mode is not CacheMode.NO_STORE:
             self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
-            if self.redis is not None and not self._unsynced:
+            if self.redis is not None and digest not in self._unsynced:
                 raw = entry.dumps() if entry is not None else _NEGATIVE
                 await self.redis.fill(_l2_key(digest), _tomb_key(digest), raw,
                                       self._ttl(entry, self.l2_ttl))
@@ -221,8 +225,9 @@ class KeyCache:
         """Drop the digests everywhere before returning (L1 here, L2, every replica's L1).
 
         When Redis cannot be reached, L2 and the other replicas cannot be told now: the
-        invalidation is kept and retried until it lands, and until then this replica
-        neither reads nor fills L2 (whose entries for these digests may be stale)."""
+        invalidation is kept and retried by one background task until it lands, and until
+        then this replica neither reads nor fills L2 for these digests (their entries there
+        may be stale)."""
         self.invalidate_local(digests)
         if self.redis is not None:
             self._unsynced.update(digests)
@@ -232,13 +237,15 @@ class KeyCache:
     async def _sync(self) -> bool:
         """Push the pending invalidations to Redis; True when none is left."""
         assert self.redis is not None
-        pending = list(self._unsynced)
-        if not pending:
-            return True
-        if (await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d)) for d in pending])
-                and await self.redis.publish_invalidation(pending)):
-            self._unsynced.difference_update(pending)
-        return not self._unsynced
+        async with self._sync_lock:
+            pending = list(self._unsynced)  # what an earlier holder pushed is gone from it
+            if not pending:
+                return True
+            if (await self.redis.delete_with_tombstone(
+                    [(_l2_key(d), _tomb_key(d)) for d in pending])
+                    and await self.redis.publish_invalidation(pending)):
+                self._unsynced.difference_update(pending)
+            return not self._unsynced
 
     def _retry_sync(self) -> None:
         if self._resync is not None and not self._resync.done():

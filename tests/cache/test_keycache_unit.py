@@ -856,3 +856,38 @@ async def test_a_replica_that_lost_its_subscription_forgets_its_l1(
         assert entry is not None and entry.revoked
     finally:
         await backend.close()
+
+
+async def test_lookups_neither_wait_for_nor_repeat_a_pending_invalidation(
+        redis: RedisBackend) -> None:
+    """A replica that does not ack (paused) holds up the admin call that waits for it, and
+    nothing else: a lookup meanwhile takes the store for the digest being invalidated, L2
+    for the others, and the invalidation is published once."""
+    other = "hs256:" + "cd" * 32
+    store = FakeStore()
+    store.rows[DIGEST] = make_key()
+    store.rows[other] = make_key("key-2", digest=other)
+    cache = make_cache(store, redis, l1_ttl=0)
+    await cache.lookup(other)  # in L2 now
+    published: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def stuck_publish(digests: list[str]) -> bool:
+        published.append(digests)
+        await release.wait()  # the acks of a paused replica never come
+        return True
+
+    redis.publish_invalidation = stuck_publish  # type: ignore[method-assign]
+    revoke = asyncio.create_task(cache.invalidate([DIGEST]))
+    await asyncio.sleep(0.05)
+    reads = store.reads
+    for _ in range(5):
+        entry, level = await asyncio.wait_for(cache.lookup(DIGEST), 1.0)
+        assert entry is not None and level == "STORE"  # its L2 copy may be stale
+        entry, level = await asyncio.wait_for(cache.lookup(other), 1.0)
+        assert entry is not None and level == "L2"
+    assert store.reads == reads + 5
+    assert not revoke.done() and published == [[DIGEST]]
+    release.set()
+    await revoke
+    assert published == [[DIGEST]]
