@@ -42,27 +42,39 @@ class _Conn:
 
 
 class SqliteStore(SqlStore):
-    """One connection in WAL mode; a lock keeps transactions from interleaving."""
+    """Two connections to one file in WAL mode: the lookups read on one, transactions
+    write on the other (each behind its own lock, each on its own aiosqlite thread). A
+    write, however long (a usage flush of 200,000 keys), never holds up a read: in WAL a
+    reader sees the last committed state while a writer works."""
 
     BACKEND = "sqlite"
+    USAGE_CHUNK = 4_000  # keys per UPDATE of a usage flush (2 parameters each)
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
+        self._db: aiosqlite.Connection | None = None  # reads
+        self._writer: aiosqlite.Connection | None = None  # transactions
         self._lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
+        self._writer = await self._connect()
+        self._db = await self._connect()
         await self.migrate()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for db in (self._db, self._writer):
+            if db is not None:
+                await db.close()
+        self._db = self._writer = None
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[_Conn]:
@@ -76,15 +88,37 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Conn]:
-        async with self._conn() as conn:
-            assert self._db is not None
-            await self._db.execute("BEGIN IMMEDIATE")
+        db = self._writer
+        if db is None:
+            raise Unavailable("the key store is not open")
+        async with self._write_lock:
             try:
-                yield conn
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Conn(db)
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+    async def record_usage(self, usage: dict[str, int]) -> None:
+        """One transaction, one UPDATE per ``USAGE_CHUNK`` keys (not one per key), on the
+        writer connection: last_used_time only ever moves forwards."""
+        if not usage:
+            return
+        items = sorted(usage.items())
+        async with self._tx() as c:
+            for start in range(0, len(items), self.USAGE_CHUNK):
+                chunk = items[start:start + self.USAGE_CHUNK]
+                values = ", ".join(["(?, ?)"] * len(chunk))
+                await c.execute(
+                    "UPDATE api_keys SET last_used_time = v.column2 "  # (key_id, used)
+                    f"FROM (VALUES {values}) AS v WHERE api_keys.key_id = v.column1 "
+                    "AND (api_keys.last_used_time IS NULL "
+                    "OR api_keys.last_used_time < v.column2)",
+                    *(x for pair in chunk for x in pair))
 
     async def pending_migrations(self) -> list[str]:
         async with self._conn() as c:
