@@ -891,3 +891,24 @@ async def test_lookups_neither_wait_for_nor_repeat_a_pending_invalidation(
     release.set()
     await revoke
     assert published == [[DIGEST]]
+
+
+def test_l1_tombstones_expire_from_the_oldest_end_in_constant_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk import invalidates thousands of digests: each costs O(1), and tombstones
+    older than TOMBSTONE_S go, oldest first, while younger ones keep stopping stale fills."""
+    import gateway.cache.l1 as l1_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(l1_module.time, "monotonic", lambda: clock[0])
+    l1: L1[str] = L1(1000, 10.0)
+    for n in range(50_000):
+        clock[0] += 0.01  # 500 s of invalidations, 100 a second
+        l1.invalidate(f"d{n}")
+    assert len(l1._tombstones) <= 100 * l1_module.TOMBSTONE_S + 1
+    l1.put("d49999", "stale", 10.0, started=clock[0] - 1)  # began before its invalidation
+    assert l1.get("d49999", clock[0])[0] is False
+    l1.put("d0", "fresh", 10.0, started=clock[0])  # its tombstone is long gone
+    assert l1.get("d0", clock[0]) == (True, "fresh")
+    l1.invalidate("d10")  # invalidated again: moves to the young end
+    assert next(reversed(l1._tombstones)) == "d10"
