@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,11 @@ class CacheInvalidator:
 
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
         await self.cache.invalidate([key.digest, key_id_cache_key(key.key_id), *old_digests])
+
+    async def keys_changed(self, keys: Sequence[ApiKey]) -> None:
+        """Many at once (a batch import): one invalidation, one round of acks."""
+        await self.cache.invalidate([item for key in keys
+                                     for item in (key.digest, key_id_cache_key(key.key_id))])
 
 
 @dataclass

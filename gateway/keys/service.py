@@ -62,14 +62,23 @@ async def find_by_credential(store: Store, peppers: Peppers, credential: str
     return None
 
 
+def _exists(key: ApiKey) -> AlreadyExists:
+    return AlreadyExists(
+        f"an imported key with this raw_key exists already (key_id {key.key_id})")
+
+
 class KeyEvents(Protocol):
     """Told when a key changes in a way that can alter a verify answer."""
 
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None: ...
+    async def keys_changed(self, keys: Sequence[ApiKey]) -> None: ...
 
 
 class NoEvents:
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
+        return None
+
+    async def keys_changed(self, keys: Sequence[ApiKey]) -> None:
         return None
 
 
@@ -232,7 +241,8 @@ class KeyService:
             return Issued(replay, self._replayed_secret(replay, prefix))
         return Issued(stored, secret)
 
-    async def import_key(self, body: object) -> ApiKey:
+    def _imported(self, body: object) -> tuple[dict[str, Any], ApiKey]:
+        """The key an ImportApiKeyRequest describes, checked (no I/O)."""
         body = f.require_object(body, "ImportApiKeyRequest")
         f.check_known(body, _IMPORT_FIELDS, "ImportApiKeyRequest")
         raw_key = f.text(body, "raw_key", required=True, max_len=f.MAX_CREDENTIAL_BYTES)
@@ -241,24 +251,23 @@ class KeyService:
         f.actor_id(body, required=True)
         if raw_key.startswith(self._starts):
             raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
-        now = now_us()
-        values = self._common(body, now)
-        fingerprint = self._fingerprint(body)
-        replay = await self._replay(Kind.IMPORTED, values["request_id"], body)
+        values = self._common(body, now_us())
+        return body, ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
+                            digest=self.digester.digest(raw_key),
+                            request_fingerprint=self._fingerprint(body), **values)
+
+    async def import_key(self, body: object) -> ApiKey:
+        body, key = self._imported(body)
+        replay = await self._replay(Kind.IMPORTED, key.request_id, body)
         if replay is not None:
             return replay
-        key = ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
-                     digest=self.digester.digest(raw_key), request_fingerprint=fingerprint,
-                     **values)
         try:
             stored = await self.store.insert_key(key)
         except AlreadyExists:
-            replay = await self._replay(Kind.IMPORTED, values["request_id"], body)
+            replay = await self._replay(Kind.IMPORTED, key.request_id, body)
             if replay is not None:
                 return replay
-            raise AlreadyExists(
-                f"an imported key with this raw_key exists already (key_id {key.key_id})"
-            ) from None
+            raise _exists(key) from None
         self.peppers.unkeyed.add(stored.digest)  # from now on it is looked up here
         # The raw key may have been presented (and cached as not found) before the import;
         # the other replicas learn its digest from this invalidation, before it returns.
@@ -266,6 +275,9 @@ class KeyService:
         return stored
 
     async def batch_import(self, body: dict[str, Any]) -> list[BatchItem]:
+        """Items with a request_id take ``import_key`` one by one (they may be replays);
+        the others are inserted in one transaction and invalidated in one broadcast (a
+        1,000-key batch is one round of acks, not 1,000)."""
         f.check_known(body, frozenset({"requests"}), "batch request")
         items = body.get("requests")
         if not isinstance(items, list):
@@ -276,13 +288,27 @@ class KeyService:
             raise InvalidArgument(
                 f"requests: {len(items)} items exceeds the limit of {MAX_BATCH_IMPORT}"
             )
-        results = []
+        results: dict[int, BatchItem] = {}
+        fresh: list[tuple[int, ApiKey]] = []
         for index, item in enumerate(items):
             try:
-                results.append(BatchItem(index, key=await self.import_key(item)))
+                checked, key = self._imported(item)
+                if key.request_id:
+                    results[index] = BatchItem(index, key=await self.import_key(checked))
+                else:
+                    fresh.append((index, key))
             except GatewayError as exc:
-                results.append(BatchItem(index, error=exc))
-        return results
+                results[index] = BatchItem(index, error=exc)
+        stored = await self.store.insert_new_keys([key for _, key in fresh]) if fresh else []
+        for (index, key), row in zip(fresh, stored, strict=True):
+            results[index] = (BatchItem(index, key=row) if row is not None
+                              else BatchItem(index, error=_exists(key)))
+        added = [row for row in stored if row is not None]
+        for row in added:
+            self.peppers.unkeyed.add(row.digest)
+        if added:
+            await self.events.keys_changed(added)
+        return [results[index] for index in range(len(items))]
 
     # -- list ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class Store(Protocol):
     async def migrate(self) -> list[str]: ...
     async def pending_migrations(self) -> list[str]: ...
     async def insert_key(self, key: ApiKey) -> ApiKey: ...
+    async def insert_new_keys(self, keys: Sequence[ApiKey]) -> list[ApiKey | None]: ...
     async def get_key(self, key_id: str) -> ApiKey | None: ...
     async def get_by_digest(self, digest: str) -> ApiKey | None: ...
     async def get_by_request_id(self, kind: Kind, request_id: str) -> ApiKey | None: ...
@@ -125,6 +126,9 @@ _INSERT = (f"INSERT INTO api_keys ({COLUMNS}, secret_format) VALUES ({', '.join(
            "RETURNING seq")
 
 
+INSERT_CHUNK = 500  # keys per INSERT of a batch import (20 parameters each)
+
+
 def _secret_format(key: ApiKey) -> str:
     """'v2' for an issued key (this version issues v2 secrets only), 'raw' for imported."""
     return "v2" if key.kind is Kind.ISSUED else "raw"
@@ -137,6 +141,37 @@ _REVOKE = (
     "UPDATE api_keys SET revoke_time = ?, revocation_reason = ?, revocation_description = ?, "
     "update_time = ? WHERE key_id = ? AND revoke_time IS NULL"
 )
+
+
+_INT64_MIN = -(2**63)
+
+
+def list_keys_query(kind: Kind, *, actor_id: str | None, status: KeyStatus | None,
+                    now_us: int, after_seq: int, limit: int) -> tuple[str, list[Any]]:
+    """The (sql, args) ``list_keys`` runs: a page in seq order after ``after_seq``.
+
+    Each filter is written so that a partial index of migration 0003 matches it (the
+    index predicates on revoke_time and expire_time appear verbatim) and the page is an
+    index walk in seq order (``tests/store/test_list_plans.py`` checks the plans)."""
+    where = ["kind = ?", "seq > ?"]
+    args: list[Any] = [kind.value, after_seq]
+    if actor_id is not None:
+        where.append("actor_id = ?")
+        args.append(actor_id)
+    if status is KeyStatus.REVOKED:
+        where.append("revoke_time IS NOT NULL")
+    elif status is KeyStatus.EXPIRED:
+        # A range rather than ``expire_time <= ?``: the lower bound excludes nothing, but a
+        # generic plan (PostgreSQL's, for a statement prepared and run many times) then
+        # guesses that few keys match, not a third of them, and walks api_keys_kind_expiring
+        # instead of the primary key with a filter, through the whole table.
+        where.append("revoke_time IS NULL AND expire_time IS NOT NULL "
+                     "AND expire_time BETWEEN ? AND ?")
+        args.extend((_INT64_MIN, now_us))
+    elif status is KeyStatus.ACTIVE:
+        where.append("revoke_time IS NULL AND (expire_time IS NULL OR expire_time > ?)")
+        args.append(now_us)
+    return f"{SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", [*args, limit]
 
 
 class SqlStore:
@@ -186,6 +221,27 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(key), _secret_format(key))
         return key.with_changes(seq=rows[0][0])
 
+    async def insert_new_keys(self, keys: Sequence[ApiKey]) -> list[ApiKey | None]:
+        """Insert in one transaction, one statement per ``INSERT_CHUNK`` keys; each key as
+        stored, or None where a key with its key_id or digest exists already (nothing is
+        written for it, nor for a second copy within ``keys``)."""
+        stored: dict[str, int] = {}
+        async with self._tx() as c:
+            for start in range(0, len(keys), INSERT_CHUNK):
+                chunk = keys[start:start + INSERT_CHUNK]
+                row = f"({', '.join('?' * 20)})"
+                rows = await c.fetch(
+                    f"INSERT INTO api_keys ({COLUMNS}, secret_format) VALUES "
+                    f"{', '.join([row] * len(chunk))} "
+                    "ON CONFLICT DO NOTHING RETURNING key_id, seq",
+                    *(v for key in chunk for v in (*key_params(key), _secret_format(key))))
+                stored.update((r[0], r[1]) for r in rows)
+        out: list[ApiKey | None] = []
+        for key in keys:
+            seq = stored.pop(key.key_id, None)  # a second copy of one key gets None
+            out.append(None if seq is None else key.with_changes(seq=seq))
+        return out
+
     async def get_key(self, key_id: str) -> ApiKey | None:
         return await self._one(f"{SELECT} WHERE key_id = ?", key_id)
 
@@ -207,22 +263,10 @@ class SqlStore:
         after_seq: int,
         limit: int,
     ) -> list[ApiKey]:
-        where = ["kind = ?", "seq > ?"]
-        args: list[Any] = [kind.value, after_seq]
-        if actor_id is not None:
-            where.append("actor_id = ?")
-            args.append(actor_id)
-        if status is KeyStatus.REVOKED:
-            where.append("revoke_time IS NOT NULL")
-        elif status is KeyStatus.EXPIRED:
-            where.append("revoke_time IS NULL AND expire_time IS NOT NULL AND expire_time <= ?")
-            args.append(now_us)
-        elif status is KeyStatus.ACTIVE:
-            where.append("revoke_time IS NULL AND (expire_time IS NULL OR expire_time > ?)")
-            args.append(now_us)
-        sql = f"{SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        sql, args = list_keys_query(kind, actor_id=actor_id, status=status, now_us=now_us,
+                                    after_seq=after_seq, limit=limit)
         async with self._conn() as c:
-            rows = await c.fetch(sql, *args, limit)
+            rows = await c.fetch(sql, *args)
         return [row_to_key(r) for r in rows]
 
     async def update_key(self, key: ApiKey, expected_update_time: int) -> bool:

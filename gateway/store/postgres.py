@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ _LOCK_ID = 0x6761_7465  # advisory lock held while migrating
 @lru_cache(maxsize=256)
 def _numbered(sql: str) -> str:
     """``?`` placeholders → ``$1, $2 …``."""
-    counter = iter(range(1, 1000))
+    counter = itertools.count(1)
     return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -355,3 +356,29 @@ async def test_concurrent_usage_flushes_in_opposite_orders_do_not_deadlock(
     for key in keys:
         got = await store.get_key(key.key_id)
         assert got is not None and got.last_used_time == T0 + 11
+
+
+async def test_insert_new_keys_writes_a_batch_and_skips_what_exists(store: Store) -> None:
+    """A batch import's insert: one transaction; a key whose key_id or digest exists
+    already, or repeats within the batch, comes back as None and is not written."""
+    import dataclasses
+
+    existing = await store.insert_key(_batch_key(0))
+    batch = [_batch_key(n) for n in range(1, 1201)]  # more than one statement's worth
+    batch.insert(10, _batch_key(0))  # exists already
+    batch.insert(20, batch[5])  # twice in the batch
+    batch.insert(30, dataclasses.replace(_batch_key(9999), digest=existing.digest))
+    stored = await store.insert_new_keys(batch)
+    assert [i for i, k in enumerate(stored) if k is None] == [10, 20, 30]
+    assert all(k is not None and k.seq > existing.seq for i, k in enumerate(stored)
+               if i not in (10, 20, 30))
+    for key in (batch[0], batch[-1]):
+        found = await store.get_by_digest(key.digest)
+        assert found is not None and found.key_id == key.key_id
+    assert await store.get_key(_batch_key(9999).key_id) is None
+
+
+def _batch_key(n: int) -> ApiKey:
+    now = time.time_ns() // 1000
+    return ApiKey(key_id=f"batch-{n}", kind=Kind.IMPORTED, digest=f"hs256:{n:064x}",
+                  create_time=now, update_time=now, actor_id="actor")
