@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import sys
 
@@ -13,17 +14,25 @@ from gateway.settings import Settings, load_settings
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT, then drain (GATEWAY_DRAIN_SECONDS), shut down
+    gracefully (in-flight requests, usage flush) and return 0 (gateway/http/server.py)."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from gateway.app import create_app
-    from gateway.http.server import BoundedHttpToolsProtocol
+    from gateway.http.server import SHUTDOWN_TIMEOUT_S, BoundedHttpToolsProtocol, GatewayServer
     from gateway.services import build_services
 
     app = create_app(build_services(settings))
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http=BoundedHttpToolsProtocol,
-                log_level=settings.log_level, access_log=False, lifespan="on",
-                proxy_headers=False, server_header=False)
-    return 0
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop",
+                            http=BoundedHttpToolsProtocol, log_level=settings.log_level,
+                            access_log=False, lifespan="on", proxy_headers=False,
+                            server_header=False,
+                            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
+    server = GatewayServer(config, drain_seconds=settings.drain_seconds)
+    with contextlib.suppress(KeyboardInterrupt):  # a SIGINT before the server handles them
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _migrate(settings: Settings) -> int:

@@ -50,6 +50,7 @@ KEYS = (
     "SIGNING_ROTATION",
     "SIGNING_ROTATION_PERIOD",
     "LOG_LEVEL",
+    "DRAIN_SECONDS",
 )
 
 
@@ -79,6 +80,7 @@ class Settings:
     signing_rotation: str = "MANUAL"  # Okta rotationMode: MANUAL or AUTO
     signing_rotation_period_s: float = DEFAULT_ROTATION_PERIOD_S  # AUTO: how often
     log_level: str = "info"
+    drain_seconds: float = 5.0  # after SIGTERM: not ready, still answering (Connection: close)
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -200,7 +202,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             except ValueError:
                 raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an address "
                                   "or CIDR range") from None
-    for name in ("ADMIN_REFUSAL_DELAY", "L1_TTL", "L2_TTL", "NEGATIVE_TTL"):
+    for name in ("ADMIN_REFUSAL_DELAY", "L1_TTL", "L2_TTL", "NEGATIVE_TTL", "DRAIN_SECONDS"):
         if values.get(name):
             kw[name.lower()] = _number(name, values[name], float)
     if values.get("L1_SIZE"):

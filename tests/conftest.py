@@ -148,6 +148,8 @@ def start_gateway(tmp: Path, env_overrides: dict[str, str], *, migrate: bool = F
         # refused admin authentications are answered late (up to 5 s by default): the
         # suite sends many on purpose; tests of the delay itself set their own
         "GATEWAY_ADMIN_REFUSAL_DELAY": "0.001",
+        # a stopping gateway drains for 5 s by default; tests of the drain set their own
+        "GATEWAY_DRAIN_SECONDS": "0",
     })
     env.update(env_overrides)
     if migrate:

@@ -3,12 +3,14 @@
 Static checks only: every file parses, the kustomization lists every manifest, long-running
 containers have probes on the health routes, every container has resource limits and runs
 non-root on a read-only root filesystem, the Deployment takes its secrets from the Secret,
-selectors match, and the migration Job runs ``gateway migrate``. When kubectl is installed
-its built-in kustomize must render the directory too.
+selectors match, the migration Job runs ``gateway migrate``, and the termination grace
+period (k8s) and stop timeout (systemd) cover the configured drain. When kubectl is
+installed its built-in kustomize must render the directory too.
 """
 
 from __future__ import annotations
 
+import configparser
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -188,6 +190,63 @@ def test_hpa_scales_the_deployment_on_cpu(manifests: list[Doc]) -> None:
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert 1 < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+# -- stopping --------------------------------------------------------------------------------
+
+# the usage flush and the store's close, after the in-flight requests
+FLUSH_MARGIN_S = 10
+# the least time a stopping replica should go on answering: endpoints and proxies take
+# seconds to drop it
+MIN_DRAIN_S = 5
+
+
+def _pre_stop_seconds(container: Doc) -> float:
+    """How long the container's preStop hook delays SIGTERM (a sleep, or none)."""
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    if pre_stop is None:
+        return 0.0
+    if "sleep" in pre_stop:  # the native sleep action (Kubernetes 1.30+)
+        return float(pre_stop["sleep"]["seconds"])
+    command = pre_stop.get("exec", {}).get("command", [])
+    assert len(command) == 2 and command[0] == "sleep", f"unexpected preStop hook {pre_stop}"
+    return float(command[1])
+
+
+def test_the_termination_grace_period_covers_the_drain(manifests: list[Doc]) -> None:
+    """A stopping pod answers for its preStop and its drain (GATEWAY_DRAIN_SECONDS), at
+    least as long as a failed readiness takes to be seen, and is not killed before the
+    in-flight requests (SHUTDOWN_TIMEOUT_S) and the usage flush are through."""
+    from gateway.http.server import SHUTDOWN_TIMEOUT_S
+    from gateway.settings import load_settings
+
+    drain = load_settings(_one(manifests, "ConfigMap")["data"]).drain_seconds
+    spec = _one(manifests, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    pre_stop = _pre_stop_seconds(container)
+    probe = container["readinessProbe"]
+    answering = pre_stop + drain
+    assert answering >= MIN_DRAIN_S
+    assert answering >= probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3), \
+        "the drain ends before a failed readiness probe is seen"
+    grace = spec["terminationGracePeriodSeconds"]
+    assert answering + SHUTDOWN_TIMEOUT_S + FLUSH_MARGIN_S <= grace, \
+        f"preStop {pre_stop} s + drain {drain} s + shutdown does not fit in {grace} s"
+
+
+def test_the_systemd_stop_timeout_covers_the_default_drain() -> None:
+    from gateway.http.server import SHUTDOWN_TIMEOUT_S
+    from gateway.settings import Settings
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy/systemd/gateway.service", encoding="utf-8")
+    service = unit["Service"]
+    assert service["KillSignal"] == "SIGTERM"
+    timeout = float(service["TimeoutStopSec"].removesuffix("s"))
+    drain = Settings().drain_seconds
+    assert drain >= MIN_DRAIN_S
+    assert drain + SHUTDOWN_TIMEOUT_S + FLUSH_MARGIN_S <= timeout
 
 
 # -- reference proxy configs -----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Liveness and readiness (Ory's health routes)."""
+"""Liveness and readiness (Ory's health routes). A draining server (SIGTERM: see
+gateway/http/server.py) is alive but not ready."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import GatewayError
+from gateway.http.server import draining
 from gateway.http.wire import JSONResponse
 
 log = logging.getLogger("gateway.health")
@@ -19,6 +21,8 @@ async def alive(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    if draining(request.scope):
+        return JSONResponse({"errors": {"server": "shutting down"}}, status_code=503)
     try:
         await request.app.state.services.store.ping()
     except GatewayError as exc:

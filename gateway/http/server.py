@@ -11,17 +11,73 @@ the routes (each reads at most its own limit).
 The slack: bytes that follow a body in the same read (a pipelined next request) are
 counted from the next read on, so a head can reach ``MAX_HEAD_BYTES`` plus one read
 (asyncio reads at most 256 KiB) before it is refused.
+
+Graceful drain (``GatewayServer``): the first SIGTERM or SIGINT starts a drain of
+``GATEWAY_DRAIN_SECONDS``. Meanwhile /health/ready answers 503, the listener stays open and
+every request is answered as usual, but with ``Connection: close``, so each keep-alive
+client opens a new connection for its next request (which the load balancer, told by the
+failed readiness or by the pod's termination, sends to another replica). Then uvicorn's
+graceful shutdown runs: the listener closes, in-flight requests finish (at most
+``SHUTDOWN_TIMEOUT_S``), the lifespan shutdown flushes the usage statistics, and the
+process exits 0. A second signal ends the drain at once; a SIGINT after that skips the
+wait for in-flight requests (and the flush), as in uvicorn. ``GATEWAY_DRAIN_SECONDS=0``:
+the first signal starts the graceful shutdown, as uvicorn's does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from types import FrameType
+from typing import Any
+
 import httptools
+import uvicorn
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import HANDLED_SIGNALS, ServerState
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers (Envoy's default is 60 KiB)
 MAX_HEADERS = 128  # Envoy's default is 100; nginx forwards all of a client's headers
 _BODY = b'{"code":3,"message":"request header fields too large","details":[]}'
 STATUS_LINE.setdefault(431, b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+# Once the drain is over: the longest the shutdown waits for in-flight requests (a refused
+# admin authentication may be answered GATEWAY_ADMIN_REFUSAL_DELAY, 5 s, late).
+SHUTDOWN_TIMEOUT_S = 10
+# At the shutdown, a connection that has not sent (all of) its next request head yet gets
+# this long to do so (it is answered, with Connection: close) before it is closed: the
+# client may have connected just before the listener closed. Go's http.Server.Shutdown
+# gives new connections 5 s the same way; idle keep-alive connections are closed at once.
+FIRST_REQUEST_GRACE_S = 2.0
+DRAIN_STATE = "gateway.drain"  # the Drain, in the ASGI lifespan state (so in every scope)
+
+log = logging.getLogger("gateway.server")
+
+
+class Drain:
+    """Whether the server is draining; shared with the app through the lifespan state."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.draining = False  # set from the signal handler: a plain flag
+        self.deadline = 0.0  # time.monotonic() at which the drain ends
+
+    def begin(self) -> None:
+        if not self.draining:
+            self.deadline = time.monotonic() + self.seconds
+            self.draining = True
+
+
+def draining(scope: Mapping[str, Any]) -> bool:
+    """True when the server running this request is draining (readiness fails)."""
+    drain = (scope.get("state") or {}).get(DRAIN_STATE)
+    return isinstance(drain, Drain) and drain.draining
 
 
 class HeadTooLarge(Exception):
@@ -33,6 +89,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _header_count = 0
     _in_body = False
     _refused = False
+    _closing = False  # every response from now on closes the connection
+    _seen_request = False  # a request has begun on this connection
+    _head_pending = False  # a request head has begun and is not complete
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        drain = app_state.get(DRAIN_STATE)
+        self._drain = drain if isinstance(drain, Drain) else Drain(0.0)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -67,6 +132,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
+        self._seen_request = self._head_pending = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -77,7 +143,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = 0
         self._in_body = True
+        self._head_pending = False
         super().on_headers_complete()
+        if (self._closing or self._drain.draining) and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close, then closed
+
+    def close_after_response(self) -> None:
+        """The drain began: the response being prepared ends with Connection: close (one
+        already started is sent as it is; the next request's answer closes instead)."""
+        self._closing = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """The server is stopping (the listener is closed). uvicorn closes every connection
+        that has no response in progress; a connection whose client has connected but not
+        yet sent its request (or all of its head) gets ``FIRST_REQUEST_GRACE_S`` for it."""
+        self._closing = True
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if (idle and not self.pipeline and not self.transport.is_closing()
+                and (self._head_pending or not self._seen_request)):
+            self.loop.call_later(FIRST_REQUEST_GRACE_S, self._close_if_idle)
+            return
+        super().shutdown()
+
+    def _close_if_idle(self) -> None:
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -103,3 +198,56 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: " + str(len(_BODY)).encode() + b"\r\n",
             b"connection: close\r\n\r\n", _BODY]))
         self.transport.close()
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with a drain before its graceful shutdown. The process exits 0 after
+    a signal: uvicorn's own server re-raises the signal once it has shut down, so the
+    process died of it (status -15)."""
+
+    def __init__(self, config: Config, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain = Drain(drain_seconds)
+        self._drain_started = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.lifespan.state[DRAIN_STATE] = self.drain
+        await super().startup(sockets=sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # a signal handler: flags only, the event loop acts on them (on_tick)
+        if self.should_exit:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            return
+        if self.drain.seconds > 0 and not self.drain.draining:
+            self.drain.begin()
+            return
+        self.should_exit = True  # no drain, or a second signal: stop now
+
+    async def on_tick(self, counter: int) -> bool:
+        drain = self.drain
+        if drain.draining and not self.should_exit:
+            if not self._drain_started:
+                self._drain_started = True
+                log.info("draining for %g s: readiness fails, keep-alive connections are "
+                         "closed after their next response (signal again to stop now)",
+                         drain.seconds)
+                for connection in list(self.server_state.connections):
+                    if isinstance(connection, BoundedHttpToolsProtocol):
+                        connection.close_after_response()
+            if time.monotonic() >= drain.deadline:
+                self.should_exit = True
+        return await super().on_tick(counter)
