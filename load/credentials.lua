@@ -7,25 +7,13 @@
 --   BENCH_CREDENTIALS_FILE             the credentials
 --   BENCH_THREADS                      wrk -t of this run
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;"
+  .. package.path
+local common = require("common")
+local read = common.read
 
-wrk.method = os.getenv("BENCH_METHOD") or "POST"
+common.setup("POST", false)
 wrk.headers["Content-Type"] = "application/json"
-
-local headers_file = os.getenv("BENCH_HEADERS_FILE")
-if headers_file and headers_file ~= "" then
-  for line in read(headers_file):gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:]+):%s*(.*)$")
-    if name then
-      wrk.headers[name] = value
-    end
-  end
-end
 
 local next_id = 0
 

@@ -9,27 +9,9 @@
 -- the request once and sends it without calling Lua per request: the numbers measure the
 -- server, not this script.
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;"
+  .. package.path
+local common = require("common")
+local read = common.read
 
-wrk.method = os.getenv("BENCH_METHOD") or "GET"
-
-local body_file = os.getenv("BENCH_BODY_FILE")
-if body_file and body_file ~= "" then
-  wrk.body = read(body_file)
-  wrk.headers["Content-Type"] = "application/json"
-end
-
-local headers_file = os.getenv("BENCH_HEADERS_FILE")
-if headers_file and headers_file ~= "" then
-  for line in read(headers_file):gmatch("[^\r\n]+") do
-    local name, value = line:match("^([^:]+):%s*(.*)$")
-    if name then
-      wrk.headers[name] = value
-    end
-  end
-end
+common.setup("GET", true)

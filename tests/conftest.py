@@ -123,6 +123,18 @@ class Gateway:
         stop_process(self.proc)
 
 
+def sqlite_last_used(db: Path, key_id: str) -> int | None:
+    """A key's last_used_time, read from a gateway's SQLite file."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT last_used_time FROM api_keys WHERE key_id = ?",
+                           (key_id,)).fetchone()
+    assert row is not None
+    value: int | None = row[0]
+    return value
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, and SIGKILL after 10 s."""
     if proc.poll() is None:

@@ -19,7 +19,6 @@ import json
 import secrets
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, start_gateway
+from conftest import Gateway, sqlite_last_used, start_gateway
 
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
@@ -86,14 +85,6 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 def _closes(headers: dict[str, str]) -> bool:
     return "close" in headers.get("connection", "").lower()
-
-
-def _last_used(db: Path, key_id: str) -> int | None:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT last_used_time FROM api_keys WHERE key_id = ?",
-                           (key_id,)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 @dataclass
@@ -221,7 +212,7 @@ def test_keep_alive_clients_lose_no_request_across_the_drain(tmp_path: Path) -> 
 
     # usage of the last request of every client was flushed at the shutdown
     for client, (_, key_id) in zip(clients, keys, strict=True):
-        used = _last_used(db, key_id)
+        used = sqlite_last_used(db, key_id)
         assert used is not None, "usage was not flushed"
         assert used >= client.last_sent_us - 50_000, (used, client.last_sent_us)
 
@@ -306,7 +297,7 @@ def test_without_a_drain_the_gateway_stops_at_once_and_exits_0(tmp_path: Path) -
         assert time.monotonic() - start < 3
     finally:
         gw.stop()
-    assert _last_used(db, key_id) is not None
+    assert sqlite_last_used(db, key_id) is not None
 
 
 def test_a_second_signal_ends_the_drain(tmp_path: Path) -> None:
@@ -330,7 +321,7 @@ def test_a_second_signal_ends_the_drain(tmp_path: Path) -> None:
         assert time.monotonic() - start < 3
     finally:
         gw.stop()
-    assert _last_used(db, key_id) is not None
+    assert sqlite_last_used(db, key_id) is not None
 
 
 def test_the_drain_setting() -> None:

@@ -15,18 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import Gateway, start_gateway
+from conftest import Gateway, sqlite_last_used, start_gateway
 from verify_helpers import ISSUED, batch, decide, http, issue, verify, wait_until
 
 from gateway.verify.usage import UsageRecorder
-
-
-def _last_used(db: Path, key_id: str) -> int | None:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT last_used_time FROM api_keys WHERE key_id = ?",
-                           (key_id,)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 @contextmanager
@@ -40,7 +32,7 @@ def _write_locked(db: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _admin_last_used(gw: Gateway, key_id: str) -> str | None:
+def _adminsqlite_last_used(gw: Gateway, key_id: str) -> str | None:
     r = http().get(f"{gw.url}{ISSUED}/{key_id}", headers=gw.auth)
     assert r.status_code == 200
     return r.json().get("last_used_time")
@@ -52,7 +44,7 @@ def test_verify_writes_nothing_and_usage_is_flushed_later(tmp_path: Path) -> Non
     try:
         a, key_a = issue(gw)
         b, key_b = issue(gw, rate_limit_policy={"quota": "100", "window": "3600s"})
-        assert _last_used(db, key_a["key_id"]) is None
+        assert sqlite_last_used(db, key_a["key_id"]) is None
         with _write_locked(db) as conn:
             for _ in range(3):
                 assert verify(gw, a).json()["is_valid"] is True
@@ -67,11 +59,11 @@ def test_verify_writes_nothing_and_usage_is_flushed_later(tmp_path: Path) -> Non
                                    (key["key_id"],)).fetchone()
                 assert row == (None,)
         # the lock is gone: the periodic flush writes what was aggregated
-        wait_until(lambda: _admin_last_used(gw, key_a["key_id"]), timeout=30,
+        wait_until(lambda: _adminsqlite_last_used(gw, key_a["key_id"]), timeout=30,
                    message="the usage flush")
-        wait_until(lambda: _last_used(db, key_b["key_id"]), timeout=30,
+        wait_until(lambda: sqlite_last_used(db, key_b["key_id"]), timeout=30,
                    message="the usage flush")
-        used = _last_used(db, key_a["key_id"])
+        used = sqlite_last_used(db, key_a["key_id"])
         assert used is not None and used >= _created(db, key_a["key_id"])
     finally:
         gw.stop()
@@ -89,9 +81,9 @@ def test_uses_answered_from_l1_outside_the_fast_path_get_their_real_time(
         for _ in range(3):  # the first fills L1, the others are answered from it
             r = decide(gw, secret, headers={"X-Required-Scope": "read"})
             assert r.status_code == 200 and r.headers["x-cache"] in ("STORE", "L1")
-        wait_until(lambda: _last_used(db, key["key_id"]), timeout=30,
+        wait_until(lambda: sqlite_last_used(db, key["key_id"]), timeout=30,
                    message="the usage flush")
-        used = _last_used(db, key["key_id"])
+        used = sqlite_last_used(db, key["key_id"])
         assert used is not None
         assert _created(db, key["key_id"]) <= used <= time.time_ns() // 1000
     finally:
@@ -109,7 +101,7 @@ def test_usage_is_flushed_on_graceful_shutdown(tmp_path: Path) -> None:
     finally:
         gw.stop()  # SIGTERM: the drain, then the lifespan shutdown, which flushes
     assert gw.proc.returncode == 0
-    used = _last_used(db, key["key_id"])
+    used = sqlite_last_used(db, key["key_id"])
     assert used is not None and used >= _created(db, key["key_id"])
 
 
@@ -126,9 +118,9 @@ def test_an_unused_key_keeps_no_last_used_time(tmp_path: Path) -> None:
         verify(gw, revoked)  # a refused verify is not a use
     finally:
         gw.stop()
-    assert _last_used(db, used_key["key_id"]) is not None
-    assert _last_used(db, idle_key["key_id"]) is None
-    assert _last_used(db, revoked_key["key_id"]) is None
+    assert sqlite_last_used(db, used_key["key_id"]) is not None
+    assert sqlite_last_used(db, idle_key["key_id"]) is None
+    assert sqlite_last_used(db, revoked_key["key_id"]) is None
 
 
 def _created(db: Path, key_id: str) -> int:
