@@ -164,3 +164,7 @@ class DigestSet:
     def replace(self, digests: Iterable[str]) -> None:
         self._sorted = array("Q", sorted({self._prefix(d) for d in digests}))
         self._recent = set()
+
+    def replace_with(self, other: DigestSet) -> None:
+        """Take ``other``'s contents (a set built aside, swapped in at once)."""
+        self._sorted, self._recent = other._sorted, other._recent

@@ -22,6 +22,7 @@ log = logging.getLogger("gateway.keys")
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
 LAG = 2_000
+PAGE = 100_000
 
 
 class UnkeyedFollower:
@@ -33,10 +34,16 @@ class UnkeyedFollower:
         self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
-        """All of them, replacing what is known."""
-        rows = await self.store.unkeyed_digests()
-        self.digests.replace(digest for _, digest in rows)
-        self._seq = max((seq for seq, _ in rows), default=self._seq)
+        """All of them, replacing what is known; read a page at a time, so a store of
+        millions of imported keys is never held twice in memory."""
+        fresh = DigestSet()
+        seq = 0
+        while rows := await self.store.unkeyed_digests(seq, PAGE):
+            for _, digest in rows:
+                fresh.add(digest)
+            seq = rows[-1][0]
+        self.digests.replace_with(fresh)
+        self._seq = max(self._seq, seq)
         self._loaded_at = time.monotonic()
 
     async def follow(self) -> None:
@@ -44,10 +51,12 @@ class UnkeyedFollower:
         if time.monotonic() - self._loaded_at >= RELOAD_S:
             await self.load()
             return
-        rows = await self.store.unkeyed_digests(max(0, self._seq - LAG))
-        for seq, digest in rows:
-            self.digests.add(digest)
-            self._seq = max(self._seq, seq)
+        after = max(0, self._seq - LAG)
+        while rows := await self.store.unkeyed_digests(after, PAGE):
+            for _, digest in rows:
+                self.digests.add(digest)
+            after = rows[-1][0]
+            self._seq = max(self._seq, after)
 
     async def _run(self) -> None:
         while True:

@@ -53,7 +53,8 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
     async def delete_key(self, key_id: str) -> bool: ...
-    async def unkeyed_digests(self, after_seq: int = 0) -> list[tuple[int, str]]: ...
+    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
+                              ) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
     async def get_state(self, name: str) -> str | None: ...
@@ -297,12 +298,15 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
         return new.with_changes(seq=rows[0][0])
 
-    async def unkeyed_digests(self, after_seq: int = 0) -> list[tuple[int, str]]:
+    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
+                              ) -> list[tuple[int, str]]:
         """``(seq, digest)`` of the keys whose credentials carry no keyed checksum (v1
-        secrets, imported keys) written after ``after_seq``, in seq order."""
+        secrets, imported keys) written after ``after_seq``, in seq order, at most
+        ``limit`` of them (a page)."""
         async with self._conn() as c:
             rows = await c.fetch("SELECT seq, digest FROM api_keys WHERE seq > ? AND "
-                                 "secret_format <> 'v2' ORDER BY seq", after_seq)
+                                 "secret_format <> 'v2' ORDER BY seq LIMIT ?", after_seq,
+                                 limit)
         return [(r[0], r[1]) for r in rows]
 
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None:

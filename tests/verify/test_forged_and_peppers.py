@@ -280,3 +280,18 @@ async def test_without_redis_another_replica_learns_an_imported_key_within_a_sec
             assert loop.time() - started < 3.0, "b did not learn the imported key"
             await asyncio.sleep(0.05)
         assert loop.time() - started <= 1.5
+
+
+async def test_the_digests_of_imported_keys_are_read_a_page_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.keys.unkeyed as unkeyed
+
+    monkeypatch.setattr(unkeyed, "PAGE", 7)
+    async with running(tmp_path / "g.db", NEW_PEPPER) as services:
+        raws = [f"sk_live_{n}_{secrets.token_hex(8)}" for n in range(30)]
+        await services.keys.batch_import({"requests": [
+            {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
+        services.peppers.unkeyed.replace([])
+        await services.unkeyed.load()
+        assert len(services.peppers.unkeyed) == 30
+        assert [await outcome(services, raw) for raw in raws] == [Outcome.VALID] * 30
