@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.cache.changes import FOLLOW_S, ChangeFollower
 from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto import digests
@@ -38,18 +40,25 @@ LEGACY_RELOAD_S = 300.0  # an invalidation item: re-read the signing keys
 
 
 class CacheInvalidator:
-    """KeyEvents → cache invalidation: L1 here, L2, and every replica's L1."""
+    """KeyEvents → cache invalidation: L1 here, L2, and every replica's L1. When Redis
+    could not carry it, the admin call answers only once every replica has read the change
+    from the store's change log (``FOLLOW_S``, twice over): a success answer to a change
+    means every replica honours it."""
 
     def __init__(self, cache: KeyCache) -> None:
         self.cache = cache
 
+    async def _invalidate(self, items: list[str]) -> None:
+        if not await self.cache.invalidate(items):
+            await asyncio.sleep(2 * FOLLOW_S)
+
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
-        await self.cache.invalidate([key.digest, key_id_cache_key(key.key_id), *old_digests])
+        await self._invalidate([key.digest, key_id_cache_key(key.key_id), *old_digests])
 
     async def keys_changed(self, keys: Sequence[ApiKey]) -> None:
         """Many at once (a batch import): one invalidation, one round of acks."""
-        await self.cache.invalidate([item for key in keys
-                                     for item in (key.digest, key_id_cache_key(key.key_id))])
+        await self._invalidate([item for key in keys
+                                for item in (key.digest, key_id_cache_key(key.key_id))])
 
 
 @dataclass
@@ -68,6 +77,7 @@ class Services:
     deriver: Deriver
     trusted: Trusted
     unkeyed: UnkeyedFollower
+    changes: ChangeFollower
     redis: RedisBackend | None = None
 
     async def start(self) -> None:
@@ -79,6 +89,7 @@ class Services:
                 "run `gateway migrate`"
             )
         await self.unkeyed.start()
+        await self.changes.start()
         await self.signing.start(on_rotated=self.signing_changed)
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
@@ -101,6 +112,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.unkeyed.stop()
+        await self.changes.stop()
         await self.signing.stop()
         await self.usage.stop()
         await self.cache.close()
@@ -173,4 +185,5 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                         delay_base=min(0.05, settings.admin_refusal_delay)), keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
                     signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies),
-                    unkeyed=UnkeyedFollower(store, peppers.unkeyed))
+                    unkeyed=UnkeyedFollower(store, peppers.unkeyed),
+                    changes=ChangeFollower(store, cache))

@@ -78,7 +78,8 @@ class KeyCache:
         self._sync_lock = asyncio.Lock()  # one push at a time: each change is sent once
         self._resync: asyncio.Task[None] | None = None
         if redis is not None:
-            redis.on_resubscribe = self.l1.clear
+            redis.on_resubscribe = self.l1.resume
+            redis.on_unsubscribed = self.l1.suspend
         self._refresher: asyncio.Task[None] | None = None
         self.l1.on_due = self._start_refresh
 
@@ -221,18 +222,30 @@ class KeyCache:
             # not join it
             self._inflight.pop(digest, None)
 
-    async def invalidate(self, digests: list[str]) -> None:
-        """Drop the digests everywhere before returning (L1 here, L2, every replica's L1).
+    async def invalidate(self, digests: list[str]) -> bool:
+        """Drop the digests everywhere before returning (L1 here, L2, every replica's L1);
+        True when Redis carried it (or there is no Redis), False when it could not.
 
         When Redis cannot be reached, L2 and the other replicas cannot be told now: the
         invalidation is kept and retried by one background task until it lands, and until
         then this replica neither reads nor fills L2 for these digests (their entries there
-        may be stale)."""
+        may be stale). The store's change log reaches the other replicas meanwhile
+        (``gateway.cache.changes``)."""
         self.invalidate_local(digests)
-        if self.redis is not None:
-            self._unsynced.update(digests)
-            if not await self._sync():
-                self._retry_sync()
+        if self.redis is None:
+            return True
+        self._unsynced.update(digests)
+        if await self._sync():
+            return True
+        self._retry_sync()
+        return False
+
+    async def drop_l2(self, digests: list[str]) -> None:
+        """Delete L2 copies (with tombstones) if Redis can be reached; no publish: for
+        changes read from the change log, which every replica reads for itself."""
+        if self.redis is not None and self.redis.available and digests:
+            await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d))
+                                                    for d in digests])
 
     async def _sync(self) -> bool:
         """Push the pending invalidations to Redis; True when none is left."""

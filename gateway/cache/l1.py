@@ -34,6 +34,9 @@ class L1(Generic[V]):
         self.ttl = ttl
         self.due: set[str] = set()
         self.on_due: Callable[[], None] | None = None
+        # Set while this replica cannot hear invalidations (its Redis subscription is
+        # lost): nothing is kept, so nothing can be answered stale meanwhile.
+        self.suspended = False
 
     @property
     def enabled(self) -> bool:
@@ -83,7 +86,7 @@ class L1(Generic[V]):
 
     def put(self, digest: str, value: V | None, ttl: float, started: float) -> None:
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
-        if not self.enabled or ttl <= 0:
+        if not self.enabled or ttl <= 0 or self.suspended:
             return
         if started <= self._cleared:
             return
@@ -121,6 +124,16 @@ class L1(Generic[V]):
         self._cleared = time.monotonic()
         self._data.clear()
         self.due.clear()
+
+    def suspend(self) -> None:
+        """Forget everything and keep nothing until ``resume``."""
+        self.suspended = True
+        self.clear()
+
+    def resume(self) -> None:
+        """Keep entries again, starting empty (what was filled before may be stale)."""
+        self.clear()
+        self.suspended = False
 
     def _evict(self) -> None:
         """Drop expired entries, then the oldest tenth (insertion order)."""

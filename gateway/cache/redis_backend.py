@@ -69,6 +69,9 @@ class RedisBackend:
         # invalidations published while this replica was not subscribed were lost to it, so
         # what it cached before cannot be trusted.
         self.on_resubscribe: Callable[[], None] | None = None
+        # Called when the subscription is lost: until it is back, this replica hears of
+        # changes only through the store's change log.
+        self.on_unsubscribed: Callable[[], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
 
@@ -229,6 +232,8 @@ class RedisBackend:
                 raise
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
+                if self.on_unsubscribed is not None:
+                    self.on_unsubscribed()
                 self.metrics.redis_errors.labels("subscribe").inc()
                 log.warning("invalidation subscription lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)

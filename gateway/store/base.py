@@ -53,6 +53,10 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
     async def delete_key(self, key_id: str) -> bool: ...
+    async def last_change(self) -> int: ...
+    async def changes_since(self, after_id: int, limit: int = 10_000
+                            ) -> list[tuple[int, list[tuple[str, str]]]]: ...
+    async def prune_changes(self, before_us: int) -> None: ...
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
                               ) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
@@ -175,6 +179,12 @@ def list_keys_query(kind: Kind, *, actor_id: str | None, status: KeyStatus | Non
     return f"{SELECT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", [*args, limit]
 
 
+async def _log_change(c: Tx, items: list[tuple[str, str]]) -> None:
+    """A change-log row, in the change's own transaction: ``[(digest, key_id), ...]``."""
+    await c.execute("INSERT INTO key_changes (items, at) VALUES (?, ?)",
+                    orjson.dumps(items).decode(), int(datetime.now(UTC).timestamp() * 1e6))
+
+
 class SqlStore:
     """The store logic in portable SQL; subclasses supply connections and a backend name."""
 
@@ -277,14 +287,18 @@ class SqlStore:
                 _UPDATE, p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[12], p[11],
                 key.key_id, expected_update_time,
             )
+            if n == 1:
+                await _log_change(c, [(key.digest, key.key_id)])
         return n == 1
 
     async def revoke_key(
         self, key_id: str, reason: RevocationReason, description: str, now_us: int
     ) -> ApiKey | None:
         async with self._tx() as c:
-            await c.execute(_REVOKE, now_us, reason.value, description, now_us, key_id)
+            n = await c.execute(_REVOKE, now_us, reason.value, description, now_us, key_id)
             rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id)
+            if n == 1 and rows:
+                await _log_change(c, [(rows[0][3], key_id)])
         return row_to_key(rows[0]) if rows else None
 
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None:
@@ -295,8 +309,28 @@ class SqlStore:
             )
             if n != 1:
                 return None
+            old = await c.fetch("SELECT digest FROM api_keys WHERE key_id = ?", old_key_id)
+            await _log_change(c, [(old[0][0], old_key_id)])
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
         return new.with_changes(seq=rows[0][0])
+
+    async def last_change(self) -> int:
+        """The id of the newest change-log row (0 when there is none)."""
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT COALESCE(MAX(id), 0) FROM key_changes")
+        return int(rows[0][0])
+
+    async def changes_since(self, after_id: int, limit: int = 10_000
+                            ) -> list[tuple[int, list[tuple[str, str]]]]:
+        """``(id, [(digest, key_id), ...])`` of the change-log rows after ``after_id``."""
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT id, items FROM key_changes WHERE id > ? "
+                                 "ORDER BY id LIMIT ?", after_id, limit)
+        return [(r[0], [(d, k) for d, k in orjson.loads(r[1])]) for r in rows]
+
+    async def prune_changes(self, before_us: int) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM key_changes WHERE at < ?", before_us)
 
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
                               ) -> list[tuple[int, str]]:
@@ -316,11 +350,18 @@ class SqlStore:
             n = await c.execute("UPDATE api_keys SET digest = ? WHERE key_id = ? AND digest = ?",
                                 new, key_id, old)
             rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id) if n == 1 else []
+            if rows:
+                await _log_change(c, [(old, key_id), (new, key_id)])
         return row_to_key(rows[0]) if rows else None
 
     async def delete_key(self, key_id: str) -> bool:
         async with self._tx() as c:
-            return await c.execute("DELETE FROM api_keys WHERE key_id = ?", key_id) == 1
+            rows = await c.fetch("SELECT digest FROM api_keys WHERE key_id = ?", key_id)
+            if not rows:
+                return False
+            await c.execute("DELETE FROM api_keys WHERE key_id = ?", key_id)
+            await _log_change(c, [(rows[0][0], key_id)])
+            return True
 
     async def record_usage(self, usage: dict[str, int]) -> None:
         if not usage:

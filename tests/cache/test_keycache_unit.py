@@ -912,3 +912,50 @@ def test_l1_tombstones_expire_from_the_oldest_end_in_constant_time(
     assert l1.get("d0", clock[0]) == (True, "fresh")
     l1.invalidate("d10")  # invalidated again: moves to the young end
     assert next(reversed(l1._tombstones)) == "d10"
+
+
+async def test_the_change_log_reaches_a_replica_that_redis_did_not(redis: RedisBackend,
+                                                                   raw: Any) -> None:
+    """A change read from the store's log drops the key from L1 and its L2 copy, once."""
+    from gateway.cache.changes import ChangeFollower
+
+    class LogStore(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.log: list[tuple[int, list[tuple[str, str]]]] = []
+
+        async def last_change(self) -> int:
+            return 0
+
+        async def changes_since(self, after: int, limit: int = 10_000
+                                ) -> list[tuple[int, list[tuple[str, str]]]]:
+            return [row for row in self.log if row[0] > after]
+
+    store = LogStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis)
+    follower = ChangeFollower(store, cache)  # type: ignore[arg-type]
+    assert (await cache.lookup(DIGEST))[1] == "STORE"
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+    assert await raw.get(f"gw:k:{DIGEST}") is not None
+    store.rows[DIGEST] = make_key(revoked=True)
+    store.log.append((1, [(DIGEST, "key-1")]))
+    await follower.follow()
+    assert await raw.get(f"gw:k:{DIGEST}") is None  # and a tombstone stops a refill
+    entry, level = await cache.lookup(DIGEST)
+    assert entry is not None and entry.revoked and level == "STORE"
+    await follower.follow()  # applied once: the revoked entry stays cached
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+
+
+def test_l1_keeps_nothing_while_suspended() -> None:
+    l1: L1[str] = L1(10, 60.0)
+    now = time.monotonic()
+    l1.put("a", "x", 60.0, now)
+    l1.suspend()
+    assert l1.get("a", now)[0] is False
+    l1.put("b", "y", 60.0, time.monotonic())
+    assert l1.get("b", time.monotonic())[0] is False
+    l1.resume()
+    l1.put("b", "y", 60.0, time.monotonic())
+    assert l1.get("b", time.monotonic()) == (True, "y")

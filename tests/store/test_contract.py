@@ -382,3 +382,28 @@ def _batch_key(n: int) -> ApiKey:
     now = time.time_ns() // 1000
     return ApiKey(key_id=f"batch-{n}", kind=Kind.IMPORTED, digest=f"hs256:{n:064x}",
                   create_time=now, update_time=now, actor_id="actor")
+
+
+async def test_every_change_writes_its_change_log_row_in_its_own_transaction(
+        store: Store) -> None:
+    first = await store.last_change()
+    key = await store.insert_key(_batch_key(50_001))
+    assert await store.last_change() == first  # a new key changes no earlier answer
+    assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 1)
+    assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 2)
+    other = await store.insert_key(_batch_key(50_002))
+    assert await store.update_key(other.with_changes(name="renamed"), other.update_time)
+    assert not await store.update_key(other.with_changes(name="again"), other.update_time - 1)
+    moved = await store.move_digest(other.key_id, other.digest, "hs256:" + "9" * 64)
+    assert moved is not None
+    assert await store.delete_key(other.key_id)
+    assert not await store.delete_key(other.key_id)
+    rows = await store.changes_since(first)
+    assert [items for _, items in rows] == [
+        [(key.digest, key.key_id)],  # the second revoke changed nothing: no row
+        [(other.digest, other.key_id)],
+        [(other.digest, other.key_id), ("hs256:" + "9" * 64, other.key_id)],
+        [("hs256:" + "9" * 64, other.key_id)]]
+    assert await store.last_change() == rows[-1][0]
+    await store.prune_changes(2**62)
+    assert await store.changes_since(first) == []
