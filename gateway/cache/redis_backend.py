@@ -43,6 +43,16 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+# Invalidation of many digests in one command (a batch import invalidates 2,000 at once;
+# a MULTI of 4,000 SET/DEL cost about 40 ms of client CPU): KEYS are (key, tombstone)
+# pairs, ARGV[1] the tombstone's seconds. Atomic, as the MULTI was.
+_INVALIDATE = """
+for i = 1, #KEYS, 2 do
+  redis.call('SET', KEYS[i + 1], '1', 'EX', ARGV[1])
+  redis.call('DEL', KEYS[i])
+end
+return #KEYS / 2
+"""
 _INCR = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -60,6 +70,7 @@ class RedisBackend:
         self._broken_until = 0.0
         self._fill = self._client.register_script(_FILL)
         self._incr = self._client.register_script(_INCR)
+        self._invalidate = self._client.register_script(_INVALIDATE)
         self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
@@ -157,11 +168,9 @@ class RedisBackend:
                                                 args=[value, max(1, int(ttl_s * 1000))]))
 
     async def delete_with_tombstone(self, pairs: list[tuple[str, str]]) -> bool:
-        pipe = self._client.pipeline(transaction=True)
-        for key, tomb in pairs:
-            pipe.set(tomb, b"1", ex=TOMBSTONE_S)
-            pipe.delete(key)
-        return await self._call("invalidate", pipe.execute()) is not None
+        keys = [name for pair in pairs for name in pair]
+        return await self._call("invalidate", self._invalidate(keys=keys, args=[TOMBSTONE_S])
+                                ) is not None
 
     # -- rate-limit counters ---------------------------------------------------------
 

@@ -80,8 +80,16 @@ def fake_backend(server: fakeredis.FakeServer, metrics: Metrics) -> RedisBackend
             await client.pexpire(keys[0], int(args[0]))
         return [n, await client.pttl(keys[0])]
 
+    async def invalidate(keys: list[str], args: list[Any]) -> int:
+        target = backend._client  # a test may swap in a broken one
+        for i in range(0, len(keys), 2):
+            await target.set(keys[i + 1], b"1", ex=int(args[0]))
+            await target.delete(keys[i])
+        return len(keys) // 2
+
     backend._fill = fill  # type: ignore[assignment]
     backend._incr = incr  # type: ignore[assignment]
+    backend._invalidate = invalidate  # type: ignore[assignment]
     backend._make_listener_client = (  # type: ignore[method-assign]
         lambda: fakeredis.aioredis.FakeRedis(server=server))
     return backend
