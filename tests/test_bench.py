@@ -219,3 +219,50 @@ def test_flood_credentials_are_distinct_and_refused_before_any_lookup():
     assert all(k.startswith("ory_ak_v2_") and k.count("-") == 1 for k in malformed)
     assert all(gateway.generation(k) is None for k in malformed)
     assert all(k.startswith("x") and k.isalnum() for k in junk)
+
+
+def test_usage_stall_target_is_p99_at_most_10x_p50_with_its_own_load():
+    scenarios = {s.id: s for s in bench.SCENARIOS}
+    stall = scenarios["usage-stall"]
+    assert stall.connections == 32 and stall.max_p99_over_p50 == 10 and stall.target is None
+    assert [s.id for s in bench.select("usage-stall")] == ["floor", "usage-stall"]
+    ok = bench.Row("usage-stall", "stall", "stall", requests_per_s=5000.0, p50_ms=4.0,
+                   p99_ms=36.0, rounds_requests_per_s=[5000.0], rounds_p99_over_p50=[9.0])
+    stalled = bench.Row("usage-stall", "stall", "stall", requests_per_s=5000.0, p50_ms=4.0,
+                        p99_ms=250.0, rounds_requests_per_s=[5000.0],
+                        rounds_p99_over_p50=[62.5])
+    bench.score([ok], scenarios)
+    bench.score([stalled], scenarios)
+    assert ok.target == "p99 ≤10x p50" and ok.target_met is True
+    assert ok.target_value == pytest.approx(9.0)
+    assert stalled.target_met is False and "62.50x MISS" in bench.render([stalled])
+
+
+def test_usage_stall_rounds_count_a_round_met_when_at_most_the_limit():
+    scenarios = {s.id: s for s in bench.SCENARIOS}
+    rounds = [bench.Row("usage-stall", "stall", "stall", requests_per_s=rps, p50_ms=2.0,
+                        p99_ms=p99, rounds_requests_per_s=[rps],
+                        rounds_p99_over_p50=[p99 / 2.0])
+              for rps, p99 in [(100.0, 8.0), (110.0, 30.0), (120.0, 12.0)]]
+    row = bench.combine(rounds)
+    bench.score([row], scenarios)
+    assert row.target_rounds == [4.0, 15.0, 6.0] and row.target_value == 6.0
+    assert "6.00x PASS (rounds 4.00-15.00, met in 2 of 3)" in bench.render([row])
+
+
+def test_spread_verdict_and_a_zero_p50():
+    assert bench.spread_verdict(1.0, 10.0, 10) == (10.0, True)
+    assert bench.spread_verdict(1.0, 10.5, 10) == (10.5, False)
+    assert bench.spread_verdict(0.0, 1.0, 10)[1] is False
+
+
+def test_a_row_may_fix_its_connections_and_a_minimum_duration():
+    runner = bench.Runner(None, "wrk", bench.Load(duration=5, connections=64, threads=4,
+                                                   warmup=2))
+    stall = {s.id: s for s in bench.SCENARIOS}["usage-stall"]
+    load = runner.load_for(stall)
+    assert (load.connections, load.duration, load.threads) == (32, 12, 4)
+    runner.load = bench.Load(duration=20, connections=64, threads=4, warmup=2)
+    assert runner.load_for(stall).duration == 20
+    cached = {s.id: s for s in bench.SCENARIOS}["verify-cached"]
+    assert runner.load_for(cached) == runner.load
