@@ -35,8 +35,7 @@ from gateway.verify.usage import UsageRecorder
 from gateway.verify.verifier import Verifier
 
 log = logging.getLogger("gateway")
-SIGNING_CHANGED = "signing:refresh"
-LEGACY_RELOAD_S = 300.0  # an invalidation item: re-read the signing keys
+SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing keys
 
 
 class CacheInvalidator:

@@ -393,13 +393,20 @@ def _json(resp: httpx.Response) -> Any:
         return None
 
 
+def expect_valid(resp: httpx.Response) -> str | None:
+    body = _json(resp)
+    if resp.status_code != 200 or not isinstance(body, dict):
+        return f"HTTP {resp.status_code}: {resp.text[:200]}"
+    if body.get("is_valid") is not True:
+        return f"not valid: {body.get('error_code')} {body.get('error_message')}"
+    return None
+
+
 def expect_verdict(cache: set[str]) -> Check:
     def check(resp: httpx.Response) -> str | None:
-        body = _json(resp)
-        if resp.status_code != 200 or not isinstance(body, dict):
-            return f"HTTP {resp.status_code}: {resp.text[:200]}"
-        if body.get("is_valid") is not True:
-            return f"not valid: {body.get('error_code')} {body.get('error_message')}"
+        problem = expect_valid(resp)
+        if problem is not None:
+            return problem
         if resp.headers.get("x-cache") not in cache:
             return f"X-Cache {resp.headers.get('x-cache')!r}, expected one of {sorted(cache)}"
         return None
@@ -592,15 +599,6 @@ def cached_key_list(server: Server) -> HttpRequest:
     """Cached verify sent by the flood's own client (credentials.lua, a one-line list), so
     the flood and its baseline pay the same client-side cost per request."""
     return credential_list(server, "cached", (server.secrets[0],), expect_verdict({"L1"}))
-
-
-def expect_valid(resp: httpx.Response) -> str | None:
-    body = _json(resp)
-    if resp.status_code != 200 or not isinstance(body, dict):
-        return f"HTTP {resp.status_code}: {resp.text[:200]}"
-    if body.get("is_valid") is not True:
-        return f"not valid: {body.get('error_code')} {body.get('error_message')}"
-    return None
 
 
 def import_keys(server: Server, count: int, batch: int = STALL_BATCH) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
@@ -160,15 +161,16 @@ class AdminTokens:
             return self._memo[fp]
         return False
 
-    async def authenticate(self, presented: str, client: str | None = None) -> str | None:
+    async def authenticate(self, presented: str, who: Callable[[], str]) -> str | None:
         """The principal of a configured admin token, or None (answered late: ``refused``).
         argon2 work (only for argon2 entries) runs off the event loop within the budget; a
         client whose last guess failed moments ago, or a spent budget, get
-        ResourceExhausted without any argon2 work."""
+        ResourceExhausted without any argon2 work. ``who`` names the client; it is asked
+        only when the token does not pass at once."""
         fast = self.check_fast(presented)
         if isinstance(fast, str):
             return fast
-        client = client or ""
+        client = who()
         if fast is None:
             await self.refused(client)
             return None

@@ -26,10 +26,6 @@ class Peppers:
         # the store's keys without a keyed checksum: v1 and imported (Services follows them)
         self.unkeyed = DigestSet()
 
-    @property
-    def retired(self) -> tuple[Digester, ...]:
-        return self.all[1:]
-
     def candidates(self, credential: str, digest: str | None = None) -> tuple[str, ...]:
         """The digests a root-key credential may be stored under, the current pepper's
         first; () when it is refused without a lookup: a v2 secret with a checksum we did
@@ -44,9 +40,9 @@ class Peppers:
                 return ()
             return (digest,) if generation == 0 else (
                 digest, self.all[generation].digest(credential))
-        retired = tuple(d.digest(credential) for d in self.all[1:])
         if credential.startswith(fmt.v1_starts) and not crc_ok(credential):
             return ()
+        retired = tuple(d.digest(credential) for d in self.all[1:])
         if not any(d in self.unkeyed for d in (digest, *retired)):
             return ()  # no v1 or imported key has this digest: made up
         return (digest, *retired)

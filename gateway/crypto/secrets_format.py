@@ -52,11 +52,6 @@ def _material(material: bytes | None) -> str:
     return body_from_bytes(material if material is not None else secrets.token_bytes(32))
 
 
-def issued_prefixes(prefixes: Sequence[str]) -> tuple[str, ...]:
-    """The literal starts of our secrets, both formats, for ``str.startswith``."""
-    return tuple(f"{p}_{v}_" for v in (VERSION, LEGACY_VERSION) for p in prefixes)
-
-
 def _tail_ok(credential: str, checksum_len: int) -> bool:
     """``_`` then the random part and checksum, all ``[0-9A-Za-z]`` (no regex)."""
     start = len(credential) - RANDOM_LEN - checksum_len
@@ -95,10 +90,9 @@ class SecretFormat:
     first, then the retired ones (``GATEWAY_PEPPER_RETIRED``), whose checksums still pass."""
 
     def __init__(self, prefixes: Sequence[str], peppers: Sequence[Digester]) -> None:
-        self.prefixes = tuple(prefixes)
         self.v2_starts = tuple(f"{p}_{VERSION}_" for p in prefixes)
         self.v1_starts = tuple(f"{p}_{LEGACY_VERSION}_" for p in prefixes)
-        self.starts = self.v2_starts + self.v1_starts
+        self.starts = self.v2_starts + self.v1_starts  # both formats, for str.startswith
         self._macs = tuple(Digester(key=d.subkey(CHECKSUM_PURPOSE)).digest for d in peppers)
 
     def _checksum(self, head: str, generation: int = 0) -> str:
@@ -135,11 +129,12 @@ class DigestSet:
     MERGE_AT = 65_536
 
     def __init__(self, digests: Iterable[str] = ()) -> None:
-        self._sorted = array("Q", sorted({self._prefix(d) for d in digests}))
+        self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
         self._recent: set[int] = set()
 
     @staticmethod
-    def _prefix(digest: str) -> int:
+    def prefix(digest: str) -> int:
+        """The 64 bits of a digest that stand for it here."""
         return int(digest[6:22], 16)  # after "hs256:"
 
     def __len__(self) -> int:
@@ -148,7 +143,7 @@ class DigestSet:
     def __contains__(self, digest: object) -> bool:
         if not isinstance(digest, str):
             return False
-        prefix = self._prefix(digest)
+        prefix = self.prefix(digest)
         if prefix in self._recent:
             return True
         i = bisect_left(self._sorted, prefix)
@@ -156,15 +151,15 @@ class DigestSet:
 
     def add(self, digest: str) -> None:
         if digest not in self:
-            self._recent.add(self._prefix(digest))
+            self._recent.add(self.prefix(digest))
             if len(self._recent) >= self.MERGE_AT:
                 self._sorted = array("Q", sorted([*self._sorted, *self._recent]))
                 self._recent = set()
 
     def replace(self, digests: Iterable[str]) -> None:
-        self._sorted = array("Q", sorted({self._prefix(d) for d in digests}))
-        self._recent = set()
+        self.replace_prefixes(self.prefix(d) for d in digests)
 
-    def replace_with(self, other: DigestSet) -> None:
-        """Take ``other``'s contents (a set built aside, swapped in at once)."""
-        self._sorted, self._recent = other._sorted, other._recent
+    def replace_prefixes(self, prefixes: Iterable[int]) -> None:
+        """Hold exactly these (``prefix`` of each digest), sorted once."""
+        self._sorted = array("Q", sorted(set(prefixes)))
+        self._recent = set()

@@ -18,12 +18,14 @@ async def authenticate_admin(services: Any, authorization: str | None,
     """The admin principal of a request's ``Authorization`` header, or Unauthenticated
     (ResourceExhausted while argon2 guesses from this client are being slowed); refusals
     are answered late (``AdminTokens.refused``)."""
+    def who() -> str:  # the client's address: only asked for when the token fails
+        return client_ip(scope, dict(scope.get("headers") or ()), services.trusted) or ""
+
     token = bearer_token(authorization, schemes)
-    client = client_ip(scope, dict(scope.get("headers") or ()), services.trusted)
     if token is None:
-        await services.admin_tokens.refused(client or "")
+        await services.admin_tokens.refused(who())
         raise Unauthenticated("missing admin credential: send Authorization: Bearer <token>")
-    principal: str | None = await services.admin_tokens.authenticate(token, client)
+    principal: str | None = await services.admin_tokens.authenticate(token, who)
     if principal is None:
         raise Unauthenticated("invalid admin credential")
     return principal

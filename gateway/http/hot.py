@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.http.auth import authenticate_admin
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.errors import ory_status
-from gateway.http.wire import DEFAULT_MAX_VALUES, bearer_token, parse_json
+from gateway.http.wire import bearer_token, parse_json
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.observability.metrics import HotCounters
 from gateway.verify.entry import Entry
@@ -483,8 +483,8 @@ def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ..
     return tuple(required)
 
 
-def _object(body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> dict[str, Any]:
-    parsed = parse_json(body, max_values)
+def _object(body: bytes) -> dict[str, Any]:
+    parsed = parse_json(body)
     if not isinstance(parsed, dict):
         raise InvalidArgument("request body: expected a JSON object")
     return parsed

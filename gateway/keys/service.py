@@ -123,8 +123,6 @@ class KeyService:
         self.digester = peppers.current
         self.key_prefix = key_prefix
         self.public_key_prefix = public_key_prefix
-        self.prefixes = (key_prefix, public_key_prefix)
-        self._starts = secrets_format.issued_prefixes(self.prefixes)
         self.peppers = peppers
         self.default_ttl_s = parse_ttl(default_ttl, "default ttl") if default_ttl else None
         self.events: KeyEvents = events or NoEvents()
@@ -249,7 +247,7 @@ class KeyService:
         assert raw_key is not None
         f.text(body, "name", required=True)
         f.actor_id(body, required=True)
-        if raw_key.startswith(self._starts):
+        if raw_key.startswith(self.peppers.format.starts):
             raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
         values = self._common(body, now_us())
         return body, ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
@@ -257,7 +255,10 @@ class KeyService:
                             request_fingerprint=self._fingerprint(body), **values)
 
     async def import_key(self, body: object) -> ApiKey:
-        body, key = self._imported(body)
+        return await self._import(*self._imported(body))
+
+    async def _import(self, body: dict[str, Any], key: ApiKey) -> ApiKey:
+        """Insert a checked import (``_imported``), or return the key it replays."""
         replay = await self._replay(Kind.IMPORTED, key.request_id, body)
         if replay is not None:
             return replay
@@ -294,7 +295,7 @@ class KeyService:
             try:
                 checked, key = self._imported(item)
                 if key.request_id:
-                    results[index] = BatchItem(index, key=await self.import_key(checked))
+                    results[index] = BatchItem(index, key=await self._import(checked, key))
                 else:
                     fresh.append((index, key))
             except GatewayError as exc:

@@ -10,39 +10,39 @@ all of them every ``RELOAD_S`` (digests moved by a pepper rotation).
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
+from array import array
 
 from gateway.crypto.secrets_format import DigestSet
-from gateway.errors import GatewayError
 from gateway.store.base import Store
+from gateway.store.follower import StoreFollower
 
-log = logging.getLogger("gateway.keys")
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
 LAG = 2_000
 PAGE = 100_000
 
 
-class UnkeyedFollower:
+class UnkeyedFollower(StoreFollower):
+    interval = FOLLOW_S
+    what = "reading the digests of imported and v1 keys"
+
     def __init__(self, store: Store, digests: DigestSet) -> None:
         self.store = store
         self.digests = digests
         self._seq = 0
         self._loaded_at = 0.0
-        self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
-        """All of them, replacing what is known; read a page at a time, so a store of
-        millions of imported keys is never held twice in memory."""
-        fresh = DigestSet()
+        """All of them, replacing what is known: read a page at a time and kept as 8-byte
+        prefixes meanwhile (a store of millions of imported keys is never held as strings),
+        then sorted once."""
+        prefixes = array("Q")
         seq = 0
         while rows := await self.store.unkeyed_digests(seq, PAGE):
-            for _, digest in rows:
-                fresh.add(digest)
+            prefixes.extend(DigestSet.prefix(digest) for _, digest in rows)
             seq = rows[-1][0]
-        self.digests.replace_with(fresh)
+        self.digests.replace_prefixes(prefixes)
         self._seq = max(self._seq, seq)
         self._loaded_at = time.monotonic()
 
@@ -58,19 +58,6 @@ class UnkeyedFollower:
             after = rows[-1][0]
             self._seq = max(self._seq, after)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FOLLOW_S)
-            try:
-                await self.follow()
-            except GatewayError as exc:
-                log.warning("reading the digests of imported and v1 keys failed: %s",
-                            exc.message)
-
     async def start(self) -> None:
         await self.load()
-        self._task = asyncio.create_task(self._run(), name="unkeyed-digests")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._follow_in_background()

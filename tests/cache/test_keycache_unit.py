@@ -939,6 +939,9 @@ async def test_the_change_log_reaches_a_replica_that_redis_did_not(redis: RedisB
                                 ) -> list[tuple[int, list[tuple[str, str]]]]:
             return [row for row in self.log if row[0] > after]
 
+        async def prune_changes(self, before_us: int) -> None:
+            return None  # the rows stay: a second follow must not apply them again
+
     store = LogStore()
     store.rows[DIGEST] = make_key()
     cache = make_cache(store, redis)

@@ -54,7 +54,7 @@ def _tokens(*entries: str, **kw: float) -> AdminTokens:
 
 
 async def _auth(tokens: AdminTokens, presented: str, client: str = "10.0.0.1") -> str | None:
-    return await tokens.authenticate(presented, client)
+    return await tokens.authenticate(presented, lambda: client)
 
 
 # -- parsing ------------------------------------------------------------------------------
