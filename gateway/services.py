@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.cache.changes import FOLLOW_S, ChangeFollower
+from gateway.cache.changes import CONFIRM_S, ChangeFollower
 from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
 from gateway.crypto import digests
@@ -39,25 +40,28 @@ SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing
 
 
 class CacheInvalidator:
-    """KeyEvents → cache invalidation: L1 here, L2, and every replica's L1. When Redis
-    could not carry it, the admin call answers only once every replica has read the change
-    from the store's change log (``FOLLOW_S``, twice over): a success answer to a change
-    means every replica honours it."""
+    """KeyEvents → cache invalidation: L1 here, L2, and every replica's L1. A change that
+    alters an answer (revoke, rotate, update, delete) is answered only once every replica
+    has confirmed it, through Redis or the store's change log (``ChangeFollower.confirm``):
+    a success answer to a change means every replica honours it."""
 
-    def __init__(self, cache: KeyCache) -> None:
+    def __init__(self, cache: KeyCache, changes: ChangeFollower) -> None:
         self.cache = cache
-
-    async def _invalidate(self, items: list[str]) -> None:
-        if not await self.cache.invalidate(items):
-            await asyncio.sleep(2 * FOLLOW_S)
+        self.changes = changes
 
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
-        await self._invalidate([key.digest, key_id_cache_key(key.key_id), *old_digests])
+        deadline = time.monotonic() + CONFIRM_S
+        acked = await self.cache.invalidate(
+            [key.digest, key_id_cache_key(key.key_id), *old_digests])
+        await self.changes.confirm(acked, deadline)
 
-    async def keys_changed(self, keys: Sequence[ApiKey]) -> None:
-        """Many at once (a batch import): one invalidation, one round of acks."""
-        await self._invalidate([item for key in keys
-                                for item in (key.digest, key_id_cache_key(key.key_id))])
+    async def keys_added(self, keys: Sequence[ApiKey], *old_digests: str) -> None:
+        """New keys (imports) or digests moved to the current pepper: "not found" answers
+        cached for them go (one invalidation, one round of acks), without confirmation:
+        no answer that an earlier one forbade becomes possible."""
+        await self.cache.invalidate([*(item for key in keys
+                                       for item in (key.digest, key_id_cache_key(key.key_id))),
+                                     *old_digests])
 
 
 @dataclass
@@ -167,9 +171,14 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                      l1_size=settings.l1_size, l2_ttl=settings.l2_ttl,
                      negative_ttl=settings.negative_ttl, redis=redis)
     peppers = Peppers(digester, retired, (settings.key_prefix, settings.public_key_prefix))
+    changes = ChangeFollower(
+        store, cache, redis.replica_id if redis is not None else uuid.uuid4().hex[:12],
+        grace=settings.store_grace, l2_ttl=settings.l2_ttl,
+        subscribed=(redis.subscribed.is_set if redis is not None else lambda: False))
     keys = KeyService(store, peppers, key_prefix=settings.key_prefix,
                       public_key_prefix=settings.public_key_prefix,
-                      default_ttl=settings.default_key_ttl, events=CacheInvalidator(cache))
+                      default_ttl=settings.default_key_ttl,
+                      events=CacheInvalidator(cache, changes))
     usage = UsageRecorder(store)
     verifier = Verifier(peppers, cache, RateLimiter(redis), usage,
                         move=keys.move_to_current_pepper)
@@ -185,4 +194,4 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                     metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
                     signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies),
                     unkeyed=UnkeyedFollower(store, peppers.unkeyed),
-                    changes=ChangeFollower(store, cache))
+                    changes=changes)

@@ -51,6 +51,7 @@ KEYS = (
     "SIGNING_ROTATION_PERIOD",
     "LOG_LEVEL",
     "DRAIN_SECONDS",
+    "STORE_GRACE",
 )
 
 
@@ -81,6 +82,9 @@ class Settings:
     signing_rotation_period_s: float = DEFAULT_ROTATION_PERIOD_S  # AUTO: how often
     log_level: str = "info"
     drain_seconds: float = 5.0  # after SIGTERM: not ready, still answering (Connection: close)
+    # how long cached answers outlive the last read of the change log, while the Redis
+    # invalidation subscription is up (rides out a store outage; see gateway.cache.changes)
+    store_grace: float = 15.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -205,6 +209,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for name in ("ADMIN_REFUSAL_DELAY", "L1_TTL", "L2_TTL", "NEGATIVE_TTL", "DRAIN_SECONDS"):
         if values.get(name):
             kw[name.lower()] = _number(name, values[name], float)
+    if values.get("STORE_GRACE"):
+        kw["store_grace"] = _number("STORE_GRACE", values["STORE_GRACE"], float)
+        if kw["store_grace"] < 1:
+            raise ConfigError("GATEWAY_STORE_GRACE: must be at least 1 (seconds)")
     if values.get("L1_SIZE"):
         kw["l1_size"] = _number("L1_SIZE", values["L1_SIZE"], int)
     if values.get("SIGNING_KEYS"):

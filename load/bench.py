@@ -727,6 +727,14 @@ def gateway_env(extra: dict[str, str], *, production_admin: bool = False
     return env, token
 
 
+def migrate(env: dict[str, str]) -> None:
+    """``gateway migrate`` with ``env`` (a PostgreSQL store is not migrated on open)."""
+    out = subprocess.run([*gateway_command(), "migrate"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0:
+        raise BenchError(f"gateway migrate failed: {out.stderr or out.stdout}")
+
+
 def with_db(redis_url: str, db: int) -> str:
     """``redis_url`` with its database number replaced by ``db``."""
     parts = urlsplit(redis_url)
@@ -807,10 +815,7 @@ class Bench:
         # argon2, flood: GATEWAY_ADMIN_TOKENS as documented for production
         env, token = gateway_env(extra, production_admin=name in ("argon2", "flood"))
         if name == "postgres":
-            migrate = subprocess.run([*gateway_command(), "migrate"], env=env,
-                                     capture_output=True, text=True, timeout=120)
-            if migrate.returncode != 0:
-                raise BenchError(f"gateway migrate failed: {migrate.stderr or migrate.stdout}")
+            migrate(env)
         server = self.procs.start(name, [*gateway_command(), "serve", "--host", "127.0.0.1",
                                          "--port", str(port)],
                                   env, port=port, ready_path="/health/ready", token=token)

@@ -1,25 +1,44 @@
 """Following the store's change log (``key_changes``): the backbone of invalidation.
 
-Redis pub/sub tells the replicas about a change before the admin call returns, when it can.
-When it cannot (the changing replica's link to Redis is cut, say), every replica still
-reads the change from the store within ``FOLLOW_S``, drops the key from its L1 and, if it
-can reach Redis, the stale L2 copy with a tombstone; the changing replica then answers only
-after that bound (``KeyCache.invalidate`` reports whether Redis carried it). Rows are read
-again ``LAG`` ids back (a PostgreSQL transaction can commit after a later id) and each is
-applied once; rows older than ``KEEP_S`` are pruned.
+Every replica reads the log every ``FOLLOW_S``, drops the changed keys from its L1 and,
+if it can reach Redis, the stale L2 copies (with tombstones), then records in the store
+(``replicas``) how far it has read: ``followed_at``, a store time before which every change
+is applied there, and ``trusted_until``, how long it may answer from its caches without
+reading the log again. It holds itself to that: past its lease it answers from neither L1
+nor L2 (only from the store) until a read of the log succeeds again. The lease is
+``LEASE_S``, or ``grace`` (``GATEWAY_STORE_GRACE``) while its Redis subscription is up,
+so that a store outage is ridden out on cached answers.
+
+A change is confirmed (``confirm``) when every replica trusted past it has either
+acknowledged it through Redis or followed the log past it. The admin call that made it
+answers success only then; otherwise, after ``CONFIRM_S``, it answers 503 and says which
+replicas did not confirm (they converge within their lease regardless).
+
+Rows are read again ``LAG`` ids back (a PostgreSQL transaction can commit after a later id)
+and each is applied once; rows older than ``KEEP_S`` are pruned. At start a replica applies
+the changes of the last L2 TTL (an L2 copy that no replica could drop when it changed must
+not be served by a newcomer).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from gateway.cache.keycache import KeyCache, key_id_cache_key
+from gateway.errors import GatewayError, Unavailable
 from gateway.store.base import Store
 from gateway.store.follower import StoreFollower
 
 FOLLOW_S = 0.5
+LEASE_S = 2.0  # a replica's lease on its caches without a Redis subscription
+CONFIRM_S = 3.0  # how long an admin call waits for every replica to confirm its change
+CONFIRM_POLL_S = 0.05
 LAG = 200
+PAGE = 10_000
 KEEP_S = 3600.0
 PRUNE_EVERY_S = 60.0
 
@@ -28,20 +47,43 @@ class ChangeFollower(StoreFollower):
     interval = FOLLOW_S
     what = "following the change log"
 
-    def __init__(self, store: Store, cache: KeyCache) -> None:
+    def __init__(self, store: Store, cache: KeyCache, replica_id: str, *, grace: float,
+                 l2_ttl: float, subscribed: Callable[[], bool] = lambda: False) -> None:
         self.store = store
         self.cache = cache
+        self.replica_id = replica_id
+        self.grace = grace
+        self.l2_ttl = l2_ttl
+        self.subscribed = subscribed  # is the Redis invalidation subscription up?
         self._last = 0
         self._applied: OrderedDict[int, None] = OrderedDict()
         self._pruned_at = 0.0
+        cache.trust_until(float("-inf"))  # nothing is answered from the caches before
 
     async def start(self) -> None:
-        self._last = await self.store.last_change()
+        since = int((time.time() - self.l2_ttl) * 1e6)
+        self._last = await self.store.first_change_since(since)
+        while not await self._read():
+            pass
         self._follow_in_background()
 
+    async def stop(self) -> None:
+        await super().stop()
+        with contextlib.suppress(GatewayError):  # the store is gone: the row's lease runs out
+            await self.store.leave(self.replica_id)
+
     async def follow(self) -> None:
-        """Apply the change-log rows not applied yet (and prune old ones now and then)."""
-        rows = await self.store.changes_since(max(0, self._last - LAG))
+        await self._read()
+        now = time.monotonic()
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            await self.store.prune_changes(int((time.time() - KEEP_S) * 1e6))
+
+    async def _read(self) -> bool:
+        """Apply the rows not applied yet; when that is all of them, renew the lease.
+        True when caught up."""
+        started = time.monotonic()
+        at, rows = await self.store.follow_changes(max(0, self._last - LAG), PAGE)
         fresh = [(i, items) for i, items in rows if i not in self._applied]
         if fresh:
             cache_keys = [k for _, items in fresh for digest, key_id in items
@@ -51,9 +93,26 @@ class ChangeFollower(StoreFollower):
             for change_id, _ in fresh:
                 self._applied[change_id] = None
                 self._last = max(self._last, change_id)
-            while len(self._applied) > 4 * LAG:
+            while len(self._applied) > 4 * LAG + PAGE:
                 self._applied.popitem(last=False)
-        now = time.monotonic()
-        if now - self._pruned_at >= PRUNE_EVERY_S:
-            self._pruned_at = now
-            await self.store.prune_changes(int((time.time() - KEEP_S) * 1e6))
+        if len(rows) >= PAGE:
+            return False
+        lease = self.grace if self.subscribed() else LEASE_S
+        await self.store.heartbeat(self.replica_id, at, at + int(lease * 1e6))
+        self.cache.trust_until(started + lease)
+        return True
+
+    async def confirm(self, acked: set[str], deadline: float) -> None:
+        """Return once every replica trusted past now has applied the change just made
+        (acknowledged through Redis, in ``acked``, or followed the log past it); raise
+        ``Unavailable`` at ``deadline`` (monotonic) if some have not."""
+        at, waiting = await self.store.unconfirmed(self.replica_id)
+        while left := [r for r in waiting if r not in acked]:
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"the change is saved, but {len(left)} replica(s) ({', '.join(left)}) "
+                    f"did not confirm it within {CONFIRM_S:g}s; a replica that cannot read "
+                    f"the change log stops answering from its caches within "
+                    f"{max(self.grace, LEASE_S):g}s")
+            await asyncio.sleep(CONFIRM_POLL_S)
+            _, waiting = await self.store.unconfirmed(self.replica_id, at)

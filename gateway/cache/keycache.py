@@ -78,8 +78,7 @@ class KeyCache:
         self._sync_lock = asyncio.Lock()  # one push at a time: each change is sent once
         self._resync: asyncio.Task[None] | None = None
         if redis is not None:
-            redis.on_resubscribe = self.l1.resume
-            redis.on_unsubscribed = self.l1.suspend
+            redis.on_resubscribe = self.l1.clear
         self._refresher: asyncio.Task[None] | None = None
         self.l1.on_due = self._start_refresh
 
@@ -138,7 +137,7 @@ class KeyCache:
         # it is read from the store meanwhile. A lookup never pushes or waits for an
         # invalidation itself (the admin call and one background task do).
         if (self.redis is not None and self.redis.available
-                and digest not in self._unsynced):
+                and started < self.l1.trusted_until and digest not in self._unsynced):
             hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
             self.metrics.cache("L2", hit)
             if hit:
@@ -222,43 +221,56 @@ class KeyCache:
             # not join it
             self._inflight.pop(digest, None)
 
-    async def invalidate(self, digests: list[str]) -> bool:
-        """Drop the digests everywhere before returning (L1 here, L2, every replica's L1);
-        True when Redis carried it (or there is no Redis), False when it could not.
+    def trust_until(self, until: float) -> None:
+        """The lease on L1 and L2 (monotonic): past it, lookups read the store."""
+        self.l1.trusted_until = until
+
+    async def invalidate(self, digests: list[str]) -> set[str]:
+        """Drop the digests here (L1), from L2 and from every replica's L1 through Redis;
+        returns the replicas that acknowledged it (none without Redis, or when Redis could
+        not be reached).
 
         When Redis cannot be reached, L2 and the other replicas cannot be told now: the
         invalidation is kept and retried by one background task until it lands, and until
         then this replica neither reads nor fills L2 for these digests (their entries there
-        may be stale). The store's change log reaches the other replicas meanwhile
-        (``gateway.cache.changes``)."""
+        may be stale). The other replicas read the change from the store's change log
+        (``gateway.cache.changes``, which confirms it)."""
         self.invalidate_local(digests)
         if self.redis is None:
-            return True
+            return set()
         self._unsynced.update(digests)
-        if await self._sync():
-            return True
-        self._retry_sync()
-        return False
+        acked = await self._sync()
+        if acked is None:
+            self._retry_sync()
+            return set()
+        return acked
 
     async def drop_l2(self, digests: list[str]) -> None:
-        """Delete L2 copies (with tombstones) if Redis can be reached; no publish: for
-        changes read from the change log, which every replica reads for itself."""
-        if self.redis is not None and self.redis.available and digests:
-            await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d))
-                                                    for d in digests])
+        """Delete L2 copies (with tombstones), no publish: for changes read from the change
+        log, which every replica reads for itself. If Redis cannot be reached, they are
+        held back from L2 here and retried, as by ``invalidate``."""
+        if self.redis is None or not digests:
+            return
+        if not (self.redis.available and await self.redis.delete_with_tombstone(
+                [(_l2_key(d), _tomb_key(d)) for d in digests])):
+            self._unsynced.update(digests)
+            self._retry_sync()
 
-    async def _sync(self) -> bool:
-        """Push the pending invalidations to Redis; True when none is left."""
+    async def _sync(self) -> set[str] | None:
+        """Push the pending invalidations to Redis: the replicas that acknowledged them, or
+        None when some are left (Redis could not be reached)."""
         assert self.redis is not None
         async with self._sync_lock:
             pending = list(self._unsynced)  # what an earlier holder pushed is gone from it
             if not pending:
-                return True
-            if (await self.redis.delete_with_tombstone(
-                    [(_l2_key(d), _tomb_key(d)) for d in pending])
-                    and await self.redis.publish_invalidation(pending)):
-                self._unsynced.difference_update(pending)
-            return not self._unsynced
+                return set()
+            acked = None
+            if await self.redis.delete_with_tombstone(
+                    [(_l2_key(d), _tomb_key(d)) for d in pending]):
+                acked = await self.redis.publish_invalidation(pending)
+                if acked is not None:
+                    self._unsynced.difference_update(pending)
+            return acked if not self._unsynced else None
 
     def _retry_sync(self) -> None:
         if self._resync is not None and not self._resync.done():
@@ -270,5 +282,5 @@ class KeyCache:
         assert self.redis is not None
         while self._unsynced:
             await asyncio.sleep(0.1)
-            if self.redis.available and await self._sync():
+            if self.redis.available and await self._sync() is not None:
                 return

@@ -8,6 +8,9 @@ Refresh-ahead: a hit on a positive entry in the last quarter of its life puts it
 background while the entry still answers. A hot key then never drops out of L1 under load;
 otherwise every request in flight for it misses at the same moment, when it expires. An
 entry is never answered past its expiry.
+
+Nothing is answered at or after ``trusted_until`` (monotonic): the replica's lease on its
+caches (``gateway.cache.changes``), renewed each time it reads the store's change log.
 """
 
 from __future__ import annotations
@@ -34,9 +37,7 @@ class L1(Generic[V]):
         self.ttl = ttl
         self.due: set[str] = set()
         self.on_due: Callable[[], None] | None = None
-        # Set while this replica cannot hear invalidations (its Redis subscription is
-        # lost): nothing is kept, so nothing can be answered stale meanwhile.
-        self.suspended = False
+        self.trusted_until = float("inf")
 
     @property
     def enabled(self) -> bool:
@@ -45,7 +46,7 @@ class L1(Generic[V]):
     def get(self, digest: str, now: float) -> tuple[bool, V | None]:
         """(hit, value); a cached negative answer is (True, None)."""
         item = self._data.get(digest)
-        if item is None:
+        if item is None or now >= self.trusted_until:
             return False, None
         if item[0] > now:
             return True, item[1]
@@ -60,12 +61,14 @@ class L1(Generic[V]):
         negative answer): the hot path's one-call lookup. Expired items are left for
         ``get`` or eviction to drop."""
         item = self._data.get(digest)
-        if item is None:
+        if item is None or now >= self.trusted_until:
             return None
         return item[1] if item[0] > now else self._late(digest, item, now)
 
     def fresh_many(self, digests: list[str], now: float) -> list[V | None]:
         """``fresh`` for each digest, in order."""
+        if now >= self.trusted_until:
+            return [None] * len(digests)
         get, late = self._data.get, self._late
         return [(item[1] if item[0] > now else late(d, item, now))
                 if (item := get(d)) is not None else None
@@ -86,7 +89,7 @@ class L1(Generic[V]):
 
     def put(self, digest: str, value: V | None, ttl: float, started: float) -> None:
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
-        if not self.enabled or ttl <= 0 or self.suspended:
+        if not self.enabled or ttl <= 0:
             return
         if started <= self._cleared:
             return
@@ -124,16 +127,6 @@ class L1(Generic[V]):
         self._cleared = time.monotonic()
         self._data.clear()
         self.due.clear()
-
-    def suspend(self) -> None:
-        """Forget everything and keep nothing until ``resume``."""
-        self.suspended = True
-        self.clear()
-
-    def resume(self) -> None:
-        """Keep entries again, starting empty (what was filled before may be stale)."""
-        self.clear()
-        self.suspended = False
 
     def _evict(self) -> None:
         """Drop expired entries, then the oldest tenth (insertion order)."""

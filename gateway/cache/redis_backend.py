@@ -80,9 +80,6 @@ class RedisBackend:
         # invalidations published while this replica was not subscribed were lost to it, so
         # what it cached before cannot be trusted.
         self.on_resubscribe: Callable[[], None] | None = None
-        # Called when the subscription is lost: until it is back, this replica hears of
-        # changes only through the store's change log.
-        self.on_unsubscribed: Callable[[], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.subscribed = asyncio.Event()
 
@@ -185,28 +182,30 @@ class RedisBackend:
 
     # -- invalidation bus ------------------------------------------------------------
 
-    async def publish_invalidation(self, digests: list[str]) -> bool:
-        """Publish and wait until every subscribed replica has applied it. False when the
-        message could not be published at all."""
+    async def publish_invalidation(self, digests: list[str]) -> set[str] | None:
+        """Publish and wait (up to ``ACK_WAIT_S``) until every subscribed replica has
+        applied it: the ids of those that did, or None when it could not be published."""
         nonce = uuid.uuid4().hex
         ack_key = f"gateway:ack:{nonce}"
         message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id})
         receivers = await self._call("publish", self._client.publish(CHANNEL, message))
         if receivers is None:
-            return False
+            return None
         deadline = time.monotonic() + ACK_WAIT_S
-        acked = 0
-        while acked < receivers:
+        acked: set[str] = set()
+        answers = 0
+        while answers < receivers:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.metrics.invalidation_timeouts.inc()
-                log.warning("invalidation acked by %d of %d replicas", acked, receivers)
-                return True
-            wait = min(remaining, 0.2)
-            got = await self._call("ack", self._client.blpop([ack_key], timeout=wait))
+                log.warning("invalidation acked by %d of %d replicas", answers, receivers)
+                break
+            got = await self._call("ack", self._client.blpop([ack_key], timeout=min(
+                remaining, 0.2)))
             if got:
-                acked += 1
-        return True
+                answers += 1
+                acked.add(got[1].decode() if isinstance(got[1], bytes) else str(got[1]))
+        return acked
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A background task that ``close`` cancels."""
@@ -241,8 +240,6 @@ class RedisBackend:
                 raise
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
-                if self.on_unsubscribed is not None:
-                    self.on_unsubscribed()
                 self.metrics.redis_errors.labels("subscribe").inc()
                 log.warning("invalidation subscription lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)

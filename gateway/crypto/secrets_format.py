@@ -14,6 +14,7 @@ looked up only when its digest is one the store holds (``DigestSet``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import zlib
 from array import array
@@ -118,19 +119,42 @@ class SecretFormat:
         return None
 
 
+MERGE_SLICE = 16_384  # entries of the sorted array merged between two yields to the loop
+
+
+async def merged(a: array[int], b: array[int]) -> array[int]:
+    """The sorted union (with repeats) of two sorted arrays, built a slice at a time with
+    a yield to the event loop after each: merging into a million entries never stalls it
+    (one ``sorted`` of the whole took 0.15 s, and 1.5 s to load a million)."""
+    out = array("Q")
+    i = j = 0
+    while i < len(a) or j < len(b):
+        if i < len(a):
+            i_end = min(len(a), i + MERGE_SLICE)
+            j_end = bisect_left(b, a[i_end], j) if i_end < len(a) else len(b)
+        else:
+            i_end, j_end = i, min(len(b), j + MERGE_SLICE)
+        # two sorted runs: Timsort merges them in linear time
+        out.extend(sorted(a[i:i_end].tolist() + b[j:j_end].tolist()))
+        i, j = i_end, j_end
+        await asyncio.sleep(0)
+    return out
+
+
 class DigestSet:
     """Digests of the store's keys whose credentials carry no keyed checksum (v1 secrets
     and imported keys), as 64-bit prefixes (8 bytes a key): such a credential is looked up
     only when its digest is here, so made-up strings cost no I/O either. A false "maybe"
     (2^-64 a try) only costs a lookup, which then finds nothing. Recent additions sit in a
-    set and are merged into the sorted array in bulk (an import of a million keys stays
-    linear)."""
+    set; ``merge`` moves them into the sorted array in bulk, a slice at a time (an import
+    of a million keys stays linear, and no merge stalls the event loop)."""
 
     MERGE_AT = 65_536
 
     def __init__(self, digests: Iterable[str] = ()) -> None:
         self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
         self._recent: set[int] = set()
+        self._merging = array("Q")  # recent additions that ``merge`` is moving
 
     @staticmethod
     def prefix(digest: str) -> int:
@@ -138,28 +162,40 @@ class DigestSet:
         return int(digest[6:22], 16)  # after "hs256:"
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
+        return len(self._sorted) + len(self._merging) + len(self._recent)
 
     def __contains__(self, digest: object) -> bool:
         if not isinstance(digest, str):
             return False
         prefix = self.prefix(digest)
-        if prefix in self._recent:
-            return True
-        i = bisect_left(self._sorted, prefix)
-        return i < len(self._sorted) and self._sorted[i] == prefix
+        return (prefix in self._recent or _holds(self._sorted, prefix)
+                or (len(self._merging) > 0 and _holds(self._merging, prefix)))
 
     def add(self, digest: str) -> None:
         if digest not in self:
             self._recent.add(self.prefix(digest))
-            if len(self._recent) >= self.MERGE_AT:
-                self._sorted = array("Q", sorted([*self._sorted, *self._recent]))
-                self._recent = set()
+
+    @property
+    def merge_due(self) -> bool:
+        return len(self._recent) >= self.MERGE_AT
+
+    async def merge(self) -> None:
+        """Move the recent additions into the sorted array (they answer meanwhile)."""
+        self._merging = array("Q", sorted(self._recent))
+        self._recent = set()
+        self._sorted = await merged(self._sorted, self._merging)
+        self._merging = array("Q")
 
     def replace(self, digests: Iterable[str]) -> None:
-        self.replace_prefixes(self.prefix(d) for d in digests)
-
-    def replace_prefixes(self, prefixes: Iterable[int]) -> None:
-        """Hold exactly these (``prefix`` of each digest), sorted once."""
-        self._sorted = array("Q", sorted(set(prefixes)))
+        """Hold exactly these."""
+        self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
         self._recent = set()
+
+    def replace_sorted(self, prefixes: array[int]) -> None:
+        """Hold these sorted prefixes (a full reload), and the additions made meanwhile."""
+        self._sorted = prefixes
+
+
+def _holds(values: array[int], prefix: int) -> bool:
+    i = bisect_left(values, prefix)
+    return i < len(values) and values[i] == prefix

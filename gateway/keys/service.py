@@ -71,14 +71,14 @@ class KeyEvents(Protocol):
     """Told when a key changes in a way that can alter a verify answer."""
 
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None: ...
-    async def keys_changed(self, keys: Sequence[ApiKey]) -> None: ...
+    async def keys_added(self, keys: Sequence[ApiKey], *old_digests: str) -> None: ...
 
 
 class NoEvents:
     async def key_changed(self, key: ApiKey, *old_digests: str) -> None:
         return None
 
-    async def keys_changed(self, keys: Sequence[ApiKey]) -> None:
+    async def keys_added(self, keys: Sequence[ApiKey], *old_digests: str) -> None:
         return None
 
 
@@ -206,7 +206,7 @@ class KeyService:
         if moved is not None:
             if old in self.peppers.unkeyed:
                 self.peppers.unkeyed.add(new)
-            await self.events.key_changed(moved, old)
+            await self.events.keys_added([moved], old)
 
     async def get(self, kind: Kind, key_id: str) -> ApiKey:
         key = await self.store.get_key(key_id)
@@ -272,7 +272,7 @@ class KeyService:
         self.peppers.unkeyed.add(stored.digest)  # from now on it is looked up here
         # The raw key may have been presented (and cached as not found) before the import;
         # the other replicas learn its digest from this invalidation, before it returns.
-        await self.events.key_changed(stored)
+        await self.events.keys_added([stored])
         return stored
 
     async def batch_import(self, body: dict[str, Any]) -> list[BatchItem]:
@@ -308,7 +308,7 @@ class KeyService:
         for row in added:
             self.peppers.unkeyed.add(row.digest)
         if added:
-            await self.events.keys_changed(added)
+            await self.events.keys_added(added)
         return [results[index] for index in range(len(items))]
 
     # -- list ------------------------------------------------------------------------

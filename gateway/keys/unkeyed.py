@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from array import array
 
-from gateway.crypto.secrets_format import DigestSet
+from gateway.crypto.secrets_format import DigestSet, merged
 from gateway.store.base import Store
 from gateway.store.follower import StoreFollower
 
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
 LAG = 2_000
-PAGE = 100_000
+PAGE = 20_000  # digests a read (sorted on the event loop: about 10 ms)
 
 
 class UnkeyedFollower(StoreFollower):
@@ -34,15 +34,18 @@ class UnkeyedFollower(StoreFollower):
         self._loaded_at = 0.0
 
     async def load(self) -> None:
-        """All of them, replacing what is known: read a page at a time and kept as 8-byte
-        prefixes meanwhile (a store of millions of imported keys is never held as strings),
-        then sorted once."""
-        prefixes = array("Q")
+        """All of them, replacing what is known: read a page at a time, each page sorted
+        and kept as 8-byte prefixes (a store of millions of imported keys is never held as
+        strings), then the pages merged pairwise, a slice at a time (``merged``)."""
+        runs: list[array[int]] = []
         seq = 0
         while rows := await self.store.unkeyed_digests(seq, PAGE):
-            prefixes.extend(DigestSet.prefix(digest) for _, digest in rows)
+            runs.append(array("Q", sorted(DigestSet.prefix(digest) for _, digest in rows)))
             seq = rows[-1][0]
-        self.digests.replace_prefixes(prefixes)
+        while len(runs) > 1:
+            runs = [await merged(*runs[i:i + 2]) if i + 1 < len(runs) else runs[i]
+                    for i in range(0, len(runs), 2)]
+        self.digests.replace_sorted(runs[0] if runs else array("Q"))
         self._seq = max(self._seq, seq)
         self._loaded_at = time.monotonic()
 
@@ -57,6 +60,8 @@ class UnkeyedFollower(StoreFollower):
                 self.digests.add(digest)
             after = rows[-1][0]
             self._seq = max(self._seq, after)
+        if self.digests.merge_due:
+            await self.digests.merge()
 
     async def start(self) -> None:
         await self.load()

@@ -6,6 +6,7 @@ into ``gateway.errors`` here, at the adapter, and nowhere else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -53,10 +54,15 @@ class Store(Protocol):
     ) -> ApiKey | None: ...
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
     async def delete_key(self, key_id: str) -> bool: ...
-    async def last_change(self) -> int: ...
-    async def changes_since(self, after_id: int, limit: int = 10_000
-                            ) -> list[tuple[int, list[tuple[str, str]]]]: ...
     async def prune_changes(self, before_us: int) -> None: ...
+    async def first_change_since(self, at_us: int) -> int: ...
+    async def follow_changes(self, after_id: int, limit: int = 10_000
+                             ) -> tuple[int, list[tuple[int, list[tuple[str, str]]]]]: ...
+    async def heartbeat(self, replica_id: str, followed_at: int, trusted_until: int
+                        ) -> None: ...
+    async def unconfirmed(self, replica_id: str, at_us: int | None = None
+                          ) -> tuple[int, list[str]]: ...
+    async def leave(self, replica_id: str) -> None: ...
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
                               ) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
@@ -314,23 +320,63 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
         return new.with_changes(seq=rows[0][0])
 
-    async def last_change(self) -> int:
-        """The id of the newest change-log row (0 when there is none)."""
-        async with self._conn() as c:
-            rows = await c.fetch("SELECT COALESCE(MAX(id), 0) FROM key_changes")
-        return int(rows[0][0])
-
-    async def changes_since(self, after_id: int, limit: int = 10_000
-                            ) -> list[tuple[int, list[tuple[str, str]]]]:
-        """``(id, [(digest, key_id), ...])`` of the change-log rows after ``after_id``."""
-        async with self._conn() as c:
-            rows = await c.fetch("SELECT id, items FROM key_changes WHERE id > ? "
-                                 "ORDER BY id LIMIT ?", after_id, limit)
-        return [(r[0], [(d, k) for d, k in orjson.loads(r[1])]) for r in rows]
-
     async def prune_changes(self, before_us: int) -> None:
+        """Drop change-log rows, and replicas trusted until, before ``before_us``."""
         async with self._tx() as c:
             await c.execute("DELETE FROM key_changes WHERE at < ?", before_us)
+            await c.execute("DELETE FROM replicas WHERE trusted_until < ?", before_us)
+
+    async def _now_us(self, c: Tx) -> int:
+        """The store's clock, in microseconds (SQLite's is this host's; PostgreSQL's is
+        the server's, so that every replica's times compare)."""
+        return int(time.time() * 1e6)
+
+    async def first_change_since(self, at_us: int) -> int:
+        """The id just before the first change-log row written at or after ``at_us``."""
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT MIN(id) FROM key_changes WHERE at >= ?", at_us)
+            if rows[0][0] is None:
+                rows = await c.fetch("SELECT COALESCE(MAX(id), 0) + 1 FROM key_changes")
+        return int(rows[0][0]) - 1
+
+    async def follow_changes(self, after_id: int, limit: int = 10_000
+                             ) -> tuple[int, list[tuple[int, list[tuple[str, str]]]]]:
+        """(store time, rows after ``after_id``): every change committed before that time
+        is among the rows, unless ``limit`` of them came back (the time is read first, and
+        the rows in a later statement, so in a later snapshot)."""
+        async with self._conn() as c:
+            at = await self._now_us(c)
+            rows = await c.fetch("SELECT id, items FROM key_changes WHERE id > ? "
+                                 "ORDER BY id LIMIT ?", after_id, limit)
+        return at, [(r[0], [(d, k) for d, k in orjson.loads(r[1])]) for r in rows]
+
+    async def heartbeat(self, replica_id: str, followed_at: int, trusted_until: int
+                        ) -> None:
+        """Record that ``replica_id`` applied every change before ``followed_at`` and may
+        answer from its caches until ``trusted_until`` (store times, µs)."""
+        async with self._tx() as c:
+            await c.execute(
+                "INSERT INTO replicas (replica_id, followed_at, trusted_until) "
+                "VALUES (?, ?, ?) ON CONFLICT (replica_id) DO UPDATE SET "
+                "followed_at = excluded.followed_at, trusted_until = excluded.trusted_until",
+                replica_id, followed_at, trusted_until)
+
+    async def unconfirmed(self, replica_id: str, at_us: int | None = None
+                          ) -> tuple[int, list[str]]:
+        """(``at_us``, or the store's time now when None; the replicas other than
+        ``replica_id`` that have not followed the change log past it and may still answer
+        from their caches now)."""
+        async with self._conn() as c:
+            now = await self._now_us(c)
+            at = now if at_us is None else at_us
+            rows = await c.fetch("SELECT replica_id FROM replicas WHERE replica_id <> ? "
+                                 "AND trusted_until > ? AND followed_at <= ? "
+                                 "ORDER BY replica_id", replica_id, max(now, at), at)
+        return at, [r[0] for r in rows]
+
+    async def leave(self, replica_id: str) -> None:
+        async with self._tx() as c:
+            await c.execute("DELETE FROM replicas WHERE replica_id = ?", replica_id)
 
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
                               ) -> list[tuple[int, str]]:

@@ -101,5 +101,9 @@ class PostgresStore(SqlStore):
                 done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
         return [name for v, name, _ in migrations.available("postgres") if v not in done]
 
+    async def _now_us(self, c: Tx) -> int:
+        rows = await c.fetch("SELECT (EXTRACT(EPOCH FROM now()) * 1000000)::bigint")
+        return int(rows[0][0])
+
     async def _lock_migrations(self, c: Tx) -> None:
         await c.fetch("SELECT pg_advisory_xact_lock(?)", _LOCK_ID)

@@ -19,6 +19,8 @@ import fakeredis.aioredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.cache import changes
+from gateway.cache.changes import ChangeFollower
 from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
@@ -880,10 +882,10 @@ async def test_lookups_neither_wait_for_nor_repeat_a_pending_invalidation(
     published: list[list[str]] = []
     release = asyncio.Event()
 
-    async def stuck_publish(digests: list[str]) -> bool:
+    async def stuck_publish(digests: list[str]) -> set[str]:
         published.append(digests)
         await release.wait()  # the acks of a paused replica never come
-        return True
+        return set()
 
     redis.publish_invalidation = stuck_publish  # type: ignore[method-assign]
     revoke = asyncio.create_task(cache.invalidate([DIGEST]))
@@ -922,30 +924,46 @@ def test_l1_tombstones_expire_from_the_oldest_end_in_constant_time(
     assert next(reversed(l1._tombstones)) == "d10"
 
 
+class LogStore(FakeStore):
+    """A FakeStore with a change log and the replicas' positions in it (store time: the
+    host's clock, as SQLite's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[int, list[tuple[str, str]]]] = []
+        self.replicas: dict[str, tuple[int, int]] = {}  # id -> (followed_at, trusted_until)
+
+    async def first_change_since(self, at_us: int) -> int:
+        return 0
+
+    async def follow_changes(self, after: int, limit: int = 10_000
+                             ) -> tuple[int, list[tuple[int, list[tuple[str, str]]]]]:
+        if self.down:
+            raise Unavailable("the key store is unavailable")
+        return time.time_ns() // 1000, [row for row in self.log if row[0] > after][:limit]
+
+    async def heartbeat(self, replica_id: str, followed_at: int, trusted_until: int) -> None:
+        self.replicas[replica_id] = (followed_at, trusted_until)
+
+    async def unconfirmed(self, replica_id: str, at_us: int | None = None
+                          ) -> tuple[int, list[str]]:
+        now = time.time_ns() // 1000
+        at = now if at_us is None else at_us
+        return at, sorted(r for r, (followed, until) in self.replicas.items()
+                          if r != replica_id and until > max(now, at) and followed <= at)
+
+    async def prune_changes(self, before_us: int) -> None:
+        return None  # the rows stay: a second follow must not apply them again
+
+
 async def test_the_change_log_reaches_a_replica_that_redis_did_not(redis: RedisBackend,
                                                                    raw: Any) -> None:
     """A change read from the store's log drops the key from L1 and its L2 copy, once."""
-    from gateway.cache.changes import ChangeFollower
-
-    class LogStore(FakeStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.log: list[tuple[int, list[tuple[str, str]]]] = []
-
-        async def last_change(self) -> int:
-            return 0
-
-        async def changes_since(self, after: int, limit: int = 10_000
-                                ) -> list[tuple[int, list[tuple[str, str]]]]:
-            return [row for row in self.log if row[0] > after]
-
-        async def prune_changes(self, before_us: int) -> None:
-            return None  # the rows stay: a second follow must not apply them again
-
     store = LogStore()
     store.rows[DIGEST] = make_key()
     cache = make_cache(store, redis)
-    follower = ChangeFollower(store, cache)  # type: ignore[arg-type]
+    follower = ChangeFollower(store, cache, "b", grace=5, l2_ttl=300)  # type: ignore[arg-type]
+    await follower.follow()
     assert (await cache.lookup(DIGEST))[1] == "STORE"
     assert (await cache.lookup(DIGEST))[1] == "L1"
     assert await raw.get(f"gw:k:{DIGEST}") is not None
@@ -959,14 +977,82 @@ async def test_the_change_log_reaches_a_replica_that_redis_did_not(redis: RedisB
     assert (await cache.lookup(DIGEST))[1] == "L1"
 
 
-def test_l1_keeps_nothing_while_suspended() -> None:
+async def test_nothing_is_answered_from_the_caches_past_the_lease(
+        redis: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that cannot read the change log stops answering from L1 and L2 when its
+    lease runs out (it cannot know what changed), and again once a read succeeds."""
+    monkeypatch.setattr(changes, "LEASE_S", 0.2)
+    store = LogStore()
+    store.rows[DIGEST] = make_key()
+    cache = make_cache(store, redis)
+    follower = ChangeFollower(store, cache, "b", grace=5, l2_ttl=300)  # type: ignore[arg-type]
+    assert cache.plain_l1(DIGEST, time.monotonic()) is None
+    with pytest.raises(Unavailable):  # never read the log: not even a store read answers
+        store.down = True
+        await cache.lookup(DIGEST)
+    store.down = False
+    await follower.follow()
+    assert store.replicas["b"][1] - store.replicas["b"][0] == 200_000  # its lease, recorded
+    await cache.lookup(DIGEST)
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+    store.down = True
+    with pytest.raises(Unavailable):
+        await follower.follow()
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+    await asyncio.sleep(0.25)
+    assert cache.plain_l1(DIGEST, time.monotonic()) is None
+    with pytest.raises(Unavailable):  # neither L1 nor L2 (it holds a copy) answers
+        await cache.lookup(DIGEST)
+    store.down = False
+    await follower.follow()
+    assert (await cache.lookup(DIGEST))[1] == "L1"
+
+
+async def test_the_lease_is_the_grace_while_the_redis_subscription_is_up() -> None:
+    store = LogStore()
+    cache = make_cache(store, None)
+    up = [True]
+    follower = ChangeFollower(store, cache, "b", grace=7, l2_ttl=300,  # type: ignore[arg-type]
+                              subscribed=lambda: up[0])
+    await follower.follow()
+    assert store.replicas["b"][1] - store.replicas["b"][0] == 7_000_000
+    up[0] = False
+    await follower.follow()
+    assert store.replicas["b"][1] - store.replicas["b"][0] == changes.LEASE_S * 1e6
+
+
+async def test_a_change_is_confirmed_by_every_replica_trusted_past_it() -> None:
+    """Through Redis (its ack) or the change log (followed past it); otherwise the admin
+    call answers 503 at its deadline and names the replicas."""
+    store = LogStore()
+    cache = make_cache(store, None)
+    a = ChangeFollower(store, cache, "a", grace=5, l2_ttl=300)  # type: ignore[arg-type]
+    b = ChangeFollower(store, make_cache(store, None), "b",  # type: ignore[arg-type]
+                       grace=5, l2_ttl=300)
+    await a.follow()
+    await b.follow()
+    started = time.monotonic()
+    # b read the log before the change; a itself is not waited for
+    with pytest.raises(Unavailable, match=r"1 replica\(s\) \(b\) did not confirm"):
+        await a.confirm(set(), started + 0.2)
+    assert time.monotonic() - started >= 0.2
+    await a.confirm({"b"}, time.monotonic() + 1)  # acknowledged through Redis
+    confirming = asyncio.create_task(a.confirm(set(), time.monotonic() + 2))
+    await asyncio.sleep(0.1)
+    assert not confirming.done()
+    await b.follow()  # b reads the log past the change
+    await asyncio.wait_for(confirming, 1)
+    # a replica past its lease (crashed, or cut off and no longer answering) is not waited for
+    store.replicas["b"] = (0, time.time_ns() // 1000 - 1)
+    await a.confirm(set(), time.monotonic() + 1)
+
+
+def test_l1_answers_nothing_past_its_lease() -> None:
     l1: L1[str] = L1(10, 60.0)
     now = time.monotonic()
     l1.put("a", "x", 60.0, now)
-    l1.suspend()
-    assert l1.get("a", now)[0] is False
-    l1.put("b", "y", 60.0, time.monotonic())
-    assert l1.get("b", time.monotonic())[0] is False
-    l1.resume()
-    l1.put("b", "y", 60.0, time.monotonic())
-    assert l1.get("b", time.monotonic()) == (True, "y")
+    l1.trusted_until = now + 1
+    assert l1.get("a", now) == (True, "x")
+    assert l1.fresh("a", now) == "x" and l1.fresh_many(["a"], now) == ["x"]
+    assert l1.get("a", now + 1)[0] is False
+    assert l1.fresh("a", now + 1) is None and l1.fresh_many(["a"], now + 1) == [None]

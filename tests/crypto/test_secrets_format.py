@@ -3,7 +3,10 @@ format before it (``<prefix>_v1_<43 random><6 base62 CRC32>``), which keeps veri
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
+from array import array
 
 import pytest
 
@@ -118,7 +121,7 @@ def test_v1_secrets_keep_their_format_and_crc() -> None:
     assert not any(sf.crc_ok(c) for c in _changes(secret, len("ory_ak_v1_")))
 
 
-def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
+async def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
         monkeypatch: pytest.MonkeyPatch) -> None:
     digests = [NEW.digest(sf.legacy_secret("ory_ak")) for _ in range(1000)]
     known = sf.DigestSet(digests)
@@ -127,11 +130,34 @@ def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
     assert NEW.digest(sf.legacy_secret("ory_ak")) not in known
     monkeypatch.setattr(sf.DigestSet, "MERGE_AT", 10)
     fresh = [NEW.digest(f"imported-{i}") for i in range(25)]
-    for digest in fresh:
+    for digest in fresh[:9]:
         known.add(digest)
-    assert all(d in known for d in fresh + digests) and len(known) == 1025
-    assert len(known._recent) < 10  # merged into the sorted array in bulk
+    assert not known.merge_due
+    for digest in fresh[9:]:
+        known.add(digest)
+    assert known.merge_due and all(d in known for d in fresh + digests)
+    monkeypatch.setattr(sf, "MERGE_SLICE", 100)
+    merging = asyncio.ensure_future(known.merge())
+    await asyncio.sleep(0)  # part-way: every digest still answers
+    assert not merging.done() and len(known._merging) == 25
+    assert all(d in known for d in fresh + digests)
+    await merging
+    assert len(known) == 1025 and not known._recent and not known._merging
     assert list(known._sorted) == sorted(known._sorted)
+    assert all(d in known for d in fresh + digests)
+
+
+@pytest.mark.parametrize(("size_a", "size_b"), [(0, 0), (0, 5), (5, 0), (1000, 3),
+                                                (3, 1000), (5000, 5000)])
+async def test_merged_is_the_sorted_union_in_slices(size_a: int, size_b: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sf, "MERGE_SLICE", 64)
+    rng = random.Random(size_a * 7919 + size_b)
+    a = sorted(rng.randrange(2**64) for _ in range(size_a))
+    b = sorted(rng.choice(a) if a and rng.random() < 0.2 else rng.randrange(2**64)
+               for _ in range(size_b))
+    out = await sf.merged(array("Q", a), array("Q", b))
+    assert list(out) == sorted(a + b)
 
 
 # -- what a presented credential may be (Peppers.candidates) ------------------------------

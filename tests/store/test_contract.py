@@ -386,9 +386,9 @@ def _batch_key(n: int) -> ApiKey:
 
 async def test_every_change_writes_its_change_log_row_in_its_own_transaction(
         store: Store) -> None:
-    first = await store.last_change()
+    first = await store.first_change_since(time.time_ns() // 1000)
     key = await store.insert_key(_batch_key(50_001))
-    assert await store.last_change() == first  # a new key changes no earlier answer
+    assert (await store.follow_changes(first))[1] == []  # a new key changes no answer
     assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 1)
     assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 2)
     other = await store.insert_key(_batch_key(50_002))
@@ -398,12 +398,40 @@ async def test_every_change_writes_its_change_log_row_in_its_own_transaction(
     assert moved is not None
     assert await store.delete_key(other.key_id)
     assert not await store.delete_key(other.key_id)
-    rows = await store.changes_since(first)
+    at, rows = await store.follow_changes(first)
     assert [items for _, items in rows] == [
         [(key.digest, key.key_id)],  # the second revoke changed nothing: no row
         [(other.digest, other.key_id)],
         [(other.digest, other.key_id), ("hs256:" + "9" * 64, other.key_id)],
         [("hs256:" + "9" * 64, other.key_id)]]
-    assert await store.last_change() == rows[-1][0]
+    assert abs(at - time.time_ns() // 1000) < 5_000_000  # the store's clock
+    assert await store.first_change_since(2**62) == rows[-1][0]  # none after: the last
+    assert await store.first_change_since(0) < rows[0][0]
+    assert [r[0] for r in (await store.follow_changes(first, limit=2))[1]] == [
+        r[0] for r in rows[:2]]
     await store.prune_changes(2**62)
-    assert await store.changes_since(first) == []
+    assert (await store.follow_changes(first))[1] == []
+
+
+async def test_replicas_record_how_far_they_followed_the_change_log(store: Store) -> None:
+    """``unconfirmed``: the other replicas trusted past a time that have not followed
+    past it; a replica that left, or whose lease ran out, is not waited for."""
+    at, _ = await store.unconfirmed("a")
+    await store.heartbeat("a", at - 10, at + 1_000_000)
+    await store.heartbeat("b", at - 10, at + 1_000_000)  # read the log before ``at``
+    await store.heartbeat("c", at + 10, at + 1_000_000)  # after it
+    await store.heartbeat("d", at - 10, at - 1)  # its lease ran out before ``at``
+    await store.heartbeat("e", at - 10, at + 1)  # after ``at``, but it is over now
+    await asyncio.sleep(0.01)
+    assert await store.unconfirmed("a", at) == (at, ["b"])
+    assert await store.unconfirmed("b", at) == (at, ["a"])
+    await store.heartbeat("b", at + 20, at + 2_000_000)  # the upsert
+    assert await store.unconfirmed("a", at) == (at, [])
+    later, waiting = await store.unconfirmed("c")  # the store's time now
+    assert later >= at and waiting == ["a", "b"]
+    await store.leave("b")
+    assert await store.unconfirmed("c", later) == (later, ["a"])
+    await store.prune_changes(at + 500_000)  # drops replicas trusted until before it
+    assert await store.unconfirmed("x", at) == (at, ["a"])  # "c" (followed), "d" gone
+    await store.prune_changes(2**62)
+    assert await store.unconfirmed("x", at) == (at, [])

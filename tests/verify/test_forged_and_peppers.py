@@ -292,6 +292,7 @@ async def test_the_digests_of_imported_keys_are_read_a_page_at_a_time(
         await services.keys.batch_import({"requests": [
             {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
         services.peppers.unkeyed.replace([])
-        await services.unkeyed.load()
-        assert len(services.peppers.unkeyed) == 30
+        await services.unkeyed.load()  # 5 pages, each sorted, merged pairwise
+        known = services.peppers.unkeyed
+        assert len(known) == 30 and list(known._sorted) == sorted(known._sorted)
         assert [await outcome(services, raw) for raw in raws] == [Outcome.VALID] * 30

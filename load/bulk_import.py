@@ -1,0 +1,899 @@
+"""Bulk import beside cached verifies on another replica: importedApiKeys:batchCreate at scale.
+
+    .venv/bin/python load/bulk_import.py [--keys 1000000 --batch 1000 --clients N
+                                          --backends sqlite,postgres --window 10]
+
+The target (issue 16, item 4): ``batchCreate`` of 1,000-key batches on SQLite and on
+PostgreSQL with Redis sustains at least 5,000 keys/s up to 1,000,000 keys, and cached
+verifies on another replica keep their p99 meanwhile (within 2x).
+
+For each backend, two gateway replicas on one store: A receives the import, B answers
+cached verifies (a few keys issued on B, warmed into its L1) to wrk. The machine is split
+in two as if they were two hosts: B and its wrk on one CPU, A and the import driver (this
+process) on the other; PostgreSQL and Redis are the machine's services and stay unpinned.
+
+1. B's cached-verify latency alone: ``--baseline-windows`` wrk runs of ``--window``
+   seconds; the baseline p99 is their median;
+2. the import: ``--keys`` raw keys (``sk_bulk_<n>_<random>``), in request bodies of
+   ``--batch`` items made before the clock starts, posted to A by ``--clients``
+   concurrent clients; each answer must be 200 with ``success_count`` equal to the
+   batch's size. Meanwhile wrk runs against B in consecutive windows;
+3. one window after it (A idle again, the store large), and checks: B still answers its
+   keys from L1, and verifies a sample of the imported keys.
+
+Reported per backend: keys/s over the whole import and per ``--segment`` keys (a slowdown
+as the table grows shows there); B's p99 (and max) per window, the worst and median
+window p99 during the import against the baseline; CPU seconds per process and per CPU.
+Targets: >= 5,000 keys/s overall and in every segment; worst window p99 <= 2x baseline.
+With ``--profile``, py-spy samples A (and B) during the import and the hottest frames are
+printed (profiling slows A down: use the figures of a run without it).
+
+Results go to load/results/bulk-<UTC>.json. Exit status 1 if a run failed (or, with
+``--strict``, a target was missed), 2 if wrk is missing. Every process is stopped and the
+scratch database dropped on exit, error, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bench
+import httpx
+import orjson
+from bench import (
+    IMPORTED,
+    RESULTS,
+    ROOT,
+    VERIFY,
+    BenchError,
+    HttpRequest,
+    Processes,
+    Server,
+)
+
+BACKENDS = ("sqlite", "sqlite-noredis", "postgres")
+TARGET_KEYS_PER_S = 5_000.0
+TARGET_P99_RATIO = 2.0
+CHANNEL = "gateway:invalidate"  # gateway.cache.redis_backend.CHANNEL (pub/sub: server-wide)
+MIN_WINDOW_S = 2.0  # a window cut short by the import's end counts if at least this long
+
+
+# -- the import driver ------------------------------------------------------------------------
+
+
+def make_bodies(keys: int, batch: int) -> list[tuple[int, bytes]]:
+    """``(items, body)`` of each batchCreate request, made before the clock starts."""
+    raw = [f"sk_bulk_{i}_{r}" for i, r in enumerate(bench._random_base62(keys, 24))]
+    return [(len(chunk), json.dumps({"requests": [
+        {"raw_key": key, "name": f"bulk-{start + i}", "actor_id": "bench-bulk"}
+        for i, key in enumerate(chunk)]}, separators=(",", ":")).encode())
+        for start in range(0, keys, batch) if (chunk := raw[start:start + batch])]
+
+
+def batch_problem(resp: httpx.Response, items: int) -> str | None:
+    """Why a batchCreate answer is not a full success (None: every item was created)."""
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}: {resp.text[:200]}"
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return f"not JSON: {resp.text[:200]}"
+    if not isinstance(body, dict) or body.get("success_count") != items:
+        results = body.get("results") if isinstance(body, dict) else None
+        first = next((r for r in results or [] if r.get("error_message")), None)
+        return (f"success_count {body.get('success_count') if isinstance(body, dict) else '?'}"
+                f" of {items}" + (f"; first error: {first['error_message']}" if first else ""))
+    return None
+
+
+@dataclass
+class Done:
+    """One batch: its items and when it was sent and answered (monotonic seconds)."""
+
+    index: int
+    items: int
+    sent: float
+    answered: float
+
+
+class ImportDriver:
+    """``clients`` threads, each posting the next unsent body until none is left; the first
+    failure stops them all. Threads inherit this process's CPU affinity."""
+
+    def __init__(self, url: str, auth: dict[str, str], bodies: list[tuple[int, bytes]],
+                 clients: int, on_finish: Callable[[], object] = lambda: None) -> None:
+        self.url, self.auth, self.bodies = url, auth, bodies
+        self.on_finish = on_finish  # called by the last client to stop
+        self._active = clients
+        self.done: list[Done] = []
+        self.error: str | None = None
+        self.started = self.finished = 0.0
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, name=f"import-{i}", daemon=True)
+                         for i in range(clients)]
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._stop.is_set() or self._next >= len(self.bodies):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _client(self) -> None:
+        try:
+            self._post_bodies()
+        finally:
+            with self._lock:
+                self._active -= 1
+                last = self._active == 0
+            if last:
+                self.finished = max((d.answered for d in self.done), default=time.monotonic())
+                self.on_finish()
+
+    def _post_bodies(self) -> None:
+        headers = {**self.auth, "Content-Type": "application/json"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=120) as client:
+            while (index := self._take()) is not None:
+                items, body = self.bodies[index]
+                sent = time.monotonic()
+                try:
+                    resp = client.post(f"{IMPORTED}:batchCreate", content=body)
+                    problem = batch_problem(resp, items)
+                except httpx.HTTPError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                if problem is not None:
+                    with self._lock:
+                        self.error = self.error or f"batch {index}: {problem}"
+                    self._stop.set()
+                    return
+                with self._lock:
+                    self.done.append(Done(index, items, sent, time.monotonic()))
+
+    @property
+    def keys(self) -> int:
+        return sum(d.items for d in self.done)
+
+
+@dataclass
+class Segment:
+    first_key: int
+    last_key: int
+    seconds: float
+    keys_per_s: float
+
+
+def segments(done: list[Done], started: float, size: int) -> list[Segment]:
+    """Keys/s of each ``size`` keys, in the order they were answered: a segment ends when
+    the answered keys reach its last key (the last one may be shorter)."""
+    out: list[Segment] = []
+    total, edge, since = 0, size, started
+    answered = sorted(done, key=lambda d: d.answered)
+    for n, d in enumerate(answered):
+        total += d.items
+        if total >= edge or n == len(answered) - 1:
+            first = out[-1].last_key + 1 if out else 1
+            seconds = d.answered - since
+            out.append(Segment(first, total, seconds,
+                               (total - first + 1) / seconds if seconds > 0 else 0.0))
+            since, edge = d.answered, (total // size + 1) * size
+    return out
+
+
+# -- B's cached verifies in windows -----------------------------------------------------------
+
+
+@dataclass
+class Window:
+    phase: str            # baseline | import | after
+    start_s: float        # from the start of the import (negative before it)
+    seconds: float        # the last import window ends with the import (wrk gets SIGINT)
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    errors: int           # non-2xx and socket errors
+    # CPUs' worth of what processes other than ours and the services ran meanwhile (the
+    # machine may be shared): a window with much of it is not a clean measurement
+    others_cpu: float = 0.0
+
+
+_MAX = re.compile(r"^\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m|h)\b", re.MULTILINE)
+
+
+def run_window(wrk: str, server: Server, request: HttpRequest, *, connections: int,
+               seconds: int, cpus: set[int], tag: str,
+               until: Callable[[], bool] = lambda: False) -> tuple[bench.WrkResult, float]:
+    """One wrk run against ``server`` (bench's command line, pinned to ``cpus``), ended
+    early by SIGINT (wrk then reports what it measured) once ``until()`` is true: its
+    summary and its largest latency (ms), which shows a stall that p99 does not."""
+    cmd, env = bench.wrk_command(wrk, server.url, request, server.workdir, tag,
+                                 connections=connections, threads=1, seconds=seconds)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, preexec_fn=bench.pinned(cpus))
+    try:
+        deadline = time.monotonic() + seconds + 60
+        while proc.poll() is None:
+            if until():
+                proc.send_signal(signal.SIGINT)
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"wrk did not end in {seconds + 60}s")
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {err or out}")
+    result = bench.parse_wrk(out)
+    top = _MAX.search(out)
+    return result, float(top[1]) * bench._UNITS_MS[top[2]] if top else 0.0
+
+
+def warm(server: Server, keys: list[str]) -> None:
+    """Verify each key until it answers from L1; BenchError if one does not."""
+    check = bench.expect_verdict({"L1"})
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=10) as client:
+        for key in keys:
+            problem = None
+            for _ in range(3):
+                problem = check(client.post(VERIFY, json={"credential": key}))
+            if problem is not None:
+                raise BenchError(f"warming {server.name}: {problem}")
+
+
+def verify_sample(server: Server, bodies: list[tuple[int, bytes]], count: int = 20) -> None:
+    """``count`` imported keys, picked at random, must verify on ``server``."""
+    picked = [random.choice(orjson.loads(random.choice(bodies)[1])["requests"])["raw_key"]
+              for _ in range(count)]
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=10) as client:
+        for key in picked:
+            problem = bench.expect_valid(client.post(VERIFY, json={"credential": key}))
+            if problem is not None:
+                raise BenchError(f"an imported key on {server.name}: {problem}")
+
+
+# -- CPU accounting and profiles --------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> tuple[str, float]:
+    """(comm, utime + stime in seconds) of a process, all its threads; ("", 0) if gone."""
+    try:
+        comm, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(" (")[2].rpartition(")")
+        fields = rest.split()
+    except (OSError, IndexError):
+        return "", 0.0
+    return comm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def every_process_cpu_s() -> dict[int, tuple[str, float]]:
+    return {int(e.name): process_cpu_s(int(e.name)) for e in Path("/proc").iterdir()
+            if e.name.isdigit()}
+
+
+def cpu_busy_s() -> dict[int, float]:
+    """Busy (non-idle, non-iowait) seconds of each CPU since boot, from /proc/stat."""
+    out: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values]
+            out[int(name[3:])] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf(
+                "SC_CLK_TCK")
+    return out
+
+
+SERVICES = ("postgres", "redis-server", "wrk")
+
+
+class CpuMeter:
+    """CPU seconds between ``start`` and ``stop``, by process: A, B, this process (the
+    import driver), PostgreSQL, Redis, wrk, and every other process (the machine is not
+    ours alone); and each CPU's busy share. A process that ended meanwhile is missed."""
+
+    def __init__(self, named: dict[str, int]) -> None:
+        self.named = {pid: name for name, pid in named.items()}
+        self.result: dict[str, Any] = {}
+
+    def _read(self) -> tuple[dict[int, tuple[str, float]], dict[int, float], float]:
+        return every_process_cpu_s(), cpu_busy_s(), time.monotonic()
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, Any]:
+        """The figures (once; later calls return the first result)."""
+        if self.result:
+            return self.result
+        procs, cpus, now = self._read()
+        before_procs, before_cpus, then = self._before
+        by_name = {name: 0.0 for name in (*self.named.values(), *SERVICES, "other processes")}
+        for pid, (comm, cpu) in procs.items():
+            old_comm, old = before_procs.get(pid, ("", 0.0))
+            delta = cpu - old if old_comm == comm else cpu
+            name = self.named.get(pid) or (comm if comm in SERVICES else "other processes")
+            by_name[name] += delta
+        seconds = now - then
+        self.result = {
+            "wall_s": round(seconds, 2),
+            "process_cpu_s": {k: round(v, 2) for k, v in by_name.items()},
+            "cpu_busy_share": {str(c): round((v - before_cpus.get(c, 0.0)) / seconds, 3)
+                               for c, v in cpus.items()}}
+        return self.result
+
+
+class Profiler:
+    """py-spy record (raw collapsed stacks, --nonblocking) of some processes until
+    ``stop``; ``summary`` gives each one's hottest frames."""
+
+    def __init__(self, py_spy: str, targets: dict[str, int], workdir: Path, cpus: set[int],
+                 rate: int = 100) -> None:
+        self.outputs: dict[str, Path] = {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for name, pid in targets.items():
+            out = workdir / f"profile-{name}.txt"
+            self.outputs[name] = out
+            self.procs.append(subprocess.Popen(
+                [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
+                 "--output", str(out), "--nonblocking", "--threads"],
+                stdout=subprocess.DEVNULL, stderr=(workdir / f"profile-{name}.log").open("wb"),
+                stdin=subprocess.DEVNULL, preexec_fn=bench.pinned(cpus)))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def summary(self, top: int = 15) -> dict[str, dict[str, Any]]:
+        return {name: summarize_stacks(path.read_text() if path.exists() else "", top)
+                for name, path in self.outputs.items()}
+
+
+_FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:12)`` → ``func (file.py)``; thread frames as they are."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    path = m[2]
+    for marker in ("/gateway/", "/site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{m[1]} ({path})"
+
+
+def summarize_stacks(text: str, top: int) -> dict[str, Any]:
+    """From py-spy's raw output (``frame;frame;… count`` lines): samples per thread, and the
+    frames with the most samples on top of the stack (self) and anywhere in it
+    (inclusive), as shares of the busy samples."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        thread = frames[0].strip()
+        threads[thread] = threads.get(thread, 0) + n
+        names = [_frame_name(f) for f in frames[1:]] or [thread]
+        total += n
+        self_n[names[-1]] = self_n.get(names[-1], 0) + n
+        for name in set(names):
+            incl_n[name] = incl_n.get(name, 0) + n
+
+    def share(counts: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(v / total, 4)) for k, v in
+                sorted(counts.items(), key=lambda kv: -kv[1])[:top]] if total else []
+    return {"samples": total, "threads": threads, "self": share(self_n),
+            "inclusive": share(incl_n)}
+
+
+# -- one backend ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    keys: int
+    batch: int
+    clients: int
+    segment: int
+    window: int
+    baseline_windows: int
+    after_windows: int
+    connections: int
+    verify_keys: int
+    cpu_a: int
+    cpu_b: int
+    redis_url: str
+    pg_admin_dsn: str
+    profile: bool
+
+
+@dataclass
+class Run:
+    backend: str
+    status: str = "ok"               # ok | failed
+    note: str = ""
+    keys: int = 0
+    seconds: float = 0.0
+    keys_per_s: float = 0.0
+    segments: list[Segment] = field(default_factory=list)
+    windows: list[Window] = field(default_factory=list)
+    baseline_p99_ms: float | None = None
+    worst_p99_ms: float | None = None
+    median_p99_ms: float | None = None
+    worst_ratio: float | None = None
+    median_ratio: float | None = None
+    rate_met: bool | None = None     # overall and every segment >= TARGET_KEYS_PER_S
+    p99_met: bool | None = None      # worst window <= TARGET_P99_RATIO x baseline
+    batch_latency_ms: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    redis_subscribers: int | None = None
+    redis_subscribers_after: int | None = None
+    # /metrics deltas over the import, per replica (see METRICS), and warnings in the logs
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    log_warnings: dict[str, list[str]] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+# /metrics samples whose change over the import is kept: Redis round trips by op (their
+# time: "ack" is A waiting for the other replicas to apply a batch's invalidation), acks
+# that timed out, store reads
+METRICS = ("gateway_redis_duration_seconds_sum", "gateway_redis_duration_seconds_count",
+           "gateway_redis_errors_total", "gateway_invalidation_ack_timeouts_total",
+           "gateway_store_duration_seconds_sum", "gateway_store_duration_seconds_count",
+           "gateway_store_errors_total")
+
+
+def metric_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 4) for k, v in sorted(after.items())
+            if k.partition("{")[0] in METRICS and v != before.get(k, 0.0)}
+
+
+def warnings_in(server: Server) -> list[str]:
+    """The distinct WARNING/ERROR lines of a server's log (numbers blanked), with counts."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in server.log.read_text(errors="replace").splitlines():
+            if "WARNING" in line or "ERROR" in line:
+                key = re.sub(r"\d+", "N", line)[:200]
+                counts[key] = counts.get(key, 0) + 1
+    return [f"{n}x {line}" for line, n in counts.items()]
+
+
+def redis_subscribers(redis_url: str) -> int:
+    """Subscribers of the invalidation channel on the whole Redis server (pub/sub ignores
+    the db number: every gateway on this Redis acks every batch's invalidation)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        return int(dict(client.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0))
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def replicas(backend: str, cfg: Config, workdir: Path) -> Iterator[tuple[Server, Server]]:
+    """Replicas A (pinned to cpu_a) and B (cpu_b) on one fresh store; stopped afterwards,
+    then the scratch database dropped."""
+    extra = {"GATEWAY_DRAIN_SECONDS": "0"}
+    if backend != "sqlite-noredis":
+        extra["GATEWAY_REDIS_URL"] = cfg.redis_url
+    with contextlib.ExitStack() as stack:
+        if backend == "postgres":
+            if not bench.reachable(cfg.pg_admin_dsn, 5432):
+                raise BenchError(f"PostgreSQL at {cfg.pg_admin_dsn} is not reachable")
+            extra["GATEWAY_DATABASE_URL"] = stack.enter_context(
+                bench.scratch_database(cfg.pg_admin_dsn))
+        else:
+            (workdir / backend).mkdir(exist_ok=True)
+            extra["GATEWAY_DATABASE_URL"] = f"sqlite:///{workdir / backend / 'gateway.db'}"
+        if "GATEWAY_REDIS_URL" in extra and not bench.reachable(cfg.redis_url, 6379):
+            raise BenchError(f"Redis at {cfg.redis_url} is not reachable")
+        # one pepper and one admin token for both: they are replicas of one deployment
+        env, token = bench.gateway_env(extra)
+        if backend == "postgres":
+            bench.migrate(env)
+        procs_a = Processes(workdir, {cfg.cpu_a})
+        procs_b = Processes(workdir, {cfg.cpu_b})
+        stack.callback(procs_b.stop_all)  # before the database is dropped (LIFO)
+        stack.callback(procs_a.stop_all)
+        serve = [*bench.gateway_command(), "serve", "--host", "127.0.0.1", "--port"]
+        servers = []
+        for procs, name in ((procs_a, f"{backend}-A"), (procs_b, f"{backend}-B")):
+            port = bench.free_port()  # A first: on SQLite it creates and migrates the file
+            servers.append(procs.start(name, [*serve, str(port)], env, port=port,
+                                       ready_path="/health/ready", token=token))
+            servers[-1].redis_url = extra.get("GATEWAY_REDIS_URL", "")
+        yield servers[0], servers[1]
+
+
+def p99_verdict(run: Run) -> None:
+    """Baseline p99 (median of the baseline windows) against the windows of the import."""
+    base = [w.p99_ms for w in run.windows if w.phase == "baseline"]
+    during = [w.p99_ms for w in run.windows
+              if w.phase == "import" and w.seconds >= MIN_WINDOW_S]
+    if not base or not during:
+        return
+    run.baseline_p99_ms = statistics.median(base)
+    run.worst_p99_ms, run.median_p99_ms = max(during), statistics.median(during)
+    if run.baseline_p99_ms > 0:
+        run.worst_ratio = run.worst_p99_ms / run.baseline_p99_ms
+        run.median_ratio = run.median_p99_ms / run.baseline_p99_ms
+        run.p99_met = run.worst_ratio <= TARGET_P99_RATIO
+
+
+def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
+            py_spy: str | None) -> None:
+    """One backend, filling ``run`` as it goes (so a failure keeps what was measured)."""
+    started = datetime.now(UTC)
+    print(f"bulk: [{backend}] making {cfg.keys:,} keys in batches of {cfg.batch:,} …",
+          file=sys.stderr, flush=True)
+    bodies = make_bodies(cfg.keys, cfg.batch)
+    with replicas(backend, cfg, workdir) as (a, b):
+        if a.redis_url:
+            run.redis_subscribers = redis_subscribers(a.redis_url)
+            if run.redis_subscribers > 2:
+                print(f"bulk: [{backend}] {run.redis_subscribers} subscribers on "
+                      f"{CHANNEL} (2 are ours): every batch also waits for the others' acks",
+                      file=sys.stderr)
+        bench.seed(b, cfg.verify_keys)
+        warm(b, b.secrets)
+        request = bench.credential_list(b, "cached", tuple(b.secrets),
+                                        bench.expect_verdict({"L1"}))
+        cpus_b = {cfg.cpu_b}
+
+        named = {"replica A": a.proc.pid, "replica B": b.proc.pid, "driver": os.getpid()}
+        t0 = time.monotonic()  # start_s is from here until the import starts, then from it
+
+        def window(phase: str, until: Callable[[], bool] = lambda: False) -> Window:
+            tag = f"{backend}-{phase}-{len(run.windows)}"
+            others = CpuMeter(named)
+            others.start()
+            start = time.monotonic()
+            result, max_ms = run_window(wrk, b, request, connections=cfg.connections,
+                                        seconds=cfg.window, cpus=cpus_b, tag=tag, until=until)
+            if not b.alive():
+                raise BenchError(f"{b.name} died:\n{b.log_tail()}")
+            w = Window(phase, round(start - t0, 2), round(time.monotonic() - start, 2),
+                       result.requests_per_s, result.p50_ms, result.p99_ms, max_ms,
+                       result.requests, result.non_2xx + result.socket_errors,
+                       others_cpu=round(others.stop()["process_cpu_s"]["other processes"]
+                                        / (time.monotonic() - start), 2))
+            run.windows.append(w)
+            print(f"bulk: [{backend}] {phase:8} window at {w.start_s:7.1f}s: "
+                  f"{w.requests_per_s:8,.0f} req/s  p50 {w.p50_ms:6.2f}  p99 {w.p99_ms:6.2f}  "
+                  f"max {w.max_ms:7.2f} ms  others {w.others_cpu:.2f} CPU", file=sys.stderr,
+                  flush=True)
+            if w.errors > w.requests * 0.001:
+                raise BenchError(f"{w.errors} errors of {w.requests} verifies on {b.name}")
+            return w
+
+        for _ in range(cfg.baseline_windows):
+            window("baseline")
+        scraped = {"A": bench.scrape(a), "B": bench.scrape(b)}
+        meter = CpuMeter(named)
+        driver = ImportDriver(a.url, a.auth, bodies, cfg.clients, on_finish=meter.stop)
+        profiler = (Profiler(py_spy, {"A": a.proc.pid, "B": b.proc.pid}, workdir,
+                             {cfg.cpu_a}) if cfg.profile and py_spy else None)
+        try:
+            if profiler is not None:
+                time.sleep(1)  # py-spy attaches
+            meter.start()
+            driver.start()
+            for w in run.windows:  # from the start of the import from now on
+                w.start_s = round(w.start_s + t0 - driver.started, 2)
+            t0 = driver.started
+            print(f"bulk: [{backend}] importing with {cfg.clients} clients …",
+                  file=sys.stderr, flush=True)
+            while driver.running():
+                window("import", until=lambda: not driver.running())
+            driver.join()
+        finally:
+            driver.stop()
+            if profiler is not None:
+                profiler.stop()
+        run.cpu = meter.stop()
+        run.metrics = {name: metric_deltas(scraped[name], bench.scrape(server))
+                       for name, server in (("A", a), ("B", b))}
+        if a.redis_url:
+            run.redis_subscribers_after = redis_subscribers(a.redis_url)
+        if profiler is not None:
+            run.profile = profiler.summary()
+        end = driver.finished
+        run.keys = driver.keys
+        run.seconds = round(end - driver.started, 2)
+        run.keys_per_s = round(run.keys / run.seconds, 1) if run.seconds > 0 else 0.0
+        run.segments = segments(driver.done, driver.started, cfg.segment)
+        latencies = sorted((d.answered - d.sent) * 1000 for d in driver.done)
+        if latencies:
+            run.batch_latency_ms = {
+                "p50": round(statistics.median(latencies), 1),
+                "p99": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+                "max": round(latencies[-1], 1)}
+        if driver.error is not None:
+            raise BenchError(f"import on {a.name}: {driver.error}")
+        if not a.alive():
+            raise BenchError(f"{a.name} died:\n{a.log_tail()}")
+        run.rate_met = (run.keys_per_s >= TARGET_KEYS_PER_S and all(
+            s.keys_per_s >= TARGET_KEYS_PER_S for s in run.segments))
+        p99_verdict(run)
+        for _ in range(cfg.after_windows):
+            window("after")
+        bench.check_once(b, request, attempts=2)  # B still answers its keys from L1
+        verify_sample(b, bodies)
+        run.log_warnings = {srv.name: found for srv in (a, b) if (found := warnings_in(srv))}
+    print(f"bulk: [{backend}] done in {(datetime.now(UTC) - started).total_seconds():.0f}s",
+          file=sys.stderr, flush=True)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _ratio(value: float | None, ratio: float | None) -> str:
+    return "-" if value is None or ratio is None else f"{value:.2f} ({ratio:.2f}x)"
+
+
+def _met(flag: bool | None) -> str:
+    return "-" if flag is None else ("PASS" if flag else "MISS")
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+
+
+def render(runs: list[Run], cfg: Config) -> str:
+    lines = _table(
+        ["backend", "keys", "seconds", "keys/s", "slowest segment", "base p99 ms",
+         "worst p99 ms", "median p99 ms", f">={TARGET_KEYS_PER_S:,.0f}/s",
+         f"p99 <={TARGET_P99_RATIO:g}x", "status"],
+        [[r.backend, f"{r.keys:,}", f"{r.seconds:.1f}", f"{r.keys_per_s:,.0f}",
+          f"{min(s.keys_per_s for s in r.segments):,.0f}" if r.segments else "-",
+          f"{r.baseline_p99_ms:.2f}" if r.baseline_p99_ms is not None else "-",
+          _ratio(r.worst_p99_ms, r.worst_ratio), _ratio(r.median_p99_ms, r.median_ratio),
+          _met(r.rate_met), _met(r.p99_met),
+          r.status if r.status == "ok" else f"{r.status.upper()}: {r.note}"] for r in runs])
+    for r in runs:
+        if r.segments:
+            lines += ["", f"{r.backend}: keys/s per {cfg.segment:,} keys"
+                      + (f"; batch latency ms p50 {r.batch_latency_ms['p50']}, p99 "
+                         f"{r.batch_latency_ms['p99']}, max {r.batch_latency_ms['max']}"
+                         if r.batch_latency_ms else "")]
+            lines += _table(["keys", "seconds", "keys/s"],
+                            [[f"{s.first_key:,}-{s.last_key:,}", f"{s.seconds:.1f}",
+                              f"{s.keys_per_s:,.0f}"] for s in r.segments])
+        if r.windows:
+            lines += ["", f"{r.backend}: replica B, cached verify, {cfg.connections} connections"]
+            lines += _table(["phase", "at s", "seconds", "req/s", "p50 ms", "p99 ms", "max ms",
+                             "others CPU"],
+                            [[w.phase, f"{w.start_s:.1f}", f"{w.seconds:.1f}",
+                              f"{w.requests_per_s:,.0f}", f"{w.p50_ms:.2f}", f"{w.p99_ms:.2f}",
+                              f"{w.max_ms:.2f}", f"{w.others_cpu:.2f}"] for w in r.windows])
+        if r.cpu:
+            procs = ", ".join(f"{k} {v:.1f}" for k, v in r.cpu["process_cpu_s"].items())
+            busy = ", ".join(f"cpu{k} {v:.0%}" for k, v in r.cpu["cpu_busy_share"].items())
+            lines += ["", f"{r.backend}: CPU seconds over the import's {r.cpu['wall_s']:.1f} s: "
+                      f"{procs}; busy: {busy}"]
+        for name, deltas in r.metrics.items():
+            ops: dict[str, dict[str, float]] = {}
+            for key, value in deltas.items():
+                m = re.match(r'gateway_redis_duration_seconds_(sum|count)\{op="(\w+)"\}', key)
+                if m:
+                    ops.setdefault(m[2], {})[m[1]] = value
+            text = ", ".join(f"{op} {v['count']:,.0f} x "
+                             f"{1000 * v.get('sum', 0) / v['count']:.1f} ms"
+                             for op, v in ops.items() if v.get("count"))
+            other = ", ".join(f"{k} {v:,.0f}" for k, v in deltas.items()
+                              if not k.startswith("gateway_redis_duration"))
+            lines.append(f"{r.backend}: replica {name} during the import: Redis round trips "
+                         f"{text or 'none'}" + (f"; {other}" if other else ""))
+        for name, found in r.log_warnings.items():
+            lines += [f"{r.backend}: {name} log: {w}" for w in found[:5]]
+        for name, prof in r.profile.items():
+            lines += ["", f"{r.backend}: py-spy of replica {name} ({prof['samples']:,} "
+                      "samples; share of samples, self / inclusive)"]
+            lines += [f"  self {share:6.1%}  {frame}" for frame, share in prof["self"]]
+            lines += [f"  incl {share:6.1%}  {frame}" for frame, share in prof["inclusive"]]
+    return "\n".join(lines)
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": git("status", "--short", "--", "gateway")}
+
+
+def write_results(runs: list[Run], args: argparse.Namespace, cfg: Config, wrk: str,
+                  started: datetime) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"bulk-{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({
+        "started": started.isoformat(),
+        "config": asdict(cfg) | {"redis_url": cfg.redis_url, "pg_admin_dsn": "(not kept)"},
+        "targets": {"keys_per_s": TARGET_KEYS_PER_S, "p99_ratio": TARGET_P99_RATIO},
+        "argv": sys.argv[1:],
+        "git": git_state(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "wrk": bench.wrk_version(wrk),
+                    "loadavg_at_end": os.getloadavg()},
+        "runs": [asdict(r) for r in runs],
+    }, indent=2) + "\n")
+    return path
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=1_000_000, help="keys to import")
+    parser.add_argument("--batch", type=int, default=1_000, help="items per batchCreate")
+    parser.add_argument("--clients", type=int, default=2,
+                        help="concurrent batchCreate clients")
+    parser.add_argument("--segment", type=int,
+                        help="keys per reported segment (default 100,000, or a tenth of "
+                             "--keys when smaller)")
+    parser.add_argument("--backends", default="sqlite,postgres",
+                        help=f"comma-separated, of {', '.join(BACKENDS)} (sqlite and "
+                             "postgres use Redis; sqlite-noredis: replicas learn new keys "
+                             "from the store only)")
+    parser.add_argument("--window", type=int, default=10, help="seconds per wrk window on B")
+    parser.add_argument("--baseline-windows", type=int, default=3,
+                        help="windows before the import (the baseline p99 is their median)")
+    parser.add_argument("--after-windows", type=int, default=1, help="windows after it")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c against B")
+    parser.add_argument("--verify-keys", type=int, default=8,
+                        help="keys issued on B and verified (cached) in turn")
+    parser.add_argument("--cpus", default="0,1", metavar="B,A",
+                        help="CPU of replica B and its wrk, CPU of replica A and the driver")
+    parser.add_argument("--redis-url", default=os.environ.get(
+        "GATEWAY_TEST_REDIS_BULK", "redis://127.0.0.1:6379/12"),
+        help="Redis of both replicas (a spare db: the import leaves tombstones there)")
+    parser.add_argument("--pg-admin-dsn", default=os.environ.get(
+        "GATEWAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL DSN allowed to CREATE/DROP DATABASE")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy both replicas during the import (slows A down)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DBs)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    if unknown := set(backends) - set(BACKENDS):
+        parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    if min(args.keys, args.batch, args.clients, args.window, args.connections,
+           args.verify_keys) < 1 or args.baseline_windows < 1 or args.after_windows < 0:
+        parser.error("counts and durations must be positive (--after-windows may be 0)")
+    if args.batch > 1_000:
+        parser.error("--batch: the gateway takes at most 1,000 items a batch")
+    try:
+        cpu_b, cpu_a = (int(c) for c in args.cpus.split(","))
+    except ValueError:
+        parser.error("--cpus: two CPU numbers, B's then A's (e.g. 0,1)")
+    if cpu_a == cpu_b or not {cpu_a, cpu_b} <= os.sched_getaffinity(0):
+        parser.error(f"--cpus: two different CPUs of {sorted(os.sched_getaffinity(0))}")
+    args.backend_list, args.cpu_a, args.cpu_b = backends, cpu_a, cpu_b
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("bulk: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(
+        Path(sys.executable).parent))
+    if args.profile and py_spy is None:
+        print("bulk: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
+    segment = args.segment or min(100_000, max(args.batch, args.keys // 10))
+    cfg = Config(args.keys, args.batch, args.clients, segment, args.window,
+                 args.baseline_windows, args.after_windows, args.connections,
+                 args.verify_keys, args.cpu_a, args.cpu_b, args.redis_url,
+                 args.pg_admin_dsn, args.profile)
+    started = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bulk-"))
+    signal.signal(signal.SIGTERM, bench._raise_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with &
+    # This process is the import driver: on A's CPU (its threads inherit it). Servers and
+    # wrk get their CPUs explicitly.
+    os.sched_setaffinity(0, {cfg.cpu_a})
+    print(f"bulk: {cfg.keys:,} keys, batches of {cfg.batch:,}, {cfg.clients} clients; B and "
+          f"wrk on cpu{cfg.cpu_b}, A and the driver on cpu{cfg.cpu_a}; work dir {workdir}",
+          file=sys.stderr)
+    runs: list[Run] = []
+    failed = False
+    try:
+        for backend in args.backend_list:
+            run = Run(backend)
+            runs.append(run)
+            try:
+                measure(backend, cfg, wrk, workdir, run, py_spy)
+            except (BenchError, httpx.HTTPError, subprocess.TimeoutExpired, OSError) as exc:
+                run.status, run.note = "failed", str(exc).strip().splitlines()[0][:300]
+                print(f"bulk: [{backend}] failed: {exc}", file=sys.stderr)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if runs:
+            print()
+            print(render(runs, cfg))
+            path = write_results(runs, args, cfg, wrk, started)
+            print(f"\nresults: {path.relative_to(ROOT)}")
+        failed = failed or any(r.status != "ok" for r in runs)
+        if args.keep or failed:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        return 1
+    if args.strict and any(r.rate_met is False or r.p99_met is False for r in runs):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bulk: interrupted; every process stopped", file=sys.stderr)
+        sys.exit(130)
