@@ -31,6 +31,17 @@ def create_app(services: Services) -> ASGIApp:
     return HotPath(create_starlette_app(services), services)
 
 
+def worker_app() -> ASGIApp:
+    """The app of one worker of ``gateway serve --workers N``, from the environment."""
+    from gateway.observability.logging import configure_logging
+    from gateway.services import build_services
+    from gateway.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(build_services(settings))
+
+
 def create_starlette_app(services: Services) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

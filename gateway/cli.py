@@ -5,31 +5,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import sys
+from typing import Any
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.observability.logging import configure_logging
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, check_workers, load_settings
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT, then drain (GATEWAY_DRAIN_SECONDS), shut down
-    gracefully (in-flight requests, usage flush) and return 0 (gateway/http/server.py)."""
+    gracefully (in-flight requests, usage flush) and return 0 (gateway/http/server.py);
+    with more than one worker, the workers do (gateway/http/workers.py)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     from gateway.app import create_app
     from gateway.http.server import SHUTDOWN_TIMEOUT_S, BoundedHttpToolsProtocol, GatewayServer
-    from gateway.services import build_services
+    from gateway.services import build_services, resolve_admin_tokens, resolve_pepper
 
+    options: dict[str, Any] = dict(
+        host=host, port=port, loop="uvloop", http=BoundedHttpToolsProtocol,
+        log_level=settings.log_level, access_log=False, lifespan="on", proxy_headers=False,
+        server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
+    if settings.workers > 1:
+        from gateway.http.workers import Workers
+
+        # made once here (the SQLite default's generated pepper and admin token), read by
+        # every worker
+        resolve_pepper(settings)
+        resolve_admin_tokens(settings)
+        config = uvicorn.Config("gateway.app:worker_app", factory=True,
+                                workers=settings.workers, **options)
+        return Workers(config, settings.workers, settings.drain_seconds).run()
     app = create_app(build_services(settings))
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop",
-                            http=BoundedHttpToolsProtocol, log_level=settings.log_level,
-                            access_log=False, lifespan="on", proxy_headers=False,
-                            server_header=False,
-                            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
-    server = GatewayServer(config, drain_seconds=settings.drain_seconds)
+    server = GatewayServer(uvicorn.Config(app, **options), drain_seconds=settings.drain_seconds)
     with contextlib.suppress(KeyboardInterrupt):  # a SIGINT before the server handles them
         server.run()
     return 0 if server.started else STARTUP_FAILURE
@@ -78,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the gateway (uvicorn, uvloop, httptools)")
     serve.add_argument("--host", help="listen address (default GATEWAY_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default GATEWAY_PORT or 4470)")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the port (default GATEWAY_WORKERS or 1; more "
+                            "than one needs GATEWAY_REDIS_URL)")
     sub.add_parser("migrate", help="apply pending schema migrations (idempotent)")
     tok = sub.add_parser("hash-token", help="make an admin token and the verifier to configure")
     tok.add_argument("token", nargs="?",
@@ -94,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.workers is not None:
+            settings = dataclasses.replace(settings, workers=args.workers)
+            check_workers(settings)
         return _serve(settings, args.host or settings.host, args.port or settings.port)
     except (ConfigError, GatewayError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)

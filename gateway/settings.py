@@ -52,6 +52,7 @@ KEYS = (
     "LOG_LEVEL",
     "DRAIN_SECONDS",
     "STORE_GRACE",
+    "WORKERS",
 )
 
 
@@ -85,6 +86,7 @@ class Settings:
     # how long cached answers outlive the last read of the change log, while the Redis
     # invalidation subscription is up (rides out a store outage; see gateway.cache.changes)
     store_grace: float = 15.0
+    workers: int = 1  # processes serving one port (gateway serve --workers)
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -97,6 +99,20 @@ class Settings:
         if self.is_sqlite:
             return sqlite_path(self.database_url).parent
         return Path("./gateway-data")
+
+
+MAX_WORKERS = 64
+
+
+def check_workers(settings: Settings) -> None:
+    """More than one worker needs Redis: without it rate-limit counters are per process, so
+    each worker would allow the whole quota (revocation alone would hold, through the
+    store's change log)."""
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        raise ConfigError(f"GATEWAY_WORKERS: must be between 1 and {MAX_WORKERS}")
+    if settings.workers > 1 and settings.redis_url is None:
+        raise ConfigError("GATEWAY_WORKERS: more than one worker needs GATEWAY_REDIS_URL "
+                          "(rate-limit counters are shared through Redis)")
 
 
 def sqlite_path(url: str) -> Path:
@@ -213,6 +229,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kw["store_grace"] = _number("STORE_GRACE", values["STORE_GRACE"], float)
         if kw["store_grace"] < 1:
             raise ConfigError("GATEWAY_STORE_GRACE: must be at least 1 (seconds)")
+    if values.get("WORKERS"):
+        kw["workers"] = _number("WORKERS", values["WORKERS"], int)
     if values.get("L1_SIZE"):
         kw["l1_size"] = _number("L1_SIZE", values["L1_SIZE"], int)
     if values.get("SIGNING_KEYS"):
@@ -235,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
         except Exception as exc:
             raise ConfigError(str(exc)) from exc
+    check_workers(settings)
     return settings
 
 

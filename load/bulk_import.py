@@ -786,7 +786,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys to import")
     parser.add_argument("--batch", type=int, default=1_000, help="items per batchCreate")
-    parser.add_argument("--clients", type=int, default=2,
+    parser.add_argument("--clients", type=int, default=4,
                         help="concurrent batchCreate clients")
     parser.add_argument("--segment", type=int,
                         help="keys per reported segment (default 100,000, or a tenth of "

@@ -8,8 +8,11 @@ L2 values are written with a Lua script that refuses to write while a tombstone 
 digest exists; revocation writes the tombstone and deletes the value in one MULTI. So a
 fill that read the store before a revocation cannot resurrect the key.
 
-Invalidations are published on ``CHANNEL``; each replica applies it to its L1 and pushes
-an ack, and the publisher waits for as many acks as PUBLISH reported receivers.
+Invalidations are published on ``CHANNEL`` followed by the Redis database number (pub/sub
+is not per database: two deployments on one Redis server must not wait for each other's
+acks); each replica applies it to its L1 and pushes an ack, and the publisher collects as
+many acks as PUBLISH reported receivers (polling, with commands that do not block: a
+blocking pop that outlived the socket timeout used to open the breaker).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ CHANNEL = "gateway:invalidate"
 BREAKER_S = 1.0
 TOMBSTONE_S = 60
 ACK_WAIT_S = 2.0
+ACK_POLL_S = 0.01
 # One L2 read in flight at a time: lookups that arrive meanwhile ride on the next MGET,
 # so under load an MGET carries all the lookups of one round trip. Measured beside the
 # floor with L1 off: 0.47 -> 0.50 of its req/s against one MGET per loop tick, and a
@@ -67,6 +71,8 @@ class RedisBackend:
         self.metrics = metrics
         self.replica_id = uuid.uuid4().hex[:12]
         self._client = self._make_client()
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"{CHANNEL}:{db}"
         self._broken_until = 0.0
         self._fill = self._client.register_script(_FILL)
         self._incr = self._client.register_script(_INCR)
@@ -188,23 +194,24 @@ class RedisBackend:
         nonce = uuid.uuid4().hex
         ack_key = f"gateway:ack:{nonce}"
         message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id})
-        receivers = await self._call("publish", self._client.publish(CHANNEL, message))
+        receivers = await self._call("publish", self._client.publish(self.channel, message))
         if receivers is None:
             return None
         deadline = time.monotonic() + ACK_WAIT_S
         acked: set[str] = set()
         answers = 0
         while answers < receivers:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            got = await self._call("ack", self._client.lpop(ack_key, receivers - answers))
+            for replica in got or ():
+                answers += 1
+                acked.add(replica.decode() if isinstance(replica, bytes) else str(replica))
+            if answers >= receivers:
+                break
+            if time.monotonic() >= deadline:
                 self.metrics.invalidation_timeouts.inc()
                 log.warning("invalidation acked by %d of %d replicas", answers, receivers)
                 break
-            got = await self._call("ack", self._client.blpop([ack_key], timeout=min(
-                remaining, 0.2)))
-            if got:
-                answers += 1
-                acked.add(got[1].decode() if isinstance(got[1], bytes) else str(got[1]))
+            await asyncio.sleep(ACK_POLL_S)
         return acked
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -228,7 +235,7 @@ class RedisBackend:
             client = self._make_listener_client()
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 if self.on_resubscribe is not None:
                     self.on_resubscribe()
                 self.subscribed.set()
