@@ -2,17 +2,18 @@
 
 A YAML file named by ``GATEWAY_CONFIG`` may set the same keys (either the
 ``GATEWAY_*`` names or their lower-case short forms); the environment wins.
-Every error names the offending key.
+``SETTINGS`` is the table of them: each ``GATEWAY_<NAME>``, the Settings field it fills and
+how its text is parsed and checked. Every error names the offending key.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -26,34 +27,103 @@ DEFAULT_ROTATION_PERIOD_S = 90 * 86_400.0
 # a shorter period would only pile up keys.
 MIN_ROTATION_PERIOD_S = 86_400.0
 
-# every setting, by its name without the GATEWAY_ prefix (env, YAML and the k8s ConfigMap)
-KEYS = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "ADMIN_TOKENS",
-    "PEPPER",
-    "PEPPER_RETIRED",
-    "HOST",
-    "PORT",
-    "KEY_PREFIX",
-    "PUBLIC_KEY_PREFIX",
-    "DEFAULT_KEY_TTL",
-    "ISSUER",
-    "CREDENTIAL_HEADER",
-    "TRUSTED_PROXIES",
-    "ADMIN_REFUSAL_DELAY",
-    "L1_TTL",
-    "L1_SIZE",
-    "L2_TTL",
-    "NEGATIVE_TTL",
-    "SIGNING_KEYS",
-    "SIGNING_ROTATION",
-    "SIGNING_ROTATION_PERIOD",
-    "LOG_LEVEL",
-    "DRAIN_SECONDS",
-    "STORE_GRACE",
-    "WORKERS",
-)
+
+class _Invalid(Exception):
+    """A parser's or check's reason to refuse a value; load_settings names the variable."""
+
+
+# Parsers (the text → the value) and checks (the value → None) for the SETTINGS table, which
+# follows the Settings dataclass. Each raises _Invalid(reason); load_settings names the key.
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(raw: str, kind: type[_N]) -> _N:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise _Invalid(f"expected a number, got {raw!r}") from None
+    if value < 0:
+        raise _Invalid("must not be negative")
+    return value
+
+
+def _int(raw: str) -> int:
+    return _number(raw, int)
+
+
+def _float(raw: str) -> float:
+    return _number(raw, float)
+
+
+def _pepper(raw: str) -> Secret:
+    if len(raw) < 16:
+        raise _Invalid("a pepper must be at least 16 characters")
+    return Secret(raw)
+
+
+def _peppers(raw: str) -> tuple[Secret, ...]:
+    return tuple(_pepper(part) for part in _split(raw))
+
+
+def _admin_tokens(raw: str) -> tuple[Secret, ...]:
+    return tuple(Secret(token) for token in parse_entries(raw))  # ConfigError names the key
+
+
+def _rotation_mode(raw: str) -> str:
+    if raw.upper() not in ("MANUAL", "AUTO"):
+        raise _Invalid(f"expected MANUAL or AUTO, got {raw!r}")
+    return raw.upper()
+
+
+def _rotation_period(raw: str) -> float:
+    from gateway.keys.durations import parse_duration
+
+    name = "GATEWAY_SIGNING_ROTATION_PERIOD"
+    try:
+        seconds = parse_duration(raw, name)
+    except Exception as exc:
+        raise ConfigError(str(exc)) from exc
+    if seconds < MIN_ROTATION_PERIOD_S:
+        raise ConfigError(f"{name}: at least 1d (24h), got {raw!r}")
+    return seconds
+
+
+def _database_url(url: str) -> None:
+    if not url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise _Invalid("expected sqlite:///path or postgresql://…")
+
+
+def _redis_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise _Invalid("expected redis://host:port/db")
+
+
+def _port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise _Invalid("must be between 1 and 65535")
+
+
+def _key_prefix(prefix: str) -> None:
+    if not prefix.replace("_", "").isalnum() or len(prefix) > 16:
+        raise _Invalid("letters, digits and _ only, at most 16")
+
+
+def _networks(entries: tuple[str, ...]) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _Invalid(f"{entry!r} is not an address or CIDR range") from None
+
+
+def _at_least_one_second(seconds: float) -> None:
+    if seconds < 1:
+        raise _Invalid("must be at least 1 (seconds)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +171,119 @@ class Settings:
         return Path("./gateway-data")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of SETTINGS: the variable ``GATEWAY_<name>`` fills ``Settings.<attr>``."""
+
+    name: str  # without the GATEWAY_ prefix, as in the environment, YAML and the k8s ConfigMap
+    attr: str
+    # the text → the value; raises _Invalid(reason), or a ConfigError that names the key
+    parse: Callable[[str], Any] = str
+    check: Callable[[Any], None] | None = None  # the parsed value; raises _Invalid(reason)
+    keep_empty: bool = False  # an empty value is a value; otherwise it means unset
+
+    @property
+    def default(self) -> Any:
+        """The value when unset: the Settings dataclass's default."""
+        return Settings.__dataclass_fields__[self.attr].default
+
+
+# Every setting, checked in this order (the first bad one is reported). An unset or empty
+# value leaves the default. Checks across settings come after, in load_settings.
+SETTINGS: tuple[Setting, ...] = (
+    #       GATEWAY_<name>             Settings.<attr>              parse   check
+    Setting("DATABASE_URL",            "database_url",              str,    _database_url),
+    Setting("REDIS_URL",               "redis_url",                 str,    _redis_url),
+    Setting("ADMIN_TOKENS",            "admin_tokens",              _admin_tokens),
+    Setting("PEPPER",                  "pepper",                    _pepper),
+    Setting("PEPPER_RETIRED",          "pepper_retired",            _peppers),
+    Setting("HOST",                    "host"),
+    Setting("PORT",                    "port",                      _int,   _port),
+    Setting("KEY_PREFIX",              "key_prefix",                str,    _key_prefix),
+    Setting("PUBLIC_KEY_PREFIX",       "public_key_prefix",         str,    _key_prefix),
+    Setting("DEFAULT_KEY_TTL",         "default_key_ttl"),  # parse_ttl after the loop
+    Setting("ISSUER",                  "issuer"),
+    Setting("CREDENTIAL_HEADER",       "credential_header",         str.lower),
+    Setting("TRUSTED_PROXIES",         "trusted_proxies",           _split, _networks,
+            keep_empty=True),  # empty: trust no proxy
+    Setting("ADMIN_REFUSAL_DELAY",     "admin_refusal_delay",       _float),
+    Setting("L1_TTL",                  "l1_ttl",                    _float),
+    Setting("L2_TTL",                  "l2_ttl",                    _float),
+    Setting("NEGATIVE_TTL",            "negative_ttl",              _float),
+    Setting("DRAIN_SECONDS",           "drain_seconds",             _float),
+    Setting("STORE_GRACE",             "store_grace",               _float, _at_least_one_second),
+    Setting("WORKERS",                 "workers",                   _int),  # see check_workers
+    Setting("L1_SIZE",                 "l1_size",                   _int),
+    Setting("SIGNING_KEYS",            "signing_keys",              _split),
+    Setting("SIGNING_ROTATION",        "signing_rotation",          _rotation_mode),
+    Setting("SIGNING_ROTATION_PERIOD", "signing_rotation_period_s", _rotation_period),
+    Setting("LOG_LEVEL",               "log_level",                 str.lower),
+)
+
+# every setting, by its name without the GATEWAY_ prefix (env, YAML and the k8s ConfigMap)
+KEYS = tuple(setting.name for setting in SETTINGS)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``env`` (default ``os.environ``) and the optional YAML file."""
+    values = _read_values(os.environ if env is None else env)
+    kw: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = values.get(setting.name)
+        if raw is None or (raw == "" and not setting.keep_empty):
+            continue
+        try:
+            value = setting.parse(raw)
+            if setting.check is not None:
+                setting.check(value)
+        except _Invalid as exc:
+            raise ConfigError(f"GATEWAY_{setting.name}: {exc}") from None
+        kw[setting.attr] = value
+    settings = Settings(**kw)
+    _check_default_key_ttl(settings)
+    check_workers(settings)
+    return settings
+
+
+def _read_values(env: Mapping[str, str]) -> dict[str, str]:
+    """The text of every setting given, by name: the YAML file's, the environment's over it."""
+    values = _read_yaml(env["GATEWAY_CONFIG"]) if env.get("GATEWAY_CONFIG") else {}
+    values.update({name: env[f"GATEWAY_{name}"] for name in KEYS if f"GATEWAY_{name}" in env})
+    return values
+
+
+def _read_yaml(path: str) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"GATEWAY_CONFIG: {path} must hold a mapping")
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).upper().removeprefix("GATEWAY_")
+        if name not in KEYS:
+            raise ConfigError(f"GATEWAY_CONFIG: unknown key {key!r} in {path}")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[name] = "" if value is None else str(value)
+    return out
+
+
+def _check_default_key_ttl(settings: Settings) -> None:
+    """The default TTL is kept as written; here it is only checked."""
+    if settings.default_key_ttl:
+        from gateway.keys.durations import parse_ttl
+
+        try:
+            parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
+        except Exception as exc:
+            raise ConfigError(str(exc)) from exc
+
+
 MAX_WORKERS = 64
 
 
@@ -123,148 +306,3 @@ def sqlite_path(url: str) -> Path:
     if not rest:
         raise ConfigError("GATEWAY_DATABASE_URL: sqlite URL names no file")
     return Path(rest)
-
-
-def _read_yaml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise ConfigError(f"GATEWAY_CONFIG: cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"GATEWAY_CONFIG: {path} must hold a mapping")
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).upper().removeprefix("GATEWAY_")
-        if name not in KEYS:
-            raise ConfigError(f"GATEWAY_CONFIG: unknown key {key!r} in {path}")
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        out[name] = "" if value is None else str(value)
-    return out
-
-
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _pepper(name: str, value: str) -> str:
-    if len(value) < 16:
-        raise ConfigError(f"GATEWAY_{name}: a pepper must be at least 16 characters")
-    return value
-
-
-def _number(name: str, raw: str, kind: type[int] | type[float]) -> Any:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"GATEWAY_{name}: expected a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"GATEWAY_{name}: must not be negative")
-    return value
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from ``env`` (default ``os.environ``) and the optional YAML file."""
-    env = os.environ if env is None else env
-    values: dict[str, str] = {}
-    if env.get("GATEWAY_CONFIG"):
-        values.update(_read_yaml(env["GATEWAY_CONFIG"]))
-    for name in KEYS:
-        if f"GATEWAY_{name}" in env:
-            values[name] = env[f"GATEWAY_{name}"]
-
-    kw: dict[str, Any] = {}
-    if values.get("DATABASE_URL"):
-        url = values["DATABASE_URL"]
-        if not url.startswith(("sqlite:", "postgresql://", "postgres://")):
-            raise ConfigError(
-                "GATEWAY_DATABASE_URL: expected sqlite:///path or postgresql://…"
-            )
-        kw["database_url"] = url
-    if values.get("REDIS_URL"):
-        if not values["REDIS_URL"].startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("GATEWAY_REDIS_URL: expected redis://host:port/db")
-        kw["redis_url"] = values["REDIS_URL"]
-    if values.get("ADMIN_TOKENS"):
-        kw["admin_tokens"] = tuple(Secret(t) for t in parse_entries(values["ADMIN_TOKENS"]))
-    if values.get("PEPPER"):
-        kw["pepper"] = Secret(_pepper("PEPPER", values["PEPPER"]))
-    if values.get("PEPPER_RETIRED"):
-        kw["pepper_retired"] = tuple(Secret(_pepper("PEPPER_RETIRED", p))
-                                     for p in _split(values["PEPPER_RETIRED"]))
-    if values.get("HOST"):
-        kw["host"] = values["HOST"]
-    if values.get("PORT"):
-        port = _number("PORT", values["PORT"], int)
-        if not 0 < port < 65536:
-            raise ConfigError("GATEWAY_PORT: must be between 1 and 65535")
-        kw["port"] = port
-    for name in ("KEY_PREFIX", "PUBLIC_KEY_PREFIX"):
-        if values.get(name):
-            prefix = values[name]
-            if not prefix.replace("_", "").isalnum() or len(prefix) > 16:
-                raise ConfigError(f"GATEWAY_{name}: letters, digits and _ only, at most 16")
-            kw[name.lower()] = prefix
-    if values.get("DEFAULT_KEY_TTL"):
-        kw["default_key_ttl"] = values["DEFAULT_KEY_TTL"]
-    if values.get("ISSUER"):
-        kw["issuer"] = values["ISSUER"]
-    if values.get("CREDENTIAL_HEADER"):
-        kw["credential_header"] = values["CREDENTIAL_HEADER"].lower()
-    if "TRUSTED_PROXIES" in values:
-        kw["trusted_proxies"] = _split(values["TRUSTED_PROXIES"])
-        for entry in kw["trusted_proxies"]:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: {entry!r} is not an address "
-                                  "or CIDR range") from None
-    for name in ("ADMIN_REFUSAL_DELAY", "L1_TTL", "L2_TTL", "NEGATIVE_TTL", "DRAIN_SECONDS"):
-        if values.get(name):
-            kw[name.lower()] = _number(name, values[name], float)
-    if values.get("STORE_GRACE"):
-        kw["store_grace"] = _number("STORE_GRACE", values["STORE_GRACE"], float)
-        if kw["store_grace"] < 1:
-            raise ConfigError("GATEWAY_STORE_GRACE: must be at least 1 (seconds)")
-    if values.get("WORKERS"):
-        kw["workers"] = _number("WORKERS", values["WORKERS"], int)
-    if values.get("L1_SIZE"):
-        kw["l1_size"] = _number("L1_SIZE", values["L1_SIZE"], int)
-    if values.get("SIGNING_KEYS"):
-        kw["signing_keys"] = _split(values["SIGNING_KEYS"])
-    if values.get("SIGNING_ROTATION"):
-        mode = values["SIGNING_ROTATION"].upper()
-        if mode not in ("MANUAL", "AUTO"):
-            raise ConfigError(f"GATEWAY_SIGNING_ROTATION: expected MANUAL or AUTO, got "
-                              f"{values['SIGNING_ROTATION']!r}")
-        kw["signing_rotation"] = mode
-    if values.get("SIGNING_ROTATION_PERIOD"):
-        kw["signing_rotation_period_s"] = _rotation_period(values["SIGNING_ROTATION_PERIOD"])
-    if values.get("LOG_LEVEL"):
-        kw["log_level"] = values["LOG_LEVEL"].lower()
-    settings = Settings(**kw)
-    if settings.default_key_ttl:
-        from gateway.keys.durations import parse_ttl
-
-        try:
-            parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
-        except Exception as exc:
-            raise ConfigError(str(exc)) from exc
-    check_workers(settings)
-    return settings
-
-
-def _rotation_period(raw: str) -> float:
-    from gateway.keys.durations import parse_duration
-
-    name = "GATEWAY_SIGNING_ROTATION_PERIOD"
-    try:
-        seconds = parse_duration(raw, name)
-    except Exception as exc:
-        raise ConfigError(str(exc)) from exc
-    if seconds < MIN_ROTATION_PERIOD_S:
-        raise ConfigError(f"{name}: at least 1d (24h), got {raw!r}")
-    return seconds

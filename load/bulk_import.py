@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -757,8 +758,11 @@ def git_state() -> dict[str, str]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip()
+    spec = importlib.util.find_spec("gateway")
     return {"commit": git("rev-parse", "HEAD"),
-            "dirty": git("status", "--short", "--", "gateway")}
+            "dirty": git("status", "--short", "--", "gateway"),
+            # the package the servers run (PYTHONPATH may point at another copy)
+            "gateway_package": str(Path(spec.origin).parent) if spec and spec.origin else "?"}
 
 
 def write_results(runs: list[Run], args: argparse.Namespace, cfg: Config, wrk: str,

@@ -153,6 +153,27 @@ def test_the_configmap_is_a_valid_configuration(manifests: list[Doc]) -> None:
     assert settings.host == "0.0.0.0" and settings.signing_rotation == "AUTO"
 
 
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+def test_the_memory_limit_holds_a_full_l1_with_margin(manifests: list[Doc]) -> None:
+    """Every worker with its L1 full (GATEWAY_L1_SIZE keys at the budget load/memory.py
+    holds a key to) and its idle footprint fits in three quarters of the pod's limit."""
+    from gateway.cache.l1 import ENTRY_BUDGET_BYTES, IDLE_BUDGET_BYTES
+    from gateway.settings import load_settings
+
+    settings = load_settings(_one(manifests, "ConfigMap")["data"])
+    (container,) = _one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    need = settings.workers * (IDLE_BUDGET_BYTES + settings.l1_size * ENTRY_BUDGET_BYTES)
+    assert need <= 0.75 * limit, f"{need >> 20} MiB needed, {limit >> 20} MiB limit"
+
+
 def test_migration_job_runs_gateway_migrate(manifests: list[Doc]) -> None:
     job = _one(manifests, "Job")
     spec = job["spec"]["template"]["spec"]

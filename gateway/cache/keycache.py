@@ -141,6 +141,8 @@ class KeyCache:
             hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
             self.metrics.cache("L2", hit)
             if hit:
+                if entry is not None and entry.digest == digest:
+                    entry.digest = digest  # one string for the key and the value (memory)
                 self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
                 return entry, "L2"
         fut = self._inflight.get(digest)
@@ -206,6 +208,8 @@ class KeyCache:
         entry = Entry.from_key(key) if key is not None else None
         if entry is not None:
             entry.render(self.issuer)
+            if entry.digest == digest:
+                entry.digest = digest  # one string for the L1 key and the value (memory)
         if mode is not CacheMode.NO_STORE:
             self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
             if self.redis is not None and digest not in self._unsynced:

@@ -21,6 +21,11 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+# Memory budgets, held by load/memory.py (RSS measured with 100,000 keys cached) and by the
+# k8s manifests' memory limit (tests/test_k8s_manifests.py): the most RSS one cached key
+# may cost, and the RSS of a gateway process with an empty L1.
+ENTRY_BUDGET_BYTES = 1024
+IDLE_BUDGET_BYTES = 128 << 20
 TOMBSTONE_S = 60.0
 REFRESH_AFTER = 0.75  # share of an entry's L1 life after which a hit asks for a refresh
 

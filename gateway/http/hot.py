@@ -62,6 +62,27 @@ _JSON = (b"content-type", b"application/json")
 _INVALID_TOKEN = b'{"error":"invalid_token","error_description":"the credential is not valid"}'
 _EMPTY_END = {"type": "http.response.body", "body": b""}
 _CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
+_FROM_L1 = (b"x-cache", b"L1")
+_DECISION_HEAD = ((b"content-length", b"0"), _FROM_L1)
+_LENGTHS: dict[int, tuple[bytes, bytes]] = {}  # content-length headers, by length
+
+
+def _content_length(size: int) -> tuple[bytes, bytes]:
+    header = _LENGTHS.get(size)
+    if header is None:
+        header = (b"content-length", str(size).encode())
+        if len(_LENGTHS) < 65_536:
+            _LENGTHS[size] = header
+    return header
+
+
+def _l1_yes(entry: Entry) -> tuple[Message, Message]:
+    """The ASGI messages of a cached "yes" to verify (made per request: an entry keeps
+    only its body bytes, see gateway.verify.entry)."""
+    body = entry.valid_body
+    return ({"type": "http.response.start", "status": 200,
+             "headers": (_content_length(len(body)), _JSON, _FROM_L1)},
+            {"type": "http.response.body", "body": body})
 
 
 class HotPath:
@@ -124,7 +145,8 @@ class HotPath:
             digest = self._decision_digest(scope, headers, credential)
             entry = self._plain_l1(digest, start) if digest is not None else None
             if entry is not None:
-                await send(entry.decision_start)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": _DECISION_HEAD + entry.auth_headers})
                 await send(_EMPTY_END)
                 self._decide_latency(monotonic() - start)
                 return
@@ -194,7 +216,7 @@ class HotPath:
         digest = self._digest(credential)
         entry = self._plain_l1(digest, now)
         if entry is not None:
-            return entry.verify_start, entry.verify_end
+            return _l1_yes(entry)
         if credential.startswith(self._issued_starts) and not self._candidates(credential,
                                                                                  digest):
             # forged (a checksum we did not make): the answer an unknown key gets, built
@@ -229,8 +251,9 @@ class HotPath:
             digest = self._digest(credential)
             entry = self._plain_l1(digest, now)
             if entry is not None:  # _verify_l1 declined, but L1 answers (e.g. a new admin)
-                await send(entry.verify_start)
-                await send(entry.verify_end)
+                start, end = _l1_yes(entry)
+                await send(start)
+                await send(end)
                 return
         mode = CacheMode.DEFAULT
         step = (self.verifier.classify(cast(str, credential), digest) if digest is not None

@@ -33,8 +33,9 @@ from gateway.errors import (
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.listing import Filter, make_page_token, parse_page_token
-from gateway.keys.masks import IMMUTABLE, merge, parse_mask
+from gateway.keys.masks import merge, parse_mask
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RevocationReason, Visibility
+from gateway.keys.updates import FIELD_UPDATES
 from gateway.keys.wire import rate_limit_wire
 from gateway.store.base import Store
 
@@ -65,6 +66,33 @@ async def find_by_credential(store: Store, peppers: Peppers, credential: str
 def _exists(key: ApiKey) -> AlreadyExists:
     return AlreadyExists(
         f"an imported key with this raw_key exists already (key_id {key.key_id})")
+
+
+def _unwrap(kind: Kind, body: object, update_mask: str | None
+            ) -> tuple[dict[str, Any], str | None]:
+    """The key an update request carries, and its mask. The body is the key itself, or
+    wraps it as ``{"<kind>_api_key": {...}, "update_mask": "..."}``; a mask in the query
+    wins over the wrapper's."""
+    body = f.require_object(body)
+    wrapper = f"{kind.value}_api_key"
+    if wrapper not in body:
+        return body, update_mask
+    f.check_known(body, frozenset({wrapper, "update_mask"}), "update request")
+    if update_mask is None and isinstance(body.get("update_mask"), str):
+        update_mask = body["update_mask"]
+    return f.require_object(body[wrapper], wrapper), update_mask
+
+
+def _check_output_only(body: dict[str, Any], key_id: str) -> None:
+    """Output-only fields are ignored (a key read back from GET may be sent as it is), but
+    a key_id other than the path's, or a malformed value, is still an error."""
+    if body.get("key_id") not in (None, "", key_id):
+        raise InvalidArgument("key_id: does not match the key_id in the path")
+    f.enum_value(body, "status", KeyStatus)
+    f.enum_value(body, "revocation_reason", RevocationReason)
+    for stamp in ("create_time", "update_time", "last_used_time"):
+        if body.get(stamp) not in (None, ""):
+            f.timestamp(body[stamp], stamp)
 
 
 class KeyEvents(Protocol):
@@ -328,21 +356,9 @@ class KeyService:
 
     async def update(self, kind: Kind, key_id: str, body: object, update_mask: str | None
                      ) -> ApiKey:
-        body = f.require_object(body)
-        wrapper = f"{kind.value}_api_key"
-        if wrapper in body:
-            f.check_known(body, frozenset({wrapper, "update_mask"}), "update request")
-            if update_mask is None and isinstance(body.get("update_mask"), str):
-                update_mask = body["update_mask"]
-            body = f.require_object(body[wrapper], wrapper)
+        body, update_mask = _unwrap(kind, body, update_mask)
         f.check_known(body, _RESOURCE_FIELDS, f"{kind.value} API key")
-        if body.get("key_id") not in (None, "", key_id):
-            raise InvalidArgument("key_id: does not match the key_id in the path")
-        f.enum_value(body, "status", KeyStatus)  # output-only, but a bad value is still an error
-        f.enum_value(body, "revocation_reason", RevocationReason)
-        for stamp in ("create_time", "update_time", "last_used_time"):
-            if body.get(stamp) not in (None, ""):
-                f.timestamp(body[stamp], stamp)
+        _check_output_only(body, key_id)
         mask = parse_mask(update_mask, body)
         current = await self.get(kind, key_id)
         if current.revoke_time is not None:
@@ -350,30 +366,8 @@ class KeyService:
         now = now_us()
         changes: dict[str, Any] = {"update_time": max(now, current.update_time + 1)}
         for path in mask.fields:
-            if path in IMMUTABLE:
-                value: object = (
-                    f.text(body, "actor_id") or "" if path == "actor_id"
-                    else f.enum_value(body, "visibility", Visibility) or current.visibility)
-                if value != getattr(current, path):
-                    if path == "actor_id":
-                        f.actor_id(body)  # a value no key may hold is refused as such
-                    raise InvalidArgument(f"update_mask: field {path!r} cannot be changed")
-            elif path == "name":
-                changes["name"] = f.text(body, "name") or ""
-            elif path == "scopes":
-                changes["scopes"] = f.scopes(body, held=current.scopes) or ()
-            elif path == "metadata":
-                changes["metadata"] = f.metadata(body)
-            elif path == "ip_restriction":
-                changes["allowed_cidrs"] = f.ip_restriction(body) or ()
-            elif path == "rate_limit_policy":
-                changes["rate_limit"] = f.rate_limit(body)
-            elif path == "expire_time":
-                raw = body.get("expire_time")
-                expire = None if raw in (None, "") else f.timestamp(raw, "expire_time")
-                if expire is not None and expire <= now:
-                    raise InvalidArgument("expire_time: must be in the future")
-                changes["expire_time"] = expire
+            update = FIELD_UPDATES[path]
+            changes[update.attribute] = update.read(body, current, now)
         changes.update(self._partial_changes(current, body, mask.parts))
         updated = current.with_changes(**changes)
         if not await self.store.update_key(updated, current.update_time):

@@ -104,15 +104,15 @@ class SqliteStore(SqlStore):
                 raise _translate(exc) from exc
 
     async def record_usage(self, usage: dict[str, int]) -> None:
-        """One transaction, one UPDATE per ``USAGE_CHUNK`` keys (not one per key), on the
-        writer connection: last_used_time only ever moves forwards."""
-        if not usage:
-            return
+        """One UPDATE per ``USAGE_CHUNK`` keys (not one per key), each its own transaction
+        on the writer connection, so that other writes (the change-log heartbeat, whose
+        lateness would end the replica's lease on its caches) wait for one chunk, not the
+        whole flush: last_used_time only ever moves forwards."""
         items = sorted(usage.items())
-        async with self._tx() as c:
-            for start in range(0, len(items), self.USAGE_CHUNK):
-                chunk = items[start:start + self.USAGE_CHUNK]
-                values = ", ".join(["(?, ?)"] * len(chunk))
+        for start in range(0, len(items), self.USAGE_CHUNK):
+            chunk = items[start:start + self.USAGE_CHUNK]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            async with self._tx() as c:
                 await c.execute(
                     "UPDATE api_keys SET last_used_time = v.column2 "  # (key_id, used)
                     f"FROM (VALUES {values}) AS v WHERE api_keys.key_id = v.column1 "

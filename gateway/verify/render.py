@@ -16,7 +16,7 @@ _KNOWN_KEY = {Outcome.REVOKED, Outcome.EXPIRED, Outcome.IP_NOT_ALLOWED, Outcome.
 def response_fields(result: Result) -> dict[str, Any]:
     entry = result.entry
     if result.valid and entry is not None:
-        fields = dict(entry.valid_fields or {})
+        fields = entry.valid_fields()
     else:
         wire = TABLE[result.outcome]
         fields = {"is_valid": False, "error_code": wire.error_code,

@@ -118,7 +118,7 @@ class Verifier:
             return None
         self.cache.metrics.cache("L1", True)
         self.usage.record(entry.key_id, now)  # the usage recorder's clock: monotonic
-        return entry.valid_result
+        return Result(Outcome.VALID, entry, "L1")
 
     async def verify(self, credential: str, *, client_ip: str | None = None,
                      mode: CacheMode = CacheMode.DEFAULT,
