@@ -31,6 +31,7 @@ from gateway.settings import Settings
 from gateway.signing import Keyring, build_keyring
 from gateway.store import Store, build_store
 from gateway.verify.derived import DerivedVerifier
+from gateway.verify.policy import Policy
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
 from gateway.verify.verifier import Verifier
@@ -61,7 +62,7 @@ class CacheInvalidator:
         no answer that an earlier one forbade becomes possible."""
         await self.cache.invalidate([*(item for key in keys
                                        for item in (key.digest, key_id_cache_key(key.key_id))),
-                                     *old_digests])
+                                     *old_digests], added=True)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Services:
     metrics: Metrics
     cache: KeyCache
     verifier: Verifier
+    derived: DerivedVerifier
     usage: UsageRecorder
     signing: Keyring
     deriver: Deriver
@@ -98,15 +100,14 @@ class Services:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
 
-    async def _on_invalidate(self, items: list[str]) -> None:
+    async def _on_invalidate(self, items: list[str], added: bool = False) -> None:
         """Applied on every replica, before it acks the invalidation."""
-        self.cache.invalidate_local(items)
-        for item in items:  # a new imported key's digest, say: look it up from now on
-            if item.startswith(DIGEST_PREFIX):
-                self.peppers.unkeyed.add(item)
+        self.cache.forget(items, added=added)
+        # a new imported key's digest, say: look it up from now on
+        self.peppers.unkeyed.add_many([i for i in items if i.startswith(DIGEST_PREFIX)])
         if SIGNING_CHANGED in items:
             await self.signing.refresh()
-            self.verifier.derived.verified.clear()
+            self.derived.forget()
 
     async def signing_changed(self) -> None:
         """Make every replica re-read the signing keys before returning (after a rotation)."""
@@ -180,18 +181,18 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                       default_ttl=settings.default_key_ttl,
                       events=CacheInvalidator(cache, changes))
     usage = UsageRecorder(store)
-    verifier = Verifier(peppers, cache, RateLimiter(redis), usage,
-                        move=keys.move_to_current_pepper)
+    policy = Policy(RateLimiter(redis), usage)
     signing = build_keyring(settings, store, digester, *retired)
     metrics.watch_signing(signing.schedule)
-    verifier.derived = DerivedVerifier(verifier, signing, cache, peppers, metrics,
-                                       settings.issuer)
+    derived = DerivedVerifier(policy, signing, cache, peppers, metrics, settings.issuer)
+    verifier = Verifier(peppers, cache, policy, derived, move=keys.move_to_current_pepper)
     deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer)
     return Services(settings=settings, store=store, digester=digester, peppers=peppers,
                     admin_tokens=AdminTokens(
                         resolve_admin_tokens(settings), delay_max=settings.admin_refusal_delay,
                         delay_base=min(0.05, settings.admin_refusal_delay)), keys=keys,
-                    metrics=metrics, cache=cache, verifier=verifier, usage=usage, redis=redis,
+                    metrics=metrics, cache=cache, verifier=verifier, derived=derived,
+                    usage=usage, redis=redis,
                     signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies),
                     unkeyed=UnkeyedFollower(store, peppers.unkeyed),
                     changes=changes)

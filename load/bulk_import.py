@@ -74,7 +74,9 @@ from bench import (
 BACKENDS = ("sqlite", "sqlite-noredis", "postgres")
 TARGET_KEYS_PER_S = 5_000.0
 TARGET_P99_RATIO = 2.0
-CHANNEL = "gateway:invalidate"  # gateway.cache.redis_backend.CHANNEL (pub/sub: server-wide)
+# gateway.cache.redis_backend.CHANNEL; since c8ff233 followed by ":<db>" (pub/sub ignores the
+# database number: before that, every gateway on the Redis server got every invalidation)
+CHANNEL = "gateway:invalidate"
 MIN_WINDOW_S = 2.0  # a window cut short by the import's end counts if at least this long
 
 
@@ -513,15 +515,17 @@ def warnings_in(server: Server) -> list[str]:
 
 
 def redis_subscribers(redis_url: str) -> int:
-    """Subscribers of the invalidation channel on the whole Redis server (pub/sub ignores
-    the db number: every gateway on this Redis acks every batch's invalidation)."""
+    """Subscribers of the invalidation channel the replicas publish on: every one of them
+    acks each batch's invalidation (``CHANNEL``, or ``CHANNEL:<db>`` since c8ff233)."""
     import redis
 
+    channels = [CHANNEL, f"{CHANNEL}:{bench.redis_db(redis_url)}"]
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        return int(dict(client.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0))
+        counts = dict(client.pubsub_numsub(*channels))
     finally:
         client.close()
+    return max(int(counts.get(c.encode(), 0)) for c in channels)
 
 
 @contextlib.contextmanager
@@ -586,9 +590,9 @@ def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
         if a.redis_url:
             run.redis_subscribers = redis_subscribers(a.redis_url)
             if run.redis_subscribers > 2:
-                print(f"bulk: [{backend}] {run.redis_subscribers} subscribers on "
-                      f"{CHANNEL} (2 are ours): every batch also waits for the others' acks",
-                      file=sys.stderr)
+                print(f"bulk: [{backend}] {run.redis_subscribers} subscribers on the "
+                      "invalidation channel (2 are ours): every batch also waits for the "
+                      "others' acks", file=sys.stderr)
         bench.seed(b, cfg.verify_keys)
         warm(b, b.secrets)
         request = bench.credential_list(b, "cached", tuple(b.secrets),

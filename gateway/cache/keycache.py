@@ -12,12 +12,12 @@ import contextlib
 import enum
 import time
 
+from gateway.cache.entry import Entry
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import GatewayError
 from gateway.observability.metrics import Metrics
 from gateway.store.base import Store
-from gateway.verify.entry import Entry
 
 _NEGATIVE = b"-"
 DECODED_MEMO = 4096
@@ -218,6 +218,13 @@ class KeyCache:
                                       self._ttl(entry, self.l2_ttl))
         return entry
 
+    def forget(self, digests: list[str], *, added: bool = False) -> None:
+        """``invalidate_local``, or for new keys' digests ``L1.forget_new``."""
+        if added:
+            self.l1.forget_new(digests)
+        else:
+            self.invalidate_local(digests)
+
     def invalidate_local(self, digests: list[str]) -> None:
         for digest in digests:
             self.l1.invalidate(digest)
@@ -229,7 +236,7 @@ class KeyCache:
         """The lease on L1 and L2 (monotonic): past it, lookups read the store."""
         self.l1.trusted_until = until
 
-    async def invalidate(self, digests: list[str]) -> set[str]:
+    async def invalidate(self, digests: list[str], *, added: bool = False) -> set[str]:
         """Drop the digests here (L1), from L2 and from every replica's L1 through Redis;
         returns the replicas that acknowledged it (none without Redis, or when Redis could
         not be reached).
@@ -238,9 +245,18 @@ class KeyCache:
         invalidation is kept and retried by one background task until it lands, and until
         then this replica neither reads nor fills L2 for these digests (their entries there
         may be stale). The other replicas read the change from the store's change log
-        (``gateway.cache.changes``, which confirms it)."""
-        self.invalidate_local(digests)
+        (``gateway.cache.changes``, which confirms it).
+
+        ``added``: the digests are of keys just stored (imports): only "not found" answers
+        can be stale, and they go without a tombstone each (``L1.forget_new``)."""
+        self.forget(digests, added=added)
         if self.redis is None:
+            return set()
+        if added:  # a failure only delays a new key: the store followers bring it within
+            # a second, and a "not found" in L2 lasts its 5 s at most
+            if await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d))
+                                                       for d in digests]):
+                return await self.redis.publish_invalidation(digests, added=True) or set()
             return set()
         self._unsynced.update(digests)
         acked = await self._sync()

@@ -38,6 +38,8 @@ class L1(Generic[V]):
         # digest -> when it was invalidated, oldest first: expired from the front, O(1) a key
         self._tombstones: OrderedDict[str, float] = OrderedDict()
         self._cleared = float("-inf")  # fills that started before the last clear() are dropped
+        # "not found" fills that started before the last ``forget_new`` are dropped
+        self._negatives_before = float("-inf")
         self.max_entries = max_entries
         self.ttl = ttl
         self.due: set[str] = set()
@@ -96,7 +98,7 @@ class L1(Generic[V]):
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
         if not self.enabled or ttl <= 0:
             return
-        if started <= self._cleared:
+        if started <= self._cleared or (value is None and started <= self._negatives_before):
             return
         tomb = self._tombstones.get(digest)
         if tomb is not None and tomb >= started:
@@ -127,6 +129,16 @@ class L1(Generic[V]):
             if oldest >= cutoff:
                 break
             tombstones.popitem(last=False)
+
+    def forget_new(self, digests: list[str]) -> None:
+        """New keys were stored under these digests: drop their "not found" entries. No
+        tombstone each (a bulk import adds thousands a second): one time stops every
+        "not found" fill that started before it (they are the only stale ones)."""
+        self._negatives_before = time.monotonic()
+        data = self._data
+        for digest in digests:
+            if digest in data:
+                del data[digest]
 
     def clear(self) -> None:
         self._cleared = time.monotonic()

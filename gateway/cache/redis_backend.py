@@ -81,7 +81,7 @@ class RedisBackend:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
-        self._on_invalidate: Callable[[list[str]], Awaitable[None]] | None = None
+        self._on_invalidate: Callable[[list[str], bool], Awaitable[None]] | None = None
         # Called on every (re)subscription, and when an invalidation could not be applied:
         # invalidations published while this replica was not subscribed were lost to it, so
         # what it cached before cannot be trusted.
@@ -188,12 +188,15 @@ class RedisBackend:
 
     # -- invalidation bus ------------------------------------------------------------
 
-    async def publish_invalidation(self, digests: list[str]) -> set[str] | None:
+    async def publish_invalidation(self, digests: list[str], *, added: bool = False
+                                   ) -> set[str] | None:
         """Publish and wait (up to ``ACK_WAIT_S``) until every subscribed replica has
-        applied it: the ids of those that did, or None when it could not be published."""
+        applied it: the ids of those that did, or None when it could not be published.
+        ``added``: the digests are of new keys (see ``KeyCache.invalidate``)."""
         nonce = uuid.uuid4().hex
         ack_key = f"gateway:ack:{nonce}"
-        message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id})
+        message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id,
+                                "a": added})
         receivers = await self._call("publish", self._client.publish(self.channel, message))
         if receivers is None:
             return None
@@ -221,7 +224,8 @@ class RedisBackend:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def start_listener(self, on_invalidate: Callable[[list[str]], Awaitable[None]]) -> None:
+    async def start_listener(self, on_invalidate: Callable[[list[str], bool], Awaitable[None]]
+                             ) -> None:
         self._on_invalidate = on_invalidate
         self._listener = asyncio.create_task(self._listen(), name="redis-invalidation")
         try:
@@ -270,7 +274,7 @@ class RedisBackend:
             return
         if self._on_invalidate is not None:
             try:
-                await self._on_invalidate(list(message.get("d", [])))
+                await self._on_invalidate(list(message.get("d", [])), bool(message.get("a")))
             except Exception as exc:
                 # The subscription must outlive a failing handler. What this replica cached
                 # can no longer be trusted, and the publisher sees a missing ack.

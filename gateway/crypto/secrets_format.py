@@ -141,6 +141,23 @@ async def merged(a: array[int], b: array[int]) -> array[int]:
     return out
 
 
+async def sorted_runs(runs: list[array[int]]) -> array[int]:
+    """``merged`` pairwise until one sorted array is left (empty for none)."""
+    while len(runs) > 1:
+        runs = [await merged(*runs[i:i + 2]) if i + 1 < len(runs) else runs[i]
+                for i in range(0, len(runs), 2)]
+    return runs[0] if runs else array("Q")
+
+
+async def sorted_array(values: list[int]) -> array[int]:
+    """``values`` sorted, a slice at a time (a sort of 65,536 at once held the loop 25 ms)."""
+    runs = []
+    for i in range(0, len(values), MERGE_SLICE):
+        runs.append(array("Q", sorted(values[i:i + MERGE_SLICE])))
+        await asyncio.sleep(0)
+    return await sorted_runs(runs)
+
+
 class DigestSet:
     """Digests of the store's keys whose credentials carry no keyed checksum (v1 secrets
     and imported keys), as 64-bit prefixes (8 bytes a key): such a credential is looked up
@@ -154,7 +171,7 @@ class DigestSet:
     def __init__(self, digests: Iterable[str] = ()) -> None:
         self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
         self._recent: set[int] = set()
-        self._merging = array("Q")  # recent additions that ``merge`` is moving
+        self._merging: set[int] = set()  # recent additions that ``merge`` is moving
 
     @staticmethod
     def prefix(digest: str) -> int:
@@ -168,12 +185,17 @@ class DigestSet:
         if not isinstance(digest, str):
             return False
         prefix = self.prefix(digest)
-        return (prefix in self._recent or _holds(self._sorted, prefix)
-                or (len(self._merging) > 0 and _holds(self._merging, prefix)))
+        return (prefix in self._recent or prefix in self._merging
+                or _holds(self._sorted, prefix))
 
     def add(self, digest: str) -> None:
         if digest not in self:
             self._recent.add(self.prefix(digest))
+
+    def add_many(self, digests: list[str]) -> None:
+        """``add`` for each (a prefix already held may be held twice: harmless)."""
+        prefix = self.prefix
+        self._recent.update([prefix(d) for d in digests])
 
     @property
     def merge_due(self) -> bool:
@@ -181,10 +203,9 @@ class DigestSet:
 
     async def merge(self) -> None:
         """Move the recent additions into the sorted array (they answer meanwhile)."""
-        self._merging = array("Q", sorted(self._recent))
-        self._recent = set()
-        self._sorted = await merged(self._sorted, self._merging)
-        self._merging = array("Q")
+        self._merging, self._recent = self._recent, set()
+        self._sorted = await merged(self._sorted, await sorted_array(list(self._merging)))
+        self._merging = set()
 
     def replace(self, digests: Iterable[str]) -> None:
         """Hold exactly these."""

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from gateway.verify.entry import address_in
+from gateway.cache.entry import address_in
 
 
 class Trusted:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from gateway.cache.entry import Entry
 from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.crypto import tokens
@@ -36,9 +37,8 @@ from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.errors import ory_status
 from gateway.http.wire import bearer_token, parse_json
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.keys.header_values import header_value, scopes_value
 from gateway.observability.metrics import HotCounters
-from gateway.verify.entry import Entry
-from gateway.verify.header_values import header_value, scopes_value
 from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body
 from gateway.verify.verifier import Verifier
@@ -78,7 +78,7 @@ def _content_length(size: int) -> tuple[bytes, bytes]:
 
 def _l1_yes(entry: Entry) -> tuple[Message, Message]:
     """The ASGI messages of a cached "yes" to verify (made per request: an entry keeps
-    only its body bytes, see gateway.verify.entry)."""
+    only its body bytes, see gateway.cache.entry)."""
     body = entry.valid_body
     return ({"type": "http.response.start", "status": 200,
              "headers": (_content_length(len(body)), _JSON, _FROM_L1)},

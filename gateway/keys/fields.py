@@ -8,7 +8,7 @@ Each reader names the field in its error, so every 400 says what was wrong.
 ``X-Scopes`` response headers, so they are checked for what cannot travel in one
 (``actor_id``, ``scopes``, below); ``key_id`` is never taken from a client (issued ids are
 made by the server, imported ids are a hash of the raw key). The headers are percent-encoded
-anyway (``gateway.verify.header_values``), for values stored before these checks.
+anyway (``gateway.keys.header_values``), for values stored before these checks.
 """
 
 from __future__ import annotations

@@ -333,8 +333,7 @@ class KeyService:
             results[index] = (BatchItem(index, key=row) if row is not None
                               else BatchItem(index, error=_exists(key)))
         added = [row for row in stored if row is not None]
-        for row in added:
-            self.peppers.unkeyed.add(row.digest)
+        self.peppers.unkeyed.add_many([row.digest for row in added])
         if added:
             await self.events.keys_added(added)
         return [results[index] for index in range(len(items))]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from array import array
 
-from gateway.crypto.secrets_format import DigestSet, merged
+from gateway.crypto.secrets_format import DigestSet, sorted_runs
 from gateway.store.base import Store
 from gateway.store.follower import StoreFollower
 
@@ -42,10 +42,7 @@ class UnkeyedFollower(StoreFollower):
         while rows := await self.store.unkeyed_digests(seq, PAGE):
             runs.append(array("Q", sorted(DigestSet.prefix(digest) for _, digest in rows)))
             seq = rows[-1][0]
-        while len(runs) > 1:
-            runs = [await merged(*runs[i:i + 2]) if i + 1 < len(runs) else runs[i]
-                    for i in range(0, len(runs), 2)]
-        self.digests.replace_sorted(runs[0] if runs else array("Q"))
+        self.digests.replace_sorted(await sorted_runs(runs))
         self._seq = max(self._seq, seq)
         self._loaded_at = time.monotonic()
 

@@ -101,6 +101,22 @@ class PostgresStore(SqlStore):
                 done = {r[0] for r in await c.fetch("SELECT version FROM schema_migrations")}
         return [name for v, name, _ in migrations.available("postgres") if v not in done]
 
+    async def record_usage(self, usage: dict[str, int]) -> None:
+        """One statement for the whole batch; its rows are locked in key order first, so
+        concurrent flushes (replicas) cannot deadlock. last_used_time only moves forwards."""
+        if not usage:
+            return
+        ids, used = zip(*sorted(usage.items()), strict=True)
+        async with self._conn() as c:
+            await c.execute(
+                "WITH v AS (SELECT * FROM unnest(?::text[], ?::bigint[]) AS v(key_id, used)), "
+                "locked AS (SELECT a.key_id FROM api_keys a JOIN v USING (key_id) "
+                "ORDER BY a.key_id FOR UPDATE OF a) "
+                "UPDATE api_keys SET last_used_time = v.used FROM v, locked "
+                "WHERE api_keys.key_id = v.key_id AND locked.key_id = v.key_id "
+                "AND (api_keys.last_used_time IS NULL OR api_keys.last_used_time < v.used)",
+                list(ids), list(used))
+
     async def _now_us(self, c: Tx) -> int:
         rows = await c.fetch("SELECT (EXTRACT(EPOCH FROM now()) * 1000000)::bigint")
         return int(rows[0][0])

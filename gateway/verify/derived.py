@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from gateway.cache.entry import Entry
 from gateway.cache.keycache import CacheMode, KeyCache, key_id_cache_key
 from gateway.cache.l1 import L1
 from gateway.clock import to_rfc3339
@@ -21,9 +22,8 @@ from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
 from gateway.observability.metrics import Metrics
 from gateway.signing import Keyring
-from gateway.verify.entry import Entry
 from gateway.verify.outcomes import Outcome, Result
-from gateway.verify.verifier import Verifier
+from gateway.verify.policy import Policy
 
 VERIFIED_TTL_S = 60.0
 VERIFIED_SIZE = 100_000
@@ -41,9 +41,9 @@ _OUTCOMES: dict[tokens.Outcome, Outcome] = {
 
 
 class DerivedVerifier:
-    def __init__(self, verifier: Verifier, keyring: Keyring, cache: KeyCache,
+    def __init__(self, policy: Policy, keyring: Keyring, cache: KeyCache,
                  peppers: Peppers, metrics: Metrics, issuer: str) -> None:
-        self.verifier = verifier
+        self.policy = policy
         self.keyring = keyring
         self.cache = cache
         self.metrics = metrics
@@ -55,6 +55,10 @@ class DerivedVerifier:
         # tokens whose signature or HMAC chain checked out, by digest; claims are still
         # checked on every use, and the parent is judged on every use
         self.verified: L1[tokens.DerivedClaims] = L1(VERIFIED_SIZE, VERIFIED_TTL_S)
+
+    def forget(self) -> None:
+        """Drop the tokens checked so far (the signing keys changed)."""
+        self.verified.clear()
 
     def claims_token(self, credential: str) -> bool:
         return tokens.classify(credential) is not None
@@ -105,14 +109,10 @@ class DerivedVerifier:
         except Unavailable:
             return Result(Outcome.UNAVAILABLE)
         entry, level = parent
-        # the parent is judged like an API key; the token already carries the audience check
-        result = self.verifier.judge(entry, level, client_ip, ())
-        if result.valid and entry is not None and entry.rate_limit is not None:
-            limit = await self.verifier.limiter.hit(entry.key_id, entry.rate_limit)
-            result = replace(result, limit=limit,
-                             outcome=Outcome.VALID if limit.allowed else Outcome.RATE_LIMITED)
-        if result.valid and entry is not None:
-            self.verifier.usage.record(entry.key_id)
+        # the parent is judged like an API key (its rate limit spent, its use recorded);
+        # the token already carries the audience check
+        result = await self.policy.decide(entry, level, client_ip, ())
+        if result.valid:
             result = replace(result, audiences=claims.audiences, token=_token_fields(claims))
         if result.outcome is Outcome.NOT_FOUND:  # a deleted parent: its tokens are dead too
             result = replace(result, outcome=Outcome.REVOKED)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from gateway.verify.entry import Entry
+    from gateway.cache.entry import Entry
     from gateway.verify.ratelimit import Decision
 
 

@@ -15,6 +15,7 @@ from gateway.errors import GatewayError
 from gateway.store.base import Store
 
 log = logging.getLogger("gateway.usage")
+CHUNK = 4_000  # keys a write
 
 
 class UsageRecorder:
@@ -39,24 +40,29 @@ class UsageRecorder:
             self._pending[key_id] = used
 
     async def flush(self) -> None:
+        """Write the uses recorded since the last flush, ``CHUNK`` keys a write, yielding
+        to the event loop between chunks: a flush of 100,000 keys done in one go held the
+        loop for 225 ms (converting and sorting them) and every request waited."""
         if not self._pending:
             return
-        taken = self._pending.copy()
+        taken = list(self._pending.items())
         self._pending.clear()  # the same dict: the hot path holds it
         wall_us, mono = time.time_ns() // 1000, time.monotonic()
-        batch = {key_id: wall_us - int((mono - used) * 1_000_000)
-                 for key_id, used in taken.items()}
-        try:
-            await self.store.record_usage(batch)
-        except GatewayError as exc:
-            log.warning("usage flush failed (%s); will retry", exc.message)
-            self._requeue(taken)
-        except BaseException:
-            self._requeue(taken)  # cancelled mid-write (shutdown): the final flush has it
-            raise
+        for start in range(0, len(taken), CHUNK):
+            chunk = taken[start:start + CHUNK]
+            try:
+                await self.store.record_usage(
+                    {key_id: wall_us - int((mono - used) * 1_000_000) for key_id, used in chunk})
+            except GatewayError as exc:
+                log.warning("usage flush failed (%s); will retry", exc.message)
+                self._requeue(taken[start:])
+                return
+            except BaseException:
+                self._requeue(taken[start:])  # cancelled (shutdown): the final flush has it
+                raise
 
-    def _requeue(self, batch: dict[str, float]) -> None:
-        for key_id, used in batch.items():
+    def _requeue(self, batch: list[tuple[str, float]]) -> None:
+        for key_id, used in batch:
             self._pending[key_id] = max(used, self._pending.get(key_id, 0))
 
     async def _loop(self) -> None:

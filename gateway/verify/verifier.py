@@ -7,43 +7,44 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
+from gateway.cache.entry import Entry
 from gateway.cache.keycache import CacheMode, KeyCache
 from gateway.crypto import tokens
 from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
-from gateway.verify.entry import Entry, address_in
 from gateway.verify.outcomes import Outcome, Result
-from gateway.verify.ratelimit import RateLimiter
-from gateway.verify.usage import UsageRecorder
+from gateway.verify.policy import Policy
 
 log = logging.getLogger("gateway.verify")
 Mover = Callable[[str, str, str], Coroutine[Any, Any, None]]  # (key id, old digest, new digest)
 
 
-def ip_allowed(entry: Entry, client_ip: str | None) -> bool:
-    if not entry.networks:
-        return True
-    return client_ip is not None and address_in(client_ip, entry.networks)
+class DerivedTokens(Protocol):
+    """Derived tokens (JWT, macaroon): ``gateway.verify.derived.DerivedVerifier``."""
+
+    def claims_token(self, credential: str) -> bool: ...
+
+    async def verify(self, credential: str, *, client_ip: str | None, mode: CacheMode,
+                     expected_audiences: tuple[str, ...]) -> Result: ...
 
 
 class Verifier:
     """``verify`` is the whole path; ``verify_cached`` is its synchronous prefix, which
     answers from L1 alone (the hot case) or returns None when I/O is needed."""
 
-    def __init__(self, peppers: Peppers, cache: KeyCache, limiter: RateLimiter,
-                 usage: UsageRecorder, move: Mover | None = None) -> None:
+    def __init__(self, peppers: Peppers, cache: KeyCache, policy: Policy,
+                 derived: DerivedTokens | None = None, move: Mover | None = None) -> None:
         self.peppers = peppers
         self.digester = peppers.current
         self.cache = cache
-        self.limiter = limiter
-        self.usage = usage
+        self.policy = policy
+        self.usage = policy.usage
+        self.derived = derived
         self._move = move
         self._moving: dict[str, asyncio.Task[None]] = {}  # by key id; holds the tasks
-        self.derived: Any = None  # set by the composition root when derived tokens exist
 
     def classify(self, credential: str, digest: str | None = None
                  ) -> Result | tuple[str, ...] | None:
@@ -84,21 +85,6 @@ class Verifier:
             log.warning("moving key %s to the current pepper failed: %s (retried on its "
                         "next use)", key_id, type(task.exception()).__name__)
 
-    def judge(self, entry: Entry | None, level: str, client_ip: str | None,
-              expected_audiences: tuple[str, ...]) -> Result:
-        """Policy for a root key, except the rate limit (which needs a counter)."""
-        if entry is None:
-            return Result(Outcome.NOT_FOUND, cache=level)
-        if entry.revoked:
-            return Result(Outcome.REVOKED, entry, level)
-        if not entry.unexpired():
-            return Result(Outcome.EXPIRED, entry, level)
-        if not ip_allowed(entry, client_ip):
-            return Result(Outcome.IP_NOT_ALLOWED, entry, level)
-        if expected_audiences:  # plain API keys name no audience
-            return Result(Outcome.AUDIENCE_MISMATCH, entry, level)
-        return Result(Outcome.VALID, entry, level)
-
     def verify_cached(self, credential: str, expected_audiences: tuple[str, ...] = ()
                       ) -> Result | None:
         """The answer for an active key with no per-request policy (no IP allow-list, no
@@ -128,10 +114,9 @@ class Verifier:
         if isinstance(step, Result):
             return step
         if step is None:
-            result: Result = await self.derived.verify(
-                credential, client_ip=client_ip, mode=mode,
-                expected_audiences=expected_audiences)
-            return result
+            assert self.derived is not None  # classify returns None only for its tokens
+            return await self.derived.verify(credential, client_ip=client_ip, mode=mode,
+                                             expected_audiences=expected_audiences)
         return await self.check_digest(step, client_ip, mode, expected_audiences)
 
     async def check_digest(self, candidates: tuple[str, ...], client_ip: str | None,
@@ -148,17 +133,5 @@ class Verifier:
     async def decide(self, entry: Entry | None, level: str, client_ip: str | None,
                      expected_audiences: tuple[str, ...] = (), *, count: bool = True
                      ) -> Result:
-        """The verdict on a looked-up root key: policy, then its rate limit; a valid
-        use is recorded (unless ``count`` is false)."""
-        result = self.judge(entry, level, client_ip, expected_audiences)
-        if not result.valid or not count:
-            return result
-        assert entry is not None
-        if entry.rate_limit is not None:
-            limit = await self.limiter.hit(entry.key_id, entry.rate_limit)
-            outcome = Outcome.VALID if limit.allowed else Outcome.RATE_LIMITED
-            result = replace(result, outcome=outcome, limit=limit)
-            if not limit.allowed:
-                return result
-        self.usage.record(entry.key_id)
-        return result
+        return await self.policy.decide(entry, level, client_ip, expected_audiences,
+                                        count=count)

@@ -21,13 +21,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.cache import changes
 from gateway.cache.changes import ChangeFollower
+from gateway.cache.entry import Entry
 from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import Unavailable
 from gateway.keys.model import ApiKey, Kind, RateLimit
 from gateway.observability.metrics import Metrics
-from gateway.verify.entry import Entry
 
 DIGEST = "hs256:" + "ab" * 32
 
@@ -568,9 +568,9 @@ async def test_another_replica_fill_cannot_resurrect_after_revocation(
 # -- invalidation bus ------------------------------------------------------------------
 
 
-def _applier(cache: KeyCache) -> Callable[[list[str]], Awaitable[None]]:
-    async def apply(digests: list[str]) -> None:
-        cache.invalidate_local(digests)
+def _applier(cache: KeyCache) -> Callable[[list[str], bool], Awaitable[None]]:
+    async def apply(digests: list[str], added: bool = False) -> None:
+        cache.forget(digests, added=added)
 
     return apply
 
@@ -584,7 +584,7 @@ async def test_a_failing_invalidation_handler_does_not_end_the_subscription(
     b = make_cache(store, fake_backend(server, Metrics()))
     calls: list[list[str]] = []
 
-    async def flaky(digests: list[str]) -> None:
+    async def flaky(digests: list[str], added: bool = False) -> None:
         calls.append(digests)
         if len(calls) == 1:
             raise Unavailable("the key store is unavailable")  # e.g. a signing-key refresh
@@ -1045,6 +1045,23 @@ async def test_a_change_is_confirmed_by_every_replica_trusted_past_it() -> None:
     # a replica past its lease (crashed, or cut off and no longer answering) is not waited for
     store.replicas["b"] = (0, time.time_ns() // 1000 - 1)
     await a.confirm(set(), time.monotonic() + 1)
+
+
+def test_l1_forgets_new_keys_without_a_tombstone_each() -> None:
+    """An import's digests: their "not found" entries go, and so does any "not found" fill
+    that started before (it may have read the store before the import); positive fills and
+    later reads are kept."""
+    l1: L1[str] = L1(10, 60.0)
+    before = time.monotonic()
+    l1.put("new", None, 5.0, before)
+    l1.forget_new(["new", "never-cached"])
+    assert l1.get("new", time.monotonic())[0] is False and not l1._tombstones
+    l1.put("new", None, 5.0, before)  # a racing read of the store before the import
+    assert l1.get("new", time.monotonic())[0] is False
+    l1.put("other", "x", 5.0, before)  # a positive fill is not stale
+    assert l1.get("other", time.monotonic()) == (True, "x")
+    l1.put("new", None, 5.0, time.monotonic())  # read after: kept
+    assert l1.get("new", time.monotonic()) == (True, None)
 
 
 def test_l1_answers_nothing_past_its_lease() -> None:

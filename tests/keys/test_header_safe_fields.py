@@ -24,8 +24,8 @@ from conftest import Gateway
 
 from gateway.errors import InvalidArgument
 from gateway.keys import fields as f
+from gateway.keys.header_values import header_value, scopes_value
 from gateway.keys.model import ApiKey
-from gateway.verify.header_values import header_value, scopes_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "verify"))
 from verify_helpers import DECISIONS, IMPORTED, ISSUED

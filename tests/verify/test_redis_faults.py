@@ -32,7 +32,7 @@ from verify_helpers import (
     wait_until,
 )
 
-from gateway.verify.entry import Entry
+from gateway.cache.entry import Entry
 
 
 @pytest.fixture

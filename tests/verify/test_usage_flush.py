@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from conftest import Gateway, sqlite_last_used, start_gateway
 from verify_helpers import ISSUED, batch, decide, http, issue, verify, wait_until
 
@@ -185,3 +186,36 @@ def test_last_used_never_moves_backwards_when_uses_are_recorded_out_of_order() -
     assert usage.pending == {"key-1": 100.0, "key-2": 5.0}
     usage.record("key-1", 101.0)
     assert usage.pending["key-1"] == 101.0
+
+
+async def test_a_large_flush_is_written_a_chunk_at_a_time_and_a_failed_chunk_is_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop runs between chunks (a request is answered mid-flush); the chunk that fails
+    and the ones after it are kept for the next flush, the written ones are not."""
+    from gateway.errors import Unavailable
+    from gateway.verify import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "CHUNK", 3)
+    ticks: list[int] = []
+
+    class ChunkStore(_RecordingStore):
+        async def record_usage(self, usage: dict[str, int]) -> None:
+            ticks.append(len(self.written))
+            await asyncio.sleep(0)
+            if len(self.written) == 2:
+                raise Unavailable("the key store is unavailable")
+            await super().record_usage(usage)
+
+    async def other_request() -> None:
+        while len(ticks) < 3:
+            await asyncio.sleep(0)
+        ticks.append(-1)  # ran while the flush was between chunks
+
+    store = ChunkStore()
+    recorder = UsageRecorder(store)  # type: ignore[arg-type]
+    for n in range(10):
+        recorder.record(f"key-{n}")
+    await asyncio.gather(recorder.flush(), other_request())
+    assert [len(batch) for batch in store.written] == [3, 3]
+    assert sorted(recorder.pending) == [f"key-{n}" for n in range(6, 10)]
+    assert -1 in ticks

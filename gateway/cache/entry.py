@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from gateway.clock import to_rfc3339
+from gateway.keys.header_values import header_value, scopes_value
 from gateway.keys.model import ApiKey, RateLimit
 from gateway.keys.wire import rate_limit_wire
-from gateway.verify.header_values import header_value, scopes_value
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Header = tuple[bytes, bytes]
