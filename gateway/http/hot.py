@@ -64,25 +64,26 @@ _EMPTY_END = {"type": "http.response.body", "body": b""}
 _CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
 _FROM_L1 = (b"x-cache", b"L1")
 _DECISION_HEAD = ((b"content-length", b"0"), _FROM_L1)
-_LENGTHS: dict[int, tuple[bytes, bytes]] = {}  # content-length headers, by length
+_L1_STARTS: dict[int, Message] = {}  # the start message of a cached "yes", by body length
 
 
-def _content_length(size: int) -> tuple[bytes, bytes]:
-    header = _LENGTHS.get(size)
-    if header is None:
-        header = (b"content-length", str(size).encode())
-        if len(_LENGTHS) < 65_536:
-            _LENGTHS[size] = header
-    return header
+def _l1_start(size: int) -> Message:
+    """The start message of a cached "yes" to verify with a body of ``size`` bytes: one per
+    length, shared (the server only reads the messages it is sent)."""
+    start = _L1_STARTS.get(size)
+    if start is None:
+        start = {"type": "http.response.start", "status": 200,
+                 "headers": ((b"content-length", str(size).encode()), _JSON, _FROM_L1)}
+        if len(_L1_STARTS) < 65_536:
+            _L1_STARTS[size] = start
+    return start
 
 
 def _l1_yes(entry: Entry) -> tuple[Message, Message]:
-    """The ASGI messages of a cached "yes" to verify (made per request: an entry keeps
-    only its body bytes, see gateway.cache.entry)."""
-    body = entry.valid_body
-    return ({"type": "http.response.start", "status": 200,
-             "headers": (_content_length(len(body)), _JSON, _FROM_L1)},
-            {"type": "http.response.body", "body": body})
+    """The ASGI messages of a cached "yes" to verify (the body is made per request: an entry
+    keeps only its parts, see gateway.cache.entry)."""
+    body = entry._head + entry._tail
+    return _l1_start(len(body)), {"type": "http.response.body", "body": body}
 
 
 class HotPath:
