@@ -7,7 +7,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,7 @@ class Services:
     unkeyed: UnkeyedFollower
     changes: ChangeFollower
     redis: RedisBackend | None = None
+    _unwatch_gc: Callable[[], None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -99,6 +100,7 @@ class Services:
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
+        self._unwatch_gc = self.metrics.watch_gc()
 
     async def _on_invalidate(self, items: list[str], added: bool = False) -> None:
         """Applied on every replica, before it acks the invalidation."""
@@ -115,6 +117,8 @@ class Services:
             await self.redis.publish_invalidation([SIGNING_CHANGED])
 
     async def stop(self) -> None:
+        if self._unwatch_gc is not None:
+            self._unwatch_gc()
         await self.unkeyed.stop()
         await self.changes.stop()
         await self.signing.stop()

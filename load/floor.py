@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -57,10 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4480)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes on the port (uvicorn's supervisor), as the gateway's")
     args = parser.parse_args(argv)
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, lifespan="on", proxy_headers=False,
-                server_header=False)
+    uvicorn.run(app if args.workers == 1 else "floor:app", host=args.host, port=args.port,
+                workers=args.workers, app_dir=str(Path(__file__).resolve().parent),
+                loop="uvloop", http="httptools", log_level="warning", access_log=False,
+                lifespan="on", proxy_headers=False, server_header=False)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ all of them every ``RELOAD_S`` (digests moved by a pepper rotation).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from array import array
 
@@ -20,7 +21,8 @@ from gateway.store.follower import StoreFollower
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
 LAG = 2_000
-PAGE = 20_000  # digests a read (sorted on the event loop: about 10 ms)
+PAGE = 20_000  # digests a read of the full reload (sorted on the event loop: about 10 ms)
+FOLLOW_PAGE = 2_000
 
 
 class UnkeyedFollower(StoreFollower):
@@ -47,16 +49,18 @@ class UnkeyedFollower(StoreFollower):
         self._loaded_at = time.monotonic()
 
     async def follow(self) -> None:
-        """The ones written since the last read (and ``LAG`` before it)."""
+        """The ones written since the last read (and ``LAG`` before it), ``FOLLOW_PAGE``
+        a read with the loop free between: a bulk import writes thousands a second, and
+        reading them in one go held every request on this replica for milliseconds."""
         if time.monotonic() - self._loaded_at >= RELOAD_S:
             await self.load()
             return
         after = max(0, self._seq - LAG)
-        while rows := await self.store.unkeyed_digests(after, PAGE):
-            for _, digest in rows:
-                self.digests.add(digest)
+        while rows := await self.store.unkeyed_digests(after, FOLLOW_PAGE):
+            self.digests.add_many([digest for _, digest in rows])
             after = rows[-1][0]
             self._seq = max(self._seq, after)
+            await asyncio.sleep(0)
         if self.digests.merge_due:
             await self.digests.merge()
 

@@ -12,6 +12,8 @@ which is a large share of a cached verify.
 from __future__ import annotations
 
 import bisect
+import gc
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -138,6 +140,23 @@ class Metrics:
         self.derived_verifications = Counter(
             "gateway_derived_token_verifications", "Derived-token verifications.",
             ["kind", "outcome"], registry=r)
+        self.gc_pauses = Histogram(
+            "gateway_gc_pause_seconds", "Garbage-collector runs (every request waits for "
+            "them), by generation.", ["generation"], buckets=LATENCY_BUCKETS, registry=r)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time the collector's runs into ``gc_pauses``; returns the undo."""
+        started = [0.0]
+        observe = [self.gc_pauses.labels(str(g)).observe for g in range(3)]
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                observe[info["generation"]](time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)
+        return lambda: gc.callbacks.remove(callback)
 
     def watch_signing(self, read: Callable[[], tuple[float, float | None] | None]) -> None:
         """Publish the signing-key schedule that ``read`` reports (``Keyring.schedule``)."""

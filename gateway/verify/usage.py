@@ -45,24 +45,29 @@ class UsageRecorder:
         loop for 225 ms (converting and sorting them) and every request waited."""
         if not self._pending:
             return
-        taken = list(self._pending.items())
+        # two lists of strings and floats, not a (key, time) tuple each: 100,000 tuples
+        # living through the flush reached the oldest GC generation and set off a full
+        # collection (130 ms with 200,000 keys in L1) at every flush
+        key_ids, uses = list(self._pending), list(self._pending.values())
         self._pending.clear()  # the same dict: the hot path holds it
         wall_us, mono = time.time_ns() // 1000, time.monotonic()
-        for start in range(0, len(taken), CHUNK):
-            chunk = taken[start:start + CHUNK]
+        for start in range(0, len(key_ids), CHUNK):
+            end = start + CHUNK
             try:
-                await self.store.record_usage(
-                    {key_id: wall_us - int((mono - used) * 1_000_000) for key_id, used in chunk})
+                await self.store.record_usage({
+                    key_id: wall_us - int((mono - used) * 1_000_000)
+                    for key_id, used in zip(key_ids[start:end], uses[start:end], strict=True)})
             except GatewayError as exc:
                 log.warning("usage flush failed (%s); will retry", exc.message)
-                self._requeue(taken[start:])
+                self._requeue(key_ids[start:], uses[start:])
                 return
             except BaseException:
-                self._requeue(taken[start:])  # cancelled (shutdown): the final flush has it
+                # cancelled (shutdown): the final flush has it
+                self._requeue(key_ids[start:], uses[start:])
                 raise
 
-    def _requeue(self, batch: list[tuple[str, float]]) -> None:
-        for key_id, used in batch:
+    def _requeue(self, key_ids: list[str], uses: list[float]) -> None:
+        for key_id, used in zip(key_ids, uses, strict=True):
             self._pending[key_id] = max(used, self._pending.get(key_id, 0))
 
     async def _loop(self) -> None:

@@ -54,3 +54,23 @@ def test_the_hit_ratio_includes_fast_path_hits(gateway: Any) -> None:
     ratio = metric(text, "gateway_cache_hit_ratio", level="L1")
     assert hits >= 5
     assert abs(ratio - hits / (hits + misses)) < 1e-9
+
+
+def test_collector_pauses_are_timed_by_generation() -> None:
+    """Every request waits for a garbage collection: gateway_gc_pause_seconds shows them."""
+    import gc
+
+    from gateway.observability.metrics import Metrics
+
+    metrics = Metrics()
+    unwatch = metrics.watch_gc()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        unwatch()
+    gc.collect(2)  # no longer timed
+    counts = {s.labels["generation"]: s.value
+              for m in metrics.registry.collect() if m.name == "gateway_gc_pause_seconds"
+              for s in m.samples if s.name.endswith("_count")}
+    assert counts["0"] >= 1 and counts["2"] == 1
