@@ -65,6 +65,7 @@ BATCH_SIZE = 100
 ATTACKERS = 16           # connections (and client addresses) of the admin-token attack
 FLOOD_KEYS = 200_000     # distinct forged (and malformed) credentials of the flood rows
 FLOOD_REDIS_DB = 13      # Redis db of the flood rows' gateway (its commands are counted)
+WORKERS = 2              # processes of the workers rows (gateway serve --workers, the floor's)
 STALL_KEYS = 200_000     # imported keys of the usage-stall row's working set
 STALL_BATCH = 1_000      # items per importedApiKeys:batchCreate
 STALL_CONNECTIONS = 32   # wrk -c of the usage-stall rows
@@ -442,6 +443,12 @@ def verify_cached(server: Server) -> HttpRequest:
     return _verify(server, server.secrets[0], {"L1"})
 
 
+def verify_cached_any_worker(server: Server) -> HttpRequest:
+    """Cached verify on a gateway of several workers: each has its own L1, so the answer
+    checked by hand may be a worker's first (from L2), then L1 once warmed."""
+    return _verify(server, server.secrets[0], {"L1", "L2", "STORE"})
+
+
 def verify_from_redis(server: Server) -> HttpRequest:
     return _verify(server, server.secrets[0], {"L2"})
 
@@ -743,6 +750,11 @@ SCENARIOS: list[Scenario] = [
              f"SQLite, {STALL_CONNECTIONS} clients", "stall", usage_stall,
              connections=STALL_CONNECTIONS, min_duration=STALL_MIN_S,
              max_p99_over_p50=STALL_SPREAD),
+    # Issue 13: every core. N workers against a floor of N workers (uvicorn's supervisor)
+    Scenario("floor-workers", f"HTTP floor, {WORKERS} workers", "floor-workers",
+             floor_request, baseline_only=True),
+    Scenario("verify-cached-workers", f"verify, cached key, {WORKERS} workers (with Redis)",
+             "workers", verify_cached_any_worker, target=Target(0.8, "floor-workers")),
     # Harness smoke test only: --only admin-list
     Scenario("admin-list", "admin list (Starlette route)", "sqlite", admin_list, default=False),
 ]
@@ -841,9 +853,10 @@ class Bench:
     def _start(self, name: str) -> Server:
         port = free_port()
         workdir = self.procs.workdir
-        if name == "floor":
-            return self.procs.start("floor", [sys.executable, str(LOAD / "floor.py"),
-                                              "--port", str(port)],
+        if name in ("floor", "floor-workers"):
+            workers = WORKERS if name == "floor-workers" else 1
+            return self.procs.start(name, [sys.executable, str(LOAD / "floor.py"),
+                                           "--port", str(port), "--workers", str(workers)],
                                     dict(os.environ), port=port, ready_path="/")
         if name == "stall":  # SQLite only, no Redis; L1 holds the whole working set
             (workdir / name).mkdir(exist_ok=True)
@@ -857,9 +870,11 @@ class Bench:
         if not reachable(self.options.redis_url, 6379):
             raise Unsupported(f"Redis at {self.options.redis_url} is not reachable")
         extra = {"GATEWAY_REDIS_URL": self.options.redis_url}
-        if name in ("sqlite", "l1off", "argon2", "flood"):
+        if name in ("sqlite", "l1off", "argon2", "flood", "workers"):
             (workdir / name).mkdir(exist_ok=True)
             extra["GATEWAY_DATABASE_URL"] = f"sqlite:///{workdir / name / 'gateway.db'}"
+            if name == "workers":
+                extra["GATEWAY_WORKERS"] = str(WORKERS)
             if name == "l1off":
                 extra["GATEWAY_L1_TTL"] = "0"
             if name == "flood":  # a db of its own: the Redis commands of its rows are counted

@@ -52,17 +52,31 @@ class Workers:
         self.signals.append(signum)
         self.stopping.set()
 
+    def _bind(self) -> socket.socket:
+        """A listening socket of the port with SO_REUSEPORT, one per worker: the kernel
+        spreads new connections evenly over them (on one shared socket, whichever worker
+        wakes first takes the connection, and one worker can get most of them)."""
+        host = self.config.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, self.config.port))
+        sock.set_inheritable(True)
+        return sock
+
     def run(self) -> int:
-        sock = self.config.bind_socket()
+        sockets = [self._bind() for _ in range(self.count)]
         for handled in (signal.SIGTERM, signal.SIGINT):
             signal.signal(handled, self._signal)
-        self.processes = [self._start_one(sock) for _ in range(self.count)]
+        self.processes = [self._start_one(sock) for sock in sockets]
+        log.info("%d workers on %s:%d", self.count, self.config.host, self.config.port)
         while not self.stopping.wait(0.5):
             for i, process in enumerate(self.processes):
                 if not process.is_alive() and not self.stopping.is_set():
                     log.error("worker [%s] exited with %s; starting another", process.pid,
                               process.exitcode)
-                    self.processes[i] = self._start_one(sock)
+                    self.processes[i] = self._start_one(sockets[i])
                     self.stopping.wait(RESTART_PAUSE_S)
         forwarded = 0
         while True:
@@ -74,7 +88,8 @@ class Workers:
             if not any(p.is_alive() for p in self.processes):
                 break
             time.sleep(0.1)
-        sock.close()
+        for sock in sockets:
+            sock.close()
         codes = [p.exitcode for p in self.processes]
         log.info("workers exited: %s", codes)
         return 0 if all(code == 0 for code in codes) else 1
