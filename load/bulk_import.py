@@ -10,7 +10,8 @@ verifies on another replica keep their p99 meanwhile (within 2x).
 For each backend, two gateway replicas on one store: A receives the import, B answers
 cached verifies (a few keys issued on B, warmed into its L1) to wrk. The machine is split
 in two as if they were two hosts: B and its wrk on one CPU, A and the import driver (this
-process) on the other; PostgreSQL and Redis are the machine's services and stay unpinned.
+process) on the other, and so are the machine's PostgreSQL and Redis while a backend runs
+(their previous affinity is restored afterwards), so that they do not take B's CPU.
 
 1. B's cached-verify latency alone: ``--baseline-windows`` wrk runs of ``--window``
    seconds; the baseline p99 is their median;
@@ -368,16 +369,17 @@ class Profiler:
     ``stop``; ``summary`` gives each one's hottest frames."""
 
     def __init__(self, py_spy: str, targets: dict[str, int], workdir: Path, cpus: set[int],
-                 rate: int = 100) -> None:
+                 tag: str, rate: int = 100) -> None:
         self.outputs: dict[str, Path] = {}
         self.procs: list[subprocess.Popen[bytes]] = []
         for name, pid in targets.items():
-            out = workdir / f"profile-{name}.txt"
+            out = workdir / f"profile-{tag}-{name}.txt"  # tag: one file per backend
             self.outputs[name] = out
             self.procs.append(subprocess.Popen(
                 [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
                  "--output", str(out), "--nonblocking", "--threads"],
-                stdout=subprocess.DEVNULL, stderr=(workdir / f"profile-{name}.log").open("wb"),
+                stdout=subprocess.DEVNULL,
+                stderr=(workdir / f"profile-{tag}-{name}.log").open("wb"),
                 stdin=subprocess.DEVNULL, preexec_fn=bench.pinned(cpus)))
 
     def stop(self) -> None:
@@ -441,6 +443,52 @@ def summarize_stacks(text: str, top: int) -> dict[str, Any]:
             "inclusive": share(incl_n)}
 
 
+# -- the machine's services on A's CPU ---------------------------------------------------------
+
+
+def service_threads() -> dict[str, list[int]]:
+    """Thread ids of every running redis-server and PostgreSQL process, by program."""
+    def pgrep(*args: str) -> set[int]:
+        out = subprocess.run(["pgrep", *args], capture_output=True, text=True).stdout
+        return {int(pid) for pid in out.split()}
+    found = {"redis-server": pgrep("-x", "redis-server"),
+             "postgres": pgrep("-x", "postgres") | pgrep("-f", "postgres:")}
+    return {name: sorted(int(t.name) for pid in pids
+                         for t in Path(f"/proc/{pid}/task").glob("*") if t.name.isdigit())
+            for name, pids in found.items()}
+
+
+@contextlib.contextmanager
+def services_pinned(cpu: int) -> Iterator[dict[str, Any]]:
+    """Redis and PostgreSQL pinned to ``cpu`` (A's: on separate machines they would not share
+    B's CPU), every thread's previous affinity restored on exit; the PostgreSQL backends
+    forked meanwhile inherit the pin. Yields what was done, for the results."""
+    previous: dict[int, set[int]] = {}
+    done: dict[str, Any] = {"cpu": cpu, "threads": {}, "note": ""}
+
+    def restore() -> None:
+        for tid, cpus in previous.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus)
+        previous.clear()
+    try:
+        try:
+            for name, tids in service_threads().items():
+                for tid in tids:
+                    with contextlib.suppress(ProcessLookupError):
+                        previous[tid] = os.sched_getaffinity(tid)
+                        os.sched_setaffinity(tid, {cpu})
+                done["threads"][name] = len(tids)
+        except PermissionError as exc:
+            restore()
+            done["note"] = f"not pinned (they run where the scheduler puts them): {exc}"
+        print(f"bulk: Redis and PostgreSQL {done['note'] or f'pinned to cpu{cpu}'}",
+              file=sys.stderr, flush=True)
+        yield done
+    finally:
+        restore()
+
+
 # -- one backend ------------------------------------------------------------------------------
 
 
@@ -483,6 +531,8 @@ class Run:
     cpu: dict[str, Any] = field(default_factory=dict)
     redis_subscribers: int | None = None
     redis_subscribers_after: int | None = None
+    # Redis and PostgreSQL on A's CPU during the run: {"cpu", "threads" by program, "note"}
+    services_pinned: dict[str, Any] = field(default_factory=dict)
     # /metrics deltas over the import, per replica (see METRICS), and warnings in the logs
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     log_warnings: dict[str, list[str]] = field(default_factory=dict)
@@ -491,11 +541,12 @@ class Run:
 
 # /metrics samples whose change over the import is kept: Redis round trips by op (their
 # time: "ack" is A waiting for the other replicas to apply a batch's invalidation), acks
-# that timed out, store reads
+# that timed out, store reads, the garbage collector's pauses by generation
 METRICS = ("gateway_redis_duration_seconds_sum", "gateway_redis_duration_seconds_count",
            "gateway_redis_errors_total", "gateway_invalidation_ack_timeouts_total",
            "gateway_store_duration_seconds_sum", "gateway_store_duration_seconds_count",
-           "gateway_store_errors_total")
+           "gateway_store_errors_total", "gateway_gc_pause_seconds_sum",
+           "gateway_gc_pause_seconds_count")
 
 
 def metric_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -586,7 +637,8 @@ def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
     print(f"bulk: [{backend}] making {cfg.keys:,} keys in batches of {cfg.batch:,} …",
           file=sys.stderr, flush=True)
     bodies = make_bodies(cfg.keys, cfg.batch)
-    with replicas(backend, cfg, workdir) as (a, b):
+    with services_pinned(cfg.cpu_a) as run.services_pinned, \
+            replicas(backend, cfg, workdir) as (a, b):
         if a.redis_url:
             run.redis_subscribers = redis_subscribers(a.redis_url)
             if run.redis_subscribers > 2:
@@ -631,7 +683,7 @@ def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
         meter = CpuMeter(named)
         driver = ImportDriver(a.url, a.auth, bodies, cfg.clients, on_finish=meter.stop)
         profiler = (Profiler(py_spy, {"A": a.proc.pid, "B": b.proc.pid}, workdir,
-                             {cfg.cpu_a}) if cfg.profile and py_spy else None)
+                             {cfg.cpu_a}, backend) if cfg.profile and py_spy else None)
         try:
             if profiler is not None:
                 time.sleep(1)  # py-spy attaches
@@ -703,6 +755,17 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
     return [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
 
 
+def _timings(deltas: dict[str, float], metric: str, prefix: str = "") -> str:
+    """``count x mean ms`` of each label value of a histogram's ``_sum``/``_count`` deltas."""
+    by_label: dict[str, dict[str, float]] = {}
+    for key, value in deltas.items():
+        if m := re.match(rf'{metric}_(sum|count)\{{\w+="(\w+)"\}}', key):
+            by_label.setdefault(m[2], {})[m[1]] = value
+    return ", ".join(f"{prefix}{label} {v['count']:,.0f} x "
+                     f"{1000 * v.get('sum', 0) / v['count']:.1f} ms"
+                     for label, v in by_label.items() if v.get("count")) or "none"
+
+
 def render(runs: list[Run], cfg: Config) -> str:
     lines = _table(
         ["backend", "keys", "seconds", "keys/s", "slowest segment", "base p99 ms",
@@ -735,19 +798,17 @@ def render(runs: list[Run], cfg: Config) -> str:
             busy = ", ".join(f"cpu{k} {v:.0%}" for k, v in r.cpu["cpu_busy_share"].items())
             lines += ["", f"{r.backend}: CPU seconds over the import's {r.cpu['wall_s']:.1f} s: "
                       f"{procs}; busy: {busy}"]
+        if pin := r.services_pinned:
+            lines.append(f"{r.backend}: Redis and PostgreSQL " + (pin["note"] or (
+                f"pinned to cpu{pin['cpu']} (threads: "
+                + ", ".join(f"{k} {v}" for k, v in pin["threads"].items()) + ")")))
         for name, deltas in r.metrics.items():
-            ops: dict[str, dict[str, float]] = {}
-            for key, value in deltas.items():
-                m = re.match(r'gateway_redis_duration_seconds_(sum|count)\{op="(\w+)"\}', key)
-                if m:
-                    ops.setdefault(m[2], {})[m[1]] = value
-            text = ", ".join(f"{op} {v['count']:,.0f} x "
-                             f"{1000 * v.get('sum', 0) / v['count']:.1f} ms"
-                             for op, v in ops.items() if v.get("count"))
             other = ", ".join(f"{k} {v:,.0f}" for k, v in deltas.items()
-                              if not k.startswith("gateway_redis_duration"))
+                              if not k.startswith(("gateway_redis_duration", "gateway_gc_")))
             lines.append(f"{r.backend}: replica {name} during the import: Redis round trips "
-                         f"{text or 'none'}" + (f"; {other}" if other else ""))
+                         f"{_timings(deltas, 'gateway_redis_duration_seconds')}; GC pauses "
+                         f"{_timings(deltas, 'gateway_gc_pause_seconds', 'gen')}"
+                         + (f"; {other}" if other else ""))
         for name, found in r.log_warnings.items():
             lines += [f"{r.backend}: {name} log: {w}" for w in found[:5]]
         for name, prof in r.profile.items():
@@ -865,7 +926,8 @@ def main(argv: list[str] | None = None) -> int:
     # wrk get their CPUs explicitly.
     os.sched_setaffinity(0, {cfg.cpu_a})
     print(f"bulk: {cfg.keys:,} keys, batches of {cfg.batch:,}, {cfg.clients} clients; B and "
-          f"wrk on cpu{cfg.cpu_b}, A and the driver on cpu{cfg.cpu_a}; work dir {workdir}",
+          f"wrk on cpu{cfg.cpu_b}, A, the driver, Redis and PostgreSQL on cpu{cfg.cpu_a}; work "
+          f"dir {workdir}",
           file=sys.stderr)
     runs: list[Run] = []
     failed = False

@@ -37,6 +37,7 @@ LABEL_VALUES = {
     "result": {"hit", "miss"},
     "route": {"verify", "batch_verify", "forward_auth"},
     "kind": {"jwt", "macaroon"},
+    "generation": {"0", "1", "2"},
     "algorithm": {"jwt", "macaroon", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGORITHM_MACAROON"},
 }
 OPERATION = re.compile(r"^[a-z][a-z_]{1,30}$")  # the op label: a fixed operation name
