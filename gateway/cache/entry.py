@@ -1,18 +1,27 @@
 """What the caches hold for one credential digest: key metadata, never the secret.
 
-An ``Entry`` is kept compact (an L1 of 100,000 keys is ~100,000 of them): it holds the
-bytes of its positive verify answer, rendered once, and nothing else pre-built. The
-answer's fields, the forward-auth headers and the ASGI messages are made when asked (the
-headers once, on first use). Pre-rendering five answers per entry cost ≈ 6.2 KB a key.
+An ``Entry`` is kept compact: it holds the bytes of its positive verify answer, rendered
+once, and nothing else pre-built. The answer's fields, the forward-auth headers and the
+ASGI messages are made when asked. Pre-rendering five answers per entry cost ≈ 6.2 KB a
+key.
+
+L1 holds an entry ``packed``: a ``Cached``, an exact tuple of strings, bytes, numbers and
+tuples of them. CPython's collector stops tracking such a tuple after its first pass, so
+100,000 cached keys add nothing to what a full collection walks; as objects they added
+200,000 (an ``Entry`` and L1's tuple per key), and each full collection paused every
+request for 130 to 330 ms (load/bench.py, usage-stall-cached). The hot paths read the fields
+they need from the tuple (``PLAIN``, ``EXPIRES``, ``KEY_ID``, ``HEAD``, ``TAIL``); the
+general path gets an ``Entry`` back (``Entry.unpacked``).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,6 +32,18 @@ from gateway.keys.wire import rate_limit_wire
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Header = tuple[bytes, bytes]
+# An Entry packed for L1: (plain, expire_time, key_id, head, tail, actor_id, scopes,
+# visibility, metadata as JSON bytes (a dict, even empty, keeps a tuple tracked), revoked,
+# cidrs, (quota, window_s, unit) or None, digest)
+Cached = tuple[bool, int | None, str, bytes, bytes, str, tuple[str, ...], str, bytes | None,
+               bool, tuple[str, ...], tuple[int, int, str] | None, str]
+# the fields the hot paths read (Final: a checker knows each one's type)
+PLAIN: Final = 0
+EXPIRES: Final = 1
+KEY_ID: Final = 2
+HEAD: Final = 3
+TAIL: Final = 4
+AUTH_HEADERS_MEMO = 4096
 
 
 def address_in(address: str, networks: tuple[Network, ...]) -> bool:
@@ -32,6 +53,44 @@ def address_in(address: str, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in networks)
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    """The parsed allow-list (keys share few distinct lists; entries are unpacked often)."""
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+def unexpired(expire_time: int | None) -> bool:
+    """True unless a key with this expiry (µs since the epoch, None: never) has expired by
+    the wall clock. Caches never hold an entry past its key's expiry; this is asked
+    anyway, in case the clock was stepped."""
+    return expire_time is None or expire_time > time.time_ns() // 1000
+
+
+def answers_alone(cached: Cached) -> bool:
+    """The "cached yes" rule: an entry answers yes with nothing to check per request when
+    it is plain (no IP allow-list, no rate limit, not revoked) and unexpired."""
+    return cached[PLAIN] and unexpired(cached[EXPIRES])
+
+
+_AUTH_HEADERS: dict[bytes, tuple[Header, ...]] = {}
+
+
+def auth_headers(cached: Cached) -> tuple[Header, ...]:
+    """Forward auth's identity headers of a "yes": made once per key state and kept for
+    the most recent ones, by the bytes of the key's answer (``TAIL``: its key id, actor
+    and scopes are in them, so a changed key never finds the old headers)."""
+    tail = cached[TAIL]
+    headers = _AUTH_HEADERS.get(tail)
+    if headers is None:
+        if len(_AUTH_HEADERS) >= AUTH_HEADERS_MEMO:
+            _AUTH_HEADERS.clear()
+        headers = _AUTH_HEADERS[tail] = (
+            (b"x-actor-id", header_value(cached[5])),
+            (b"x-key-id", header_value(cached[KEY_ID])),
+            (b"x-scopes", scopes_value(cached[6])))
+    return headers
 
 
 _HEADS: dict[str, bytes] = {}
@@ -65,23 +124,38 @@ class Entry:
     _head: bytes = b""
     _tail: bytes = b""
     plain: bool = False  # no IP allow-list and no rate limit: nothing to check per request
-    _auth_headers: tuple[Header, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.cidrs:
-            self.networks = tuple(ipaddress.ip_network(c) for c in self.cidrs)
+            self.networks = _networks(self.cidrs)
         # scopes repeat across keys: one string each, not one per entry
         self.scopes = tuple(sys.intern(s) for s in self.scopes)
 
     def unexpired(self) -> bool:
-        """True unless the key has expired by the wall clock. Caches never hold an entry
-        past its key's expiry; this is asked anyway, in case the clock was stepped."""
-        return self.expire_time is None or self.expire_time > time.time_ns() // 1000
+        return unexpired(self.expire_time)
 
     def answers_alone(self) -> bool:
-        """A "yes" with nothing to check per request: plain (no IP allow-list, no rate
-        limit, not revoked) and unexpired."""
-        return self.plain and self.unexpired()
+        """``answers_alone`` (the "cached yes" rule) for this entry."""
+        return answers_alone(self.packed())
+
+    def packed(self) -> Cached:
+        """This entry as L1 holds it (see the module's docstring)."""
+        rl = self.rate_limit
+        return (self.plain, self.expire_time, self.key_id, self._head, self._tail,
+                self.actor_id, self.scopes, self.visibility,
+                None if self.metadata is None else orjson.dumps(self.metadata), self.revoked,
+                self.cidrs, (rl.quota, rl.window_s, rl.unit) if rl else None, self.digest)
+
+    @classmethod
+    def unpacked(cls, cached: Cached) -> Entry:
+        """The entry ``packed`` gave, rendered as it was."""
+        (plain, expire_time, key_id, head, tail, actor_id, scopes, visibility, metadata,
+         revoked, cidrs, rl, digest) = cached
+        entry = cls(key_id, actor_id, scopes, visibility,
+                    None if metadata is None else orjson.loads(metadata), expire_time,
+                    revoked, cidrs, RateLimit(*rl) if rl else None, digest)
+        entry._head, entry._tail, entry.plain = head, tail, plain
+        return entry
 
     def render(self, issuer: str) -> None:
         """Render the bytes of a positive verify answer."""
@@ -114,14 +188,8 @@ class Entry:
 
     @property
     def auth_headers(self) -> tuple[Header, ...]:
-        """Forward auth's identity headers of a "yes" (made on first use, then kept)."""
-        headers = self._auth_headers
-        if headers is None:
-            headers = self._auth_headers = (
-                (b"x-actor-id", header_value(self.actor_id)),
-                (b"x-key-id", header_value(self.key_id)),
-                (b"x-scopes", scopes_value(self.scopes)))
-        return headers
+        """Forward auth's identity headers of a "yes" (``auth_headers``)."""
+        return auth_headers(self.packed())
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

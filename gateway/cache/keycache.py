@@ -1,8 +1,9 @@
 """The two-level read-through cache of credential digests: L1 → L2 (Redis) → store.
 
 Cache keys are HMAC digests; values are ``Entry`` metadata (``None`` = not found, cached
-briefly). No entry outlives its key's expiry. Concurrent misses for one digest share one
-store read; concurrent L2 reads share one MGET (see ``RedisBackend.get``).
+briefly), which L1 holds packed (``Entry.packed``, see ``gateway.cache.entry``). No entry
+outlives its key's expiry. Concurrent misses for one digest share one store read;
+concurrent L2 reads share one MGET (see ``RedisBackend.get``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import enum
 import time
 
-from gateway.cache.entry import Entry
+from gateway.cache.entry import Cached, Entry, answers_alone
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import GatewayError
@@ -64,7 +65,7 @@ class KeyCache:
         self.metrics = metrics
         self.redis = redis
         self.issuer = issuer
-        self.l1: L1[Entry] = L1(l1_size, l1_ttl)
+        self.l1: L1[Cached] = L1(l1_size, l1_ttl)
         self.l2_ttl = l2_ttl
         self.negative_ttl = negative_ttl
         self._inflight: dict[str, asyncio.Future[Entry | None]] = {}
@@ -114,8 +115,8 @@ class KeyCache:
         """The L1 entry for ``digest`` when it answers yes by itself: a plain root key (no
         IP allow-list, no rate limit) that has not expired; else None. Synchronous: the
         hot path's whole lookup for a cached key."""
-        entry = self.l1.fresh(digest, now)
-        return entry if entry is not None and entry.answers_alone() else None
+        cached = self.l1.fresh(digest, now)
+        return Entry.unpacked(cached) if cached is not None and answers_alone(cached) else None
 
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT
                      ) -> tuple[Entry | None, str]:
@@ -123,10 +124,10 @@ class KeyCache:
         if mode is CacheMode.DEFAULT:
             started = time.monotonic()
             if self.l1.enabled:
-                hit, entry = self.l1.get(digest, started)
+                hit, cached = self.l1.get(digest, started)
                 self.metrics.cache("L1", hit)
                 if hit:
-                    return entry, "L1"
+                    return (Entry.unpacked(cached) if cached is not None else None), "L1"
             return await self._below_l1(digest, started)
         return await self._from_store(digest, mode), "STORE"
 
@@ -143,7 +144,7 @@ class KeyCache:
             if hit:
                 if entry is not None and entry.digest == digest:
                     entry.digest = digest  # one string for the key and the value (memory)
-                self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
+                self._fill_l1(digest, entry, started)
                 return entry, "L2"
         fut = self._inflight.get(digest)
         if fut is not None:
@@ -211,12 +212,16 @@ class KeyCache:
             if entry.digest == digest:
                 entry.digest = digest  # one string for the L1 key and the value (memory)
         if mode is not CacheMode.NO_STORE:
-            self.l1.put(digest, entry, self._ttl(entry, self.l1.ttl), started)
+            self._fill_l1(digest, entry, started)
             if self.redis is not None and digest not in self._unsynced:
                 raw = entry.dumps() if entry is not None else _NEGATIVE
                 await self.redis.fill(_l2_key(digest), _tomb_key(digest), raw,
                                       self._ttl(entry, self.l2_ttl))
         return entry
+
+    def _fill_l1(self, digest: str, entry: Entry | None, started: float) -> None:
+        self.l1.put(digest, entry.packed() if entry is not None else None,
+                    self._ttl(entry, self.l1.ttl), started)
 
     def forget(self, digests: list[str], *, added: bool = False) -> None:
         """``invalidate_local``, or for new keys' digests ``L1.forget_new``."""

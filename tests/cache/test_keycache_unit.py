@@ -215,7 +215,8 @@ def test_l1_fresh_answers_only_unexpired_positive_entries() -> None:
         None, "v", None, "v"]
 
 
-async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key() -> None:
+async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     store = FakeStore()
     plain, guarded, limited, expiring, missing = (f"hs256:{c * 64}" for c in "12345")
     store.rows[plain] = make_key("plain", digest=plain)
@@ -234,8 +235,10 @@ async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key() -> None:
             for d in (plain, guarded, limited, expiring, missing)] == [
         "plain", None, None, "expiring", None]
     entry = cache.plain_l1(expiring, now)
-    assert entry is not None
-    entry.expire_time = time.time_ns() // 1000 - 1  # expired by the wall clock since cached
+    assert entry is not None and entry.expire_time is not None
+    # the wall clock stepped past the key's expiry since it was cached
+    stepped = (entry.expire_time + 1) * 1000
+    monkeypatch.setattr("gateway.cache.entry.time.time_ns", lambda: stepped)
     assert cache.plain_l1(expiring, now) is None
 
 

@@ -30,9 +30,14 @@ def _restore(name: str) -> None:
 
 
 @pytest.fixture
-def store_gateway(fresh_pg_database: str, tmp_path: Path) -> Iterator[tuple[Gateway, str]]:
+def store_gateway(fresh_pg_database: str, redis_url: str, tmp_path: Path
+                  ) -> Iterator[tuple[Gateway, str]]:
+    # With its Redis subscription up, a replica trusts its caches for GATEWAY_STORE_GRACE
+    # (15 s) without the store; alone, for 2 s (gateway.cache.changes): a loaded machine
+    # could take longer than that over the cached checks below.
     name = _db_name(fresh_pg_database)
     gw = start_gateway(tmp_path, {"GATEWAY_DATABASE_URL": fresh_pg_database,
+                                  "GATEWAY_REDIS_URL": redis_url,
                                   "GATEWAY_L1_TTL": "300"}, migrate=True)
     try:
         yield gw, name
