@@ -11,24 +11,31 @@ from starlette.responses import Response
 
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.http import health, jwk_admin, jwks, metrics, okta_keys, openapi, ory_keys
-from gateway.http.errors import ory_status
+from gateway.http.decisions import DecisionsRoute
+from gateway.http.errors import error_response, ory_status
 from gateway.http.hot import ASGIApp, HotPath
-from gateway.http.wire import JSONResponse
+from gateway.http.l1_answers import L1Answers
+from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
 from gateway.services import Services
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(ory_status(NotFound(f"no route for {request.url.path}")), 404)
+    return error_response(NotFound(f"no route for {request.url.path}"), ory_status)
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
-    return JSONResponse(ory_status(error), 405)
+    allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    return error_response(MethodNotAllowed(request.method, request.url.path, allow),
+                          ory_status)
 
 
 def create_app(services: Services) -> ASGIApp:
-    """The Starlette app for every route, behind the plain-ASGI hot path."""
-    return HotPath(create_starlette_app(services), services)
+    """The Starlette app for every route, behind the plain-ASGI hot routes."""
+    l1 = L1Answers(services)
+    gate = services.admin_gate
+    return HotPath(create_starlette_app(services),
+                   (VerifyRoute(services, gate, l1), BatchVerifyRoute(services, gate, l1),
+                    DecisionsRoute(services, l1)))
 
 
 def worker_app() -> ASGIApp:

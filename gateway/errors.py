@@ -103,6 +103,10 @@ class MethodNotAllowed(GatewayError):
     okta_code = "E0000022"
     oauth_error = "method_not_allowed"
 
+    def __init__(self, method: str, path: str, allow: str) -> None:
+        super().__init__(f"method {method} is not allowed on {path} (allowed: {allow})")
+        self.allow = allow  # the Allow header's value: the methods the route takes
+
 
 class PayloadTooLarge(GatewayError):
     """The request body is larger than the route accepts (413)."""

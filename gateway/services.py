@@ -20,6 +20,7 @@ from gateway.crypto.digests import PREFIX as DIGEST_PREFIX
 from gateway.crypto.digests import Digester
 from gateway.crypto.peppers import Peppers
 from gateway.errors import ConfigError
+from gateway.http.auth import AdminGate
 from gateway.http.client_ip import Trusted
 from gateway.keys.derive import Deriver
 from gateway.keys.model import ApiKey
@@ -28,7 +29,7 @@ from gateway.keys.unkeyed import UnkeyedFollower
 from gateway.observability.metrics import Metrics
 from gateway.secret import Secret
 from gateway.settings import Settings
-from gateway.signing import Keyring, build_keyring
+from gateway.signing import JwkSets, Keyring, ResourceServerKeys, build_keyring, sealer_for
 from gateway.store import Store, build_store
 from gateway.verify.derived import DerivedVerifier
 from gateway.verify.policy import Policy
@@ -72,6 +73,7 @@ class Services:
     digester: Digester
     peppers: Peppers
     admin_tokens: AdminTokens
+    admin_gate: AdminGate
     keys: KeyService
     metrics: Metrics
     cache: KeyCache
@@ -80,6 +82,8 @@ class Services:
     usage: UsageRecorder
     signing: Keyring
     deriver: Deriver
+    jwk_sets: JwkSets
+    resource_keys: ResourceServerKeys
     trusted: Trusted
     unkeyed: UnkeyedFollower
     changes: ChangeFollower
@@ -191,12 +195,17 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     derived = DerivedVerifier(policy, signing, cache, peppers, metrics, settings.issuer)
     verifier = Verifier(peppers, cache, policy, derived, move=keys.move_to_current_pepper)
     deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer)
+    admin_tokens = AdminTokens(resolve_admin_tokens(settings),
+                               delay_max=settings.admin_refusal_delay,
+                               delay_base=min(0.05, settings.admin_refusal_delay))
+    trusted = Trusted(settings.trusted_proxies)
     return Services(settings=settings, store=store, digester=digester, peppers=peppers,
-                    admin_tokens=AdminTokens(
-                        resolve_admin_tokens(settings), delay_max=settings.admin_refusal_delay,
-                        delay_base=min(0.05, settings.admin_refusal_delay)), keys=keys,
+                    admin_tokens=admin_tokens, admin_gate=AdminGate(admin_tokens, trusted),
+                    keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, derived=derived,
                     usage=usage, redis=redis,
-                    signing=signing, deriver=deriver, trusted=Trusted(settings.trusted_proxies),
+                    signing=signing, deriver=deriver, trusted=trusted,
+                    jwk_sets=JwkSets(store, sealer_for(*peppers.all)),
+                    resource_keys=ResourceServerKeys(store),
                     unkeyed=UnkeyedFollower(store, peppers.unkeyed),
                     changes=changes)

@@ -44,6 +44,9 @@ KEY_ID: Final = 2
 HEAD: Final = 3
 TAIL: Final = 4
 AUTH_HEADERS_MEMO = 4096
+# What L1 holds for a digest that is no key's (a "not found" answer, cached briefly): not
+# plain, so no fast path answers from it.
+NOT_FOUND: Cached = (False, None, "", b"", b"", "", (), "", None, False, (), None, "")
 
 
 def address_in(address: str, networks: tuple[Network, ...]) -> bool:

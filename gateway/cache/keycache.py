@@ -13,7 +13,7 @@ import contextlib
 import enum
 import time
 
-from gateway.cache.entry import Cached, Entry, answers_alone
+from gateway.cache.entry import NOT_FOUND, Cached, Entry
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import GatewayError
@@ -65,7 +65,7 @@ class KeyCache:
         self.metrics = metrics
         self.redis = redis
         self.issuer = issuer
-        self.l1: L1[Cached] = L1(l1_size, l1_ttl)
+        self.l1: L1[Cached] = L1(l1_size, l1_ttl, negative=NOT_FOUND)
         self.l2_ttl = l2_ttl
         self.negative_ttl = negative_ttl
         self._inflight: dict[str, asyncio.Future[Entry | None]] = {}
@@ -111,25 +111,24 @@ class KeyCache:
         self._decoded[raw] = entry
         return True, entry
 
-    def plain_l1(self, digest: str, now: float) -> Entry | None:
-        """The L1 entry for ``digest`` when it answers yes by itself: a plain root key (no
-        IP allow-list, no rate limit) that has not expired; else None. Synchronous: the
-        hot path's whole lookup for a cached key."""
-        cached = self.l1.fresh(digest, now)
-        return Entry.unpacked(cached) if cached is not None and answers_alone(cached) else None
-
     async def lookup(self, digest: str, mode: CacheMode = CacheMode.DEFAULT
                      ) -> tuple[Entry | None, str]:
         """(entry or None for not-found, level that answered: L1, L2 or STORE)."""
-        if mode is CacheMode.DEFAULT:
-            started = time.monotonic()
-            if self.l1.enabled:
-                hit, cached = self.l1.get(digest, started)
-                self.metrics.cache("L1", hit)
-                if hit:
-                    return (Entry.unpacked(cached) if cached is not None else None), "L1"
-            return await self._below_l1(digest, started)
-        return await self._from_store(digest, mode), "STORE"
+        if mode is not CacheMode.DEFAULT:
+            return await self._from_store(digest, mode), "STORE"
+        if self.l1.enabled:
+            return await self.lookup_after_l1(digest, self.l1.fresh(digest, time.monotonic()))
+        return await self._below_l1(digest, time.monotonic())
+
+    async def lookup_after_l1(self, digest: str, cached: Cached | None
+                              ) -> tuple[Entry | None, str]:
+        """``lookup`` of a digest for which L1 (``L1.fresh``) gave ``cached`` (None:
+        nothing): the caller asked L1 itself."""
+        if self.l1.enabled:
+            self.metrics.cache("L1", cached is not None)
+        if cached is None:
+            return await self._below_l1(digest, time.monotonic())
+        return (None if cached is NOT_FOUND else Entry.unpacked(cached)), "L1"
 
     async def _below_l1(self, digest: str, started: float) -> tuple[Entry | None, str]:
         """L2, else the store (one read shared by concurrent callers); fills the levels
@@ -220,7 +219,7 @@ class KeyCache:
         return entry
 
     def _fill_l1(self, digest: str, entry: Entry | None, started: float) -> None:
-        self.l1.put(digest, entry.packed() if entry is not None else None,
+        self.l1.put(digest, entry.packed() if entry is not None else NOT_FOUND,
                     self._ttl(entry, self.l1.ttl), started)
 
     def forget(self, digests: list[str], *, added: bool = False) -> None:

@@ -31,7 +31,9 @@ REFRESH_AFTER = 0.75  # share of an entry's L1 life after which a hit asks for a
 
 
 class L1(Generic[V]):
-    def __init__(self, max_entries: int, ttl: float) -> None:
+    def __init__(self, max_entries: int, ttl: float, negative: V | None = None) -> None:
+        # the value that stands for "not found" (None, or the owner's own: see KeyCache)
+        self.negative = negative
         # digest -> (refresh_at, value, expires), refresh_at <= expires: a hit before
         # refresh_at is one comparison, as cheap as the expiry check alone
         self._data: dict[str, tuple[float, V | None, float]] = {}
@@ -51,7 +53,7 @@ class L1(Generic[V]):
         return self.ttl > 0 and self.max_entries > 0
 
     def get(self, digest: str, now: float) -> tuple[bool, V | None]:
-        """(hit, value); a cached negative answer is (True, None)."""
+        """(hit, value); a cached negative answer is (True, ``negative``)."""
         item = self._data.get(digest)
         if item is None or now >= self.trusted_until:
             return False, None
@@ -64,9 +66,9 @@ class L1(Generic[V]):
         return False, None
 
     def fresh(self, digest: str, now: float) -> V | None:
-        """The cached value when present and unexpired, else None (also for a cached
-        negative answer): the hot path's one-call lookup. Expired items are left for
-        ``get`` or eviction to drop."""
+        """The cached value when present and unexpired (a cached negative answer is
+        ``negative``), else None: the hot path's one-call lookup. Expired items are left
+        for ``get`` or eviction to drop."""
         item = self._data.get(digest)
         if item is None or now >= self.trusted_until:
             return None
@@ -98,7 +100,8 @@ class L1(Generic[V]):
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
         if not self.enabled or ttl <= 0:
             return
-        if started <= self._cleared or (value is None and started <= self._negatives_before):
+        negative = value is self.negative
+        if started <= self._cleared or (negative and started <= self._negatives_before):
             return
         tomb = self._tombstones.get(digest)
         if tomb is not None and tomb >= started:
@@ -109,7 +112,7 @@ class L1(Generic[V]):
         expires = started + life
         # Negative answers and entries cut short by their key's expiry are not refreshed:
         # they are meant to end.
-        refreshed = value is not None and ttl >= self.ttl and self.on_due is not None
+        refreshed = not negative and ttl >= self.ttl and self.on_due is not None
         refresh_at = started + life * REFRESH_AFTER if refreshed else expires
         self._data[digest] = (refresh_at, value, expires)
 

@@ -18,14 +18,14 @@ from gateway.http.auth import require_admin
 from gateway.http.errors import oauth2
 from gateway.http.openapi import STR, STRS, Operation, add_operations, obj, ref
 from gateway.http.wire import JSONResponse, read_json
-from gateway.signing import JwkSets, sealer_for
+from gateway.signing import JwkSets
 
 BODY_LIMIT = 256 << 10
 
 
 def _sets(request: Request) -> JwkSets:
-    services = request.app.state.services
-    return JwkSets(services.store, sealer_for(*services.peppers.all))
+    sets: JwkSets = request.app.state.services.jwk_sets
+    return sets
 
 
 def _key_set(keys: list[dict[str, Any]], status: int = 200) -> Response:
@@ -47,7 +47,7 @@ async def key_set(request: Request) -> Response:
     if method == "DELETE":
         await sets.delete_set(set_id)
         return Response(status_code=204)
-    raise MethodNotAllowed(f"method {method} is not allowed on {request.url.path}")
+    raise MethodNotAllowed(method, request.url.path, "GET, POST, PUT, DELETE")
 
 
 @oauth2
@@ -64,7 +64,7 @@ async def key(request: Request) -> Response:
     if method == "DELETE":
         await sets.delete_key(set_id, kid)
         return Response(status_code=204)
-    raise MethodNotAllowed(f"method {method} is not allowed on {request.url.path}")
+    raise MethodNotAllowed(method, request.url.path, "GET, PUT, DELETE")
 
 
 _JWK = obj(("kty", "kid", "use", "alg"), **{n: STR for n in (

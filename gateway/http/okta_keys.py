@@ -52,7 +52,8 @@ def _keyring(request: Request) -> Keyring:
 
 
 def _resource_keys(request: Request) -> ResourceServerKeys:
-    return ResourceServerKeys(request.app.state.services.store)
+    keys: ResourceServerKeys = request.app.state.services.resource_keys
+    return keys
 
 
 async def _admin(request: Request) -> str:

@@ -197,8 +197,7 @@ async def _list(request: Request, kind: Kind) -> Response:
 
 def _no_route(request: Request, verb: str, table: dict[str, tuple[str, ...]]) -> GatewayError:
     if verb in table:
-        return MethodNotAllowed(f"method {request.method} is not allowed here; "
-                                f"allowed: {', '.join(table[verb])}")
+        return MethodNotAllowed(request.method, request.url.path, ", ".join(table[verb]))
     return NotFound(f"no route for {request.url.path}")
 
 

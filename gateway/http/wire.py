@@ -1,7 +1,10 @@
-"""Transport helpers shared by every API family: JSON in and out, bearer tokens."""
+"""Transport helpers shared by every API family, on the hot routes (plain ASGI) and the
+Starlette routes alike: request bodies read within a limit, JSON in and out, bearer
+tokens."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -12,6 +15,11 @@ from gateway.errors import InvalidArgument, PayloadTooLarge
 
 DEFAULT_BODY_LIMIT = 1 << 20
 DEFAULT_MAX_VALUES = 100_000  # about 7 MB of parsed objects at most
+JSON = (b"content-type", b"application/json")
+Header = tuple[bytes, bytes]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 def count_values(raw: bytes) -> int:
@@ -35,6 +43,51 @@ def parse_json(raw: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Any:
                               f"{exc.pos}") from None
 
 
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """``parse_json`` of a body that must be a JSON object."""
+    parsed = parse_json(raw)
+    if not isinstance(parsed, dict):
+        raise InvalidArgument("request body: expected a JSON object")
+    return parsed
+
+
+async def read_body(receive: Receive, limit: int, first: Message | None = None) -> bytes:
+    """The whole request body, at most ``limit`` bytes (413 beyond: nothing more is
+    read); ``first`` is its first message when already received."""
+    message = first if first is not None else await receive()
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if not message.get("more_body", False):  # the usual case: one message
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def send_bytes(send: Send, status: int, body: bytes, extra: list[Header] | None = None,
+                     *, content_type: bool = True) -> None:
+    """A whole response: ``body`` (JSON unless ``content_type`` is false) and ``extra``."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.append(JSON)
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class JSONResponse(Response):
     media_type = "application/json"
 
@@ -49,14 +102,7 @@ async def read_json(request: Request, limit: int = DEFAULT_BODY_LIMIT,
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return parse_json(b"".join(chunks), max_values)
+    return parse_json(await read_body(request.receive, limit), max_values)
 
 
 def bearer_token(authorization: str | None, schemes: tuple[str, ...] = ("bearer",)) -> str | None:

@@ -55,7 +55,7 @@ class HotCounters(Collector):
         self.results: dict[tuple[str, str], int] = {}
         self.cache_lookups: dict[tuple[str, str], int] = {}
         self.latency: dict[str, LatencyHistogram] = {}
-        # Valid answers of the L1 fast path (hot.py): each is one L1 hit and one
+        # Valid answers of the L1 fast paths (gateway.http.l1_answers): each is one L1 hit and one
         # (valid, L1) result, added to both series at scrape time.
         self.l1_valid = 0
 

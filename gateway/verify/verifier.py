@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.cache.entry import Entry
+from gateway.cache.entry import Cached, Entry
 from gateway.cache.keycache import CacheMode, KeyCache
-from gateway.crypto import tokens
 from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
@@ -31,9 +30,18 @@ class DerivedTokens(Protocol):
                      expected_audiences: tuple[str, ...]) -> Result: ...
 
 
+@dataclass(frozen=True, slots=True)
+class L1Probe:
+    """A root key's digest as a caller (a hot route's fast half) computed it, and what L1
+    held for it then (``L1.fresh``; None: nothing): ``verify`` neither digests nor asks L1
+    again."""
+
+    digest: str
+    cached: Cached | None
+
+
 class Verifier:
-    """``verify`` is the whole path; ``verify_cached`` is its synchronous prefix, which
-    answers from L1 alone (the hot case) or returns None when I/O is needed."""
+    """``verify``: the whole path, for every credential and every caller."""
 
     def __init__(self, peppers: Peppers, cache: KeyCache, policy: Policy,
                  derived: DerivedTokens | None = None, move: Mover | None = None) -> None:
@@ -59,12 +67,15 @@ class Verifier:
             return Result(Outcome.NOT_FOUND)
         return candidates
 
-    async def lookup(self, candidates: tuple[str, ...], mode: CacheMode = CacheMode.DEFAULT
-                     ) -> tuple[Entry | None, str]:
+    async def lookup(self, candidates: tuple[str, ...], mode: CacheMode = CacheMode.DEFAULT,
+                     probe: L1Probe | None = None) -> tuple[Entry | None, str]:
         """The key stored under the first digest of ``candidates`` (the current pepper's),
         else under a retired pepper's digest; a key found there is moved to the current
-        pepper in the background."""
-        entry, level = await self.cache.lookup(candidates[0], mode)
+        pepper in the background. ``probe``: L1 was asked for the first digest already."""
+        if probe is not None and mode is CacheMode.DEFAULT:
+            entry, level = await self.cache.lookup_after_l1(candidates[0], probe.cached)
+        else:
+            entry, level = await self.cache.lookup(candidates[0], mode)
         for old in candidates[1:] if entry is None else ():
             entry, level = await self.cache.lookup(old, mode)
             if entry is not None:
@@ -85,47 +96,29 @@ class Verifier:
             log.warning("moving key %s to the current pepper failed: %s (retried on its "
                         "next use)", key_id, type(task.exception()).__name__)
 
-    def verify_cached(self, credential: str, expected_audiences: tuple[str, ...] = ()
-                      ) -> Result | None:
-        """The answer for an active key with no per-request policy (no IP allow-list, no
-        rate limit) found in L1, or None: then ``verify`` runs the whole path.
-
-        Digest first: a digest in L1 was looked up before, so it passed the format and
-        checksum checks then; only misses pay for them (in ``classify``)."""
-        if (not credential or len(credential) > MAX_CREDENTIAL_BYTES or expected_audiences
-                or not self.cache.l1.enabled):
-            return None
-        if (credential.startswith(tokens.TOKEN_STARTS) and self.derived is not None
-                and self.derived.claims_token(credential)):
-            return None
-        now = time.monotonic()
-        entry = self.cache.plain_l1(self.digester.digest(credential), now)
-        if entry is None:
-            return None
-        self.cache.metrics.cache("L1", True)
-        self.usage.record(entry.key_id, now)  # the usage recorder's clock: monotonic
-        return Result(Outcome.VALID, entry, "L1")
-
     async def verify(self, credential: str, *, client_ip: str | None = None,
                      mode: CacheMode = CacheMode.DEFAULT,
                      expected_audiences: tuple[str, ...] = (),
-                     digest: str | None = None) -> Result:
-        step = self.classify(credential, digest)
+                     probe: L1Probe | None = None) -> Result:
+        """The verdict on ``credential``: a root key through the caches and its policy, or
+        a derived token (``DerivedTokens``). ``probe``: its digest and L1 entry, when the
+        caller has them."""
+        step = self.classify(credential, probe.digest if probe is not None else None)
         if isinstance(step, Result):
             return step
         if step is None:
             assert self.derived is not None  # classify returns None only for its tokens
             return await self.derived.verify(credential, client_ip=client_ip, mode=mode,
                                              expected_audiences=expected_audiences)
-        return await self.check_digest(step, client_ip, mode, expected_audiences)
+        return await self.check_digest(step, client_ip, mode, expected_audiences, probe=probe)
 
     async def check_digest(self, candidates: tuple[str, ...], client_ip: str | None,
                            mode: CacheMode, expected_audiences: tuple[str, ...] = (), *,
-                           count: bool = True) -> Result:
+                           count: bool = True, probe: L1Probe | None = None) -> Result:
         """Look up a root key by its candidate digests through the caches and apply its
         policy."""
         try:
-            entry, level = await self.lookup(candidates, mode)
+            entry, level = await self.lookup(candidates, mode, probe)
         except Unavailable:
             return Result(Outcome.UNAVAILABLE)
         return await self.decide(entry, level, client_ip, expected_audiences, count=count)

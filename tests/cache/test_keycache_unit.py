@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.cache import changes
 from gateway.cache.changes import ChangeFollower
-from gateway.cache.entry import Entry
+from gateway.cache.entry import NOT_FOUND, Entry, answers_alone
 from gateway.cache.keycache import CacheMode, KeyCache, cache_mode
 from gateway.cache.l1 import L1
 from gateway.cache.redis_backend import RedisBackend
@@ -103,6 +103,12 @@ def make_cache(store: FakeStore, redis: RedisBackend | None = None, *, l1_ttl: f
     return KeyCache(store, redis.metrics if redis else Metrics(),  # type: ignore[arg-type]
                     issuer="https://issuer.test", l1_ttl=l1_ttl, l1_size=l1_size,
                     l2_ttl=l2_ttl, negative_ttl=negative_ttl, redis=redis)
+
+
+def plain_l1(cache: KeyCache, digest: str, now: float) -> Entry | None:
+    """The entry L1 answers yes for by itself (``answers_alone``), as the hot routes ask."""
+    cached = cache.l1.fresh(digest, now)
+    return Entry.unpacked(cached) if cached is not None and answers_alone(cached) else None
 
 
 @pytest.fixture
@@ -227,19 +233,19 @@ async def test_plain_l1_answers_only_for_a_cached_plain_unexpired_key(
     store.rows[expiring] = make_key("expiring", digest=expiring, expire_in_s=3600)
     cache = make_cache(store)
     now = time.monotonic()
-    assert cache.plain_l1(plain, now) is None  # not cached yet: the caller looks it up
+    assert plain_l1(cache, plain, now) is None  # not cached yet: the caller looks it up
     for digest in (plain, guarded, limited, expiring, missing):
         await cache.lookup(digest)
     now = time.monotonic()
-    assert [e.key_id if (e := cache.plain_l1(d, now)) else None
+    assert [e.key_id if (e := plain_l1(cache, d, now)) else None
             for d in (plain, guarded, limited, expiring, missing)] == [
         "plain", None, None, "expiring", None]
-    entry = cache.plain_l1(expiring, now)
+    entry = plain_l1(cache, expiring, now)
     assert entry is not None and entry.expire_time is not None
     # the wall clock stepped past the key's expiry since it was cached
     stepped = (entry.expire_time + 1) * 1000
     monkeypatch.setattr("gateway.cache.entry.time.time_ns", lambda: stepped)
-    assert cache.plain_l1(expiring, now) is None
+    assert plain_l1(cache, expiring, now) is None
 
 
 def test_l1_asks_for_a_refresh_of_a_hit_in_the_last_quarter_of_its_life() -> None:
@@ -345,7 +351,7 @@ async def test_not_found_is_cached_for_the_negative_ttl_only(
     assert await cache.lookup(DIGEST) == (None, "L1")
     assert store.reads == 1
     now = time.monotonic()
-    assert cache.l1.get(DIGEST, now + 2.5) == (True, None)
+    assert cache.l1.get(DIGEST, now + 2.5) == (True, NOT_FOUND)
     assert cache.l1.get(DIGEST, now + 3.5) == (False, None)
     pttl = await raw.pttl(f"gw:k:{DIGEST}")
     assert 0 < pttl <= 3000
@@ -435,11 +441,11 @@ async def test_a_hot_entry_is_re_read_before_it_expires_once_for_all_hits() -> N
     # the row changes without an invalidation (as a missed one would leave it)
     store.rows[DIGEST] = make_key(scopes=("read", "write"))
     late = time.monotonic() + 7  # in the last quarter of the entry's life
-    hits = [cache.plain_l1(DIGEST, late) for _ in range(50)]
+    hits = [plain_l1(cache, DIGEST, late) for _ in range(50)]
     assert all(e is not None and e.scopes == ("read",) for e in hits)  # answered meanwhile
     await _until_refreshed(cache)
     assert store.reads == 2  # fifty hits, one re-read
-    entry = cache.plain_l1(DIGEST, time.monotonic())
+    entry = plain_l1(cache, DIGEST, time.monotonic())
     assert entry is not None and entry.scopes == ("read", "write")
 
 
@@ -448,7 +454,7 @@ async def test_a_refresh_reads_l2_before_the_store(redis: RedisBackend) -> None:
     store.rows[DIGEST] = make_key()
     cache = make_cache(store, redis, l1_ttl=8)
     await cache.lookup(DIGEST)  # store read; fills L2 too
-    assert cache.plain_l1(DIGEST, time.monotonic() + 7) is not None
+    assert plain_l1(cache, DIGEST, time.monotonic() + 7) is not None
     await _until_refreshed(cache)
     assert store.reads == 1
 
@@ -461,7 +467,7 @@ async def test_a_refresh_racing_a_revocation_does_not_resurrect_the_key() -> Non
     gate = asyncio.Event()
     store.gates.append(gate)
     store.entered.clear()
-    assert cache.plain_l1(DIGEST, time.monotonic() + 7) is not None
+    assert plain_l1(cache, DIGEST, time.monotonic() + 7) is not None
     await store.entered.wait()  # the refresh read saw the key active and is in flight
     store.rows[DIGEST] = make_key(revoked=True)
     await cache.invalidate([DIGEST])
@@ -481,11 +487,11 @@ async def test_a_failed_refresh_leaves_the_entry_answering_until_it_expires(
     await cache.lookup(DIGEST)
     store.down = True
     late = time.monotonic() + 7
-    assert cache.plain_l1(DIGEST, late) is not None
+    assert plain_l1(cache, DIGEST, late) is not None
     await _until_refreshed(cache)  # the failure ends inside the refresher
     assert store.reads == 2
-    assert cache.plain_l1(DIGEST, late) is not None  # still answers: not expired
-    assert cache.plain_l1(DIGEST, late + 1.1) is None  # and never past its expiry
+    assert plain_l1(cache, DIGEST, late) is not None  # still answers: not expired
+    assert plain_l1(cache, DIGEST, late + 1.1) is None  # and never past its expiry
     await cache.close()
 
 
@@ -989,7 +995,7 @@ async def test_nothing_is_answered_from_the_caches_past_the_lease(
     store.rows[DIGEST] = make_key()
     cache = make_cache(store, redis)
     follower = ChangeFollower(store, cache, "b", grace=5, l2_ttl=300)  # type: ignore[arg-type]
-    assert cache.plain_l1(DIGEST, time.monotonic()) is None
+    assert plain_l1(cache, DIGEST, time.monotonic()) is None
     with pytest.raises(Unavailable):  # never read the log: not even a store read answers
         store.down = True
         await cache.lookup(DIGEST)
@@ -1003,7 +1009,7 @@ async def test_nothing_is_answered_from_the_caches_past_the_lease(
         await follower.follow()
     assert (await cache.lookup(DIGEST))[1] == "L1"
     await asyncio.sleep(0.25)
-    assert cache.plain_l1(DIGEST, time.monotonic()) is None
+    assert plain_l1(cache, DIGEST, time.monotonic()) is None
     with pytest.raises(Unavailable):  # neither L1 nor L2 (it holds a copy) answers
         await cache.lookup(DIGEST)
     store.down = False

@@ -1,4 +1,5 @@
-"""The L1 fast paths of verify and forward auth (gateway/http/hot.py), driven in-process.
+"""The L1 fast paths of verify and forward auth (gateway/http/verify_routes.py and
+decisions.py), driven in-process.
 
 A fast path answers only requests it can answer exactly as the general path would, and
 declines everything else; these tests send both kinds through the real app (SQLite, no
@@ -56,7 +57,9 @@ class App:
         return await self.call(VERIFY, body=orjson.dumps({"credential": credential}), **kw)
 
     def l1_valid(self) -> int:
-        return self.services.metrics.hot.l1_valid
+        """Valid answers given from L1 (by a fast path, or by the general one)."""
+        hot = self.services.metrics.hot
+        return hot.l1_valid + hot.results.get(("valid", "L1"), 0)
 
 
 @pytest.fixture
@@ -249,3 +252,64 @@ async def test_a_websocket_on_a_hot_path_falls_through_to_the_router(app: App,
 
     await app.asgi(scope, receive, send)
     assert [m["type"] for m in sent] == ["websocket.close"]
+
+
+async def test_an_uncached_verify_digests_and_asks_l1_once(app: App) -> None:
+    """The general half is handed what the fast half computed: one digest, one L1 probe,
+    one store read for a key L1 does not hold."""
+    secret = await issue(app)
+    await app.verify(secret)  # the admin header is now the one the fast path knows
+    app.services.cache.l1.clear()
+    services = app.services
+    calls: dict[str, int] = {"digest": 0, "fresh": 0, "store": 0}
+
+    def counting(name: str, real: Any) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return real(*args)
+        return counted
+
+    services.digester.digest = counting("digest", services.digester.digest)  # type: ignore[method-assign]
+    services.cache.l1.fresh = counting("fresh", services.cache.l1.fresh)  # type: ignore[method-assign]
+    real_read = services.store.get_by_digest
+
+    async def read(digest: str) -> Any:
+        calls["store"] += 1
+        return await real_read(digest)
+
+    services.store.get_by_digest = read  # type: ignore[method-assign]
+    fresh_app = App(services)  # the routes bind the counted functions
+    status, headers, body = await fresh_app.verify(secret)
+    assert status == 200 and headers[b"x-cache"] == b"STORE"
+    assert orjson.loads(body)["is_valid"] is True
+    assert calls == {"digest": 1, "fresh": 1, "store": 1}
+
+
+@pytest.mark.parametrize("path", [VERIFY, BATCH_VERIFY])
+async def test_a_wrong_method_on_a_hot_route_is_405_with_allow(app: App, path: str) -> None:
+    status, headers, body = await app.call(path, method="GET")
+    assert status == 405 and headers[b"allow"] == b"POST"
+    answer = orjson.loads(body)
+    assert answer["code"] == 12 and "GET" in answer["message"] and "POST" in answer["message"]
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/v2alpha1/admin/apiKeys:derive", {"POST"}),
+    ("DELETE", "/v2alpha1/admin/issuedApiKeys", {"GET", "HEAD", "POST"}),
+    ("GET", "/v2alpha1/admin/issuedApiKeys/some-key:revoke", {"POST"}),
+])
+async def test_a_wrong_method_on_any_other_route_is_405_with_allow_too(
+        app: App, method: str, path: str, allow: set[str]) -> None:
+    status, headers, body = await app.call(path, method=method)
+    assert status == 405, body
+    assert {m.strip() for m in headers[b"allow"].decode().split(",")} == allow
+    assert orjson.loads(body)["code"] == 12
+
+
+async def test_a_401_reads_the_same_on_hot_and_other_admin_routes(app: App) -> None:
+    hot = await app.call(VERIFY, token="wrong", body=b'{"credential":"x"}')
+    other = await app.call("/v2alpha1/admin/issuedApiKeys", method="GET", token="wrong")
+    for status, headers, body in (hot, other):
+        assert status == 401 and headers[b"www-authenticate"] == b'Bearer realm="gateway"'
+        assert orjson.loads(body) == {"code": 16, "message": "invalid admin credential",
+                                      "details": []}

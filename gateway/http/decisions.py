@@ -1,0 +1,170 @@
+"""Forward auth: ``/v2alpha1/decisions`` and every path below it, any method (nginx
+``auth_request``, Traefik ``forwardAuth``, Envoy ``ext_authz`` over HTTP).
+
+200 with the identity headers (``X-Actor-Id``, ``X-Key-Id``, ``X-Scopes``) when the
+credential passes; 401 with ``WWW-Authenticate`` when it is missing or does not pass (why
+is not said: the caller may be anyone); 403 for an address, scope or audience the key does
+not allow; 429 when its rate limit is spent; 503 when it cannot be checked. The body is
+never read: proxies send none.
+
+Trust assumption: ``X-Forwarded-For`` / ``X-Real-IP`` are believed only when the TCP peer
+is one of ``settings.trusted_proxies``; otherwise the peer address is the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from gateway.cache.entry import auth_headers
+from gateway.cache.keycache import CacheMode
+from gateway.http.client_ip import Trusted, client_ip
+from gateway.http.hot import Answer, Message, Receive, Scope, Send
+from gateway.http.l1_answers import L1Answers, bare
+from gateway.http.verify_routes import cache_header
+from gateway.http.wire import bearer_token, send_bytes
+from gateway.keys.header_values import header_value, scopes_value
+from gateway.observability.metrics import Metrics
+from gateway.verify.outcomes import TABLE, Outcome, Result
+from gateway.verify.verifier import L1Probe, Verifier
+
+DECISIONS = "/v2alpha1/decisions"
+_INVALID_TOKEN = b'{"error":"invalid_token","error_description":"the credential is not valid"}'
+_EMPTY_END = {"type": "http.response.body", "body": b""}
+_DECISION_HEAD = ((b"content-length", b"0"), (b"x-cache", b"L1"))
+
+
+@dataclass(slots=True)
+class Presented:
+    """What forward auth's fast half learned: the request's headers, its credential, and
+    the credential's L1 probe (when it was a root key's with nothing more to check)."""
+
+    headers: dict[bytes, bytes]
+    credential: str | None
+    probe: L1Probe | None = None
+
+
+class DecisionsRoute:
+    """Fast: a root key with no required scope or audience that L1 answers alone.
+    General: the whole check, one ``Verifier.verify`` call, then the required scopes."""
+
+    path, below, reads_body = DECISIONS, True, False
+    methods: frozenset[str] | None = None  # any: proxies forward the client's method
+
+    def __init__(self, services: Any, l1: L1Answers) -> None:
+        self._l1 = l1
+        self._verifier: Verifier = services.verifier
+        self._metrics: Metrics = services.metrics
+        self._trusted: Trusted = services.trusted
+        self._credential_header = services.settings.credential_header.encode()
+        self.observe = self._metrics.latency("forward_auth")
+
+    def fast(self, scope: Scope, message: Message | None, now: float) -> Answer | Presented:
+        headers = dict(scope["headers"])
+        credential = self._presented(headers)
+        if (credential is None or not bare(credential) or b"x-required-scope" in headers
+                or b"x-expected-audience" in headers
+                or (scope["query_string"] and scope["path"] == DECISIONS)):
+            return Presented(headers, credential)
+        digest = self._l1.digest(credential)
+        cached = self._l1.fresh(digest, now)
+        if self._l1.yes(cached, now):
+            return ({"type": "http.response.start", "status": 200,
+                     "headers": _DECISION_HEAD + auth_headers(cached)}, _EMPTY_END)
+        return Presented(headers, credential, L1Probe(digest, cached))
+
+    def _presented(self, headers: dict[bytes, bytes]) -> str | None:
+        """``Authorization: Bearer`` first, then the configured header (``X-API-Key``)."""
+        raw = headers.get(b"authorization")
+        credential = bearer_token(raw.decode("latin-1")) if raw else None
+        if credential is None:
+            alt = headers.get(self._credential_header)
+            credential = alt.decode("latin-1").strip() if alt else None
+        return credential or None
+
+    async def general(self, scope: Scope, message: Message | None, receive: Receive,
+                      send: Send, now: float, presented: Presented) -> None:
+        headers, credential = presented.headers, presented.credential
+        if credential is None:
+            self._metrics.result("missing", "NONE")
+            await send_bytes(send, 401, b'{"error":"credential required"}',
+                             [(b"www-authenticate", b'Bearer realm="gateway"')])
+            return
+        # Cache-Control / Pragma are the proxied client's own headers here: honouring them
+        # would let any client force a store read per request, so forward auth ignores them.
+        result = await self._verifier.verify(
+            credential, client_ip=client_ip(scope, headers, self._trusted),
+            expected_audiences=_list_header(headers.get(b"x-expected-audience")),
+            probe=presented.probe)
+        result = _with_scopes(result, _required_scopes(scope, headers))
+        self._metrics.result(result.outcome.value, result.cache)
+        await self._answer(send, result)
+
+    async def _answer(self, send: Send, result: Result) -> None:
+        wire = TABLE[result.outcome]
+        extra = [(b"x-cache", cache_header(result, CacheMode.DEFAULT)), *_limit_headers(result)]
+        entry = result.entry
+        if result.valid and entry is not None:
+            if result.token is None:
+                extra += entry.auth_headers
+            else:  # a derived token: its own actor and scopes
+                extra += [(b"x-actor-id", header_value(result.token["actor_id"])),
+                          (b"x-key-id", header_value(entry.key_id)),
+                          (b"x-scopes", scopes_value(result.token["scopes"]))]
+            await send_bytes(send, 200, b"", extra, content_type=False)
+        elif wire.http_status == 401:
+            # The caller may be anyone: it learns that the credential does not pass, not
+            # why (unknown, revoked, expired and forged read alike). The reason is in the
+            # metrics, and the holder can ask the verify API.
+            extra.append((b"www-authenticate",
+                          b'Bearer realm="gateway", error="invalid_token"'))
+            await send_bytes(send, 401, _INVALID_TOKEN, extra)
+        else:
+            if result.outcome is Outcome.RATE_LIMITED and result.limit is not None:
+                extra.append((b"retry-after", str(result.limit.retry_after_s).encode()))
+            body = orjson.dumps({"error": result.outcome.value,
+                                 "error_description": wire.message})
+            await send_bytes(send, wire.http_status, body, extra)
+
+
+def _with_scopes(result: Result, required: tuple[str, ...]) -> Result:
+    """SCOPE_MISSING for a valid credential that lacks one of ``required``."""
+    entry = result.entry
+    if not required or not result.valid or entry is None:
+        return result
+    scopes = result.token.get("scopes", entry.scopes) if result.token else entry.scopes
+    if all(s in scopes for s in required):
+        return result
+    return Result(Outcome.SCOPE_MISSING, entry, result.cache, result.limit)
+
+
+def _limit_headers(result: Result) -> list[tuple[bytes, bytes]]:
+    limit = result.limit
+    if limit is None:
+        return []
+    headers = [(b"x-ratelimit-remaining", str(limit.remaining).encode()),
+               (b"x-ratelimit-reset", str(limit.reset_us // 1_000_000).encode())]
+    if result.entry is not None and result.entry.rate_limit is not None:
+        headers.append((b"x-ratelimit-limit", str(result.entry.rate_limit.quota).encode()))
+    return headers
+
+
+def _list_header(raw: bytes | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(p.strip() for p in raw.decode("latin-1").replace(" ", ",").split(",")
+                 if p.strip())
+
+
+def _required_scopes(scope: Scope, headers: dict[bytes, bytes]) -> tuple[str, ...]:
+    """From ``X-Required-Scope``, and ``?scope=`` on the bare decisions path only: below it
+    (Envoy's path prefix) the query string is the client's own."""
+    required = list(_list_header(headers.get(b"x-required-scope")))
+    query = scope.get("query_string", b"")
+    if query and scope["path"] == DECISIONS:
+        for value in parse_qs(query.decode("latin-1")).get("scope", []):
+            required += [p for p in value.replace(",", " ").split() if p]
+    return tuple(required)

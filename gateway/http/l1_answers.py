@@ -1,0 +1,44 @@
+"""What the hot routes share: the L1 "yes" of a root key, and the shape of a credential
+that may have one.
+
+A "yes" from L1 alone is decided by ``gateway.cache.entry.answers_alone``; this module
+records the use and counts it, as the Verifier does for the answers it gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeGuard
+
+from gateway.cache.entry import KEY_ID, Cached, answers_alone
+from gateway.crypto import tokens
+from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.observability.metrics import HotCounters
+
+
+def bare(credential: object) -> TypeGuard[str]:
+    """A credential L1 may answer for: a root key's shape, not a derived token."""
+    return (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_BYTES
+            and not credential.startswith(tokens.TOKEN_STARTS))
+
+
+class L1Answers:
+    """``yes(digest, now)``: what L1 holds for a digest, and whether it answers yes."""
+
+    def __init__(self, services: Any) -> None:
+        self.enabled: bool = services.cache.l1.enabled
+        self.fresh: Callable[[str, float], Cached | None] = services.cache.l1.fresh
+        self.digest: Callable[[str], str] = services.digester.digest
+        self._used: dict[str, float] = services.usage.pending
+        self._counters: HotCounters = services.metrics.hot
+
+    def yes(self, cached: Cached | None, now: float) -> TypeGuard[Cached]:
+        """True when ``cached`` (L1's entry, None: none) answers yes by itself; the use is
+        then recorded and counted (the caller answers yes from it)."""
+        if cached is None or not answers_alone(cached):
+            return False
+        key_id = cached[KEY_ID]
+        if self._used.get(key_id, 0.0) < now:  # a later use may have been recorded
+            self._used[key_id] = now
+        self._counters.l1_valid += 1
+        return True

@@ -1,0 +1,290 @@
+"""The verify API's hot routes: ``POST /v2alpha1/admin/apiKeys:verify`` and
+``POST /v2alpha1/admin/apiKeys:batchVerify`` (see ``gateway.http.hot``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from gateway.cache.entry import HEAD, TAIL, Cached
+from gateway.cache.keycache import CacheMode, cache_mode
+from gateway.errors import InvalidArgument, Unavailable
+from gateway.http.auth import AdminGate
+from gateway.http.client_ip import Trusted, client_ip
+from gateway.http.hot import Answer, Message, Receive, Scope, Send
+from gateway.http.l1_answers import L1Answers, bare
+from gateway.http.wire import JSON, parse_object, read_body, send_bytes
+from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.observability.metrics import Metrics
+from gateway.verify.outcomes import TABLE, Outcome, Result
+from gateway.verify.render import response_body
+from gateway.verify.verifier import L1Probe, Verifier
+
+VERIFY = "/v2alpha1/admin/apiKeys:verify"
+BATCH_VERIFY = "/v2alpha1/admin/apiKeys:batchVerify"
+POST = frozenset({"POST"})
+MAX_BATCH = 100
+# The largest valid bodies: a credential of 8 KiB with its audiences; 100 of them.
+VERIFY_BODY_LIMIT = 64 << 10
+BATCH_BODY_LIMIT = 1 << 20
+CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
+_FROM_L1 = (b"x-cache", b"L1")
+_L1_STARTS: dict[int, Message] = {}  # the start message of a cached "yes", by body length
+
+
+def _l1_start(size: int) -> Message:
+    """The start message of a cached "yes" to verify with a body of ``size`` bytes: one per
+    length, shared (the server only reads the messages it is sent)."""
+    start = _L1_STARTS.get(size)
+    if start is None:
+        start = {"type": "http.response.start", "status": 200,
+                 "headers": ((b"content-length", str(size).encode()), JSON, _FROM_L1)}
+        if len(_L1_STARTS) < 65_536:
+            _L1_STARTS[size] = start
+    return start
+
+
+def _l1_yes(cached: Cached) -> Answer:
+    """A cached "yes" to verify (the body is joined per request: an entry keeps only its
+    parts, see gateway.cache.entry)."""
+    body = cached[HEAD] + cached[TAIL]
+    return _l1_start(len(body)), {"type": "http.response.body", "body": body}
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What verify's fast half learned: the body, and the credential's L1 probe."""
+
+    body: dict[str, Any]
+    probe: L1Probe | None = None
+
+
+class VerifyRoute:
+    """Fast: a bare request (``{"credential": <root key>}`` in one message, no cache
+    directives) from the admin client that passed last, for a key L1 answers alone, or a
+    forged key (a checksum we did not make: the not-found answer, no lookup). General:
+    the whole check, one ``Verifier.verify`` call."""
+
+    path, below, reads_body = VERIFY, False, True
+    methods: frozenset[str] | None = POST
+
+    def __init__(self, services: Any, gate: AdminGate, l1: L1Answers) -> None:
+        self._gate = gate
+        self._l1 = l1
+        self._verifier: Verifier = services.verifier
+        self._metrics: Metrics = services.metrics
+        self._trusted: Trusted = services.trusted
+        self._issued_starts = services.peppers.format.starts
+        self._forged: Any = services.peppers.candidates
+        self.observe = self._metrics.latency("verify")
+        not_found = response_body(Result(Outcome.NOT_FOUND))
+        self._not_found: Answer = (
+            {"type": "http.response.start", "status": 200,
+             "headers": ((b"content-length", str(len(not_found)).encode()), JSON,
+                         (b"x-cache", b"NONE"))},
+            {"type": "http.response.body", "body": not_found})
+
+    def fast(self, scope: Scope, message: Message | None, now: float) -> Answer | Parsed | None:
+        assert message is not None
+        raw = message.get("body", b"")
+        if not self._l1.enabled or message.get("more_body") or len(raw) > VERIFY_BODY_LIMIT:
+            return None
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"cache-control" or name == b"pragma":
+                return None
+        if not self._gate.known(authorization):  # then, and only then, the body is read
+            return None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None  # the general half says what is wrong with it
+        if type(body) is not dict:
+            return None
+        credential = body.get("credential")
+        if len(body) != 1 or not bare(credential):
+            return Parsed(body)
+        digest = self._l1.digest(credential)
+        cached = self._l1.fresh(digest, now)
+        if self._l1.yes(cached, now):
+            return _l1_yes(cached)
+        if (cached is None and credential.startswith(self._issued_starts)
+                and not self._forged(credential, digest)):
+            # the answer an unknown key gets, built once: a flood of forged keys costs
+            # what cached verifies cost
+            self._metrics.result("not_found", "NONE")
+            return self._not_found
+        return Parsed(body, L1Probe(digest, cached))
+
+    async def general(self, scope: Scope, message: Message | None, receive: Receive,
+                      send: Send, now: float, parsed: Parsed | None) -> None:
+        headers = dict(scope["headers"])
+        await self._gate.principal(headers.get(b"authorization"), scope)
+        body = parsed.body if parsed is not None else parse_object(
+            await read_body(receive, VERIFY_BODY_LIMIT, message))
+        credential, audiences = verify_request(body, "")
+        mode = request_mode(headers)
+        result = await self._verifier.verify(
+            credential, client_ip=client_ip(scope, headers, self._trusted), mode=mode,
+            expected_audiences=audiences,
+            probe=parsed.probe if parsed is not None and not audiences else None)
+        self._metrics.result(result.outcome.value, result.cache)
+        if result.outcome is Outcome.UNAVAILABLE:
+            raise Unavailable(TABLE[Outcome.UNAVAILABLE].message)
+        await send_bytes(send, 200, response_body(result),
+                         [(b"x-cache", cache_header(result, mode))])
+
+
+class BatchVerifyRoute:
+    """Validate the items, answer those L1 answers alone (one digest pass, one L1 pass),
+    look up the others together, assemble the answer."""
+
+    path, below, reads_body = BATCH_VERIFY, False, True
+    methods: frozenset[str] | None = POST
+
+    def __init__(self, services: Any, gate: AdminGate, l1: L1Answers) -> None:
+        self._gate = gate
+        self._l1 = l1
+        self._verifier: Verifier = services.verifier
+        self._metrics: Metrics = services.metrics
+        self._trusted: Trusted = services.trusted
+        self._digest_many = services.digester.digest_many
+        self._fresh_many = services.cache.l1.fresh_many
+        self.observe = self._metrics.latency("batch_verify")
+
+    def fast(self, scope: Scope, message: Message | None, now: float) -> None:
+        return None  # a batch is never one L1 answer: see general
+
+    async def general(self, scope: Scope, message: Message | None, receive: Receive,
+                      send: Send, now: float, learned: None) -> None:
+        headers = dict(scope["headers"])
+        await self._gate.principal(headers.get(b"authorization"), scope)
+        items = batch_items(parse_object(await read_body(receive, BATCH_BODY_LIMIT, message)))
+        self._metrics.batch_size.observe(len(items))
+        mode = request_mode(headers)
+        parts: list[bytes | None] = [None] * len(items)
+        answered, probes = (self._from_l1(items, parts, now) if mode is CacheMode.DEFAULT
+                            else (0, {}))
+        results = await self._look_up(items, parts, probes, mode,
+                                      client_ip(scope, headers, self._trusted))
+        body, levels = self._assemble(parts, results, answered, mode)
+        await send_bytes(send, 200, body, [(b"x-cache", levels)])
+
+    def _from_l1(self, items: list[Any], parts: list[bytes | None], now: float
+                 ) -> tuple[int, dict[int, L1Probe]]:
+        """Fill ``parts`` with the answers of the bare items L1 answers alone. Returns how
+        many, and the L1 probes of the other bare items, by index."""
+        bare_items = [c if (type(item) is dict and len(item) == 1
+                            and bare(c := item.get("credential"))) else None
+                      for item in items]
+        index = [i for i, c in enumerate(bare_items) if c is not None]
+        digests = self._digest_many([cast(str, bare_items[i]) for i in index])
+        answered, probes = 0, dict[int, L1Probe]()
+        yes = self._l1.yes
+        for i, digest, cached in zip(index, digests, self._fresh_many(digests, now),
+                                     strict=True):
+            if yes(cached, now):
+                parts[i] = cached[HEAD] + cached[TAIL]
+                answered += 1
+            else:
+                probes[i] = L1Probe(digest, cached)
+        return answered, probes
+
+    async def _look_up(self, items: list[Any], parts: list[bytes | None],
+                       probes: dict[int, L1Probe], mode: CacheMode, address: str | None
+                       ) -> dict[int, Result]:
+        """The results of the items L1 did not answer (malformed ones included)."""
+        results: dict[int, Result] = {}
+        pending: list[tuple[int, str, tuple[str, ...], L1Probe | None]] = []
+        for index, item in enumerate(items):
+            if parts[index] is not None:
+                continue
+            probe = probes.get(index)
+            if probe is not None:  # a bare item: well-formed, its digest known
+                pending.append((index, item["credential"], (), probe))
+                continue
+            try:
+                credential, audiences = verify_request(item, f"requests[{index}].")
+            except InvalidArgument:
+                results[index] = Result(Outcome.INVALID_FORMAT)
+                continue
+            pending.append((index, credential, audiences, None))
+        done = await asyncio.gather(*(
+            self._verifier.verify(c, client_ip=address, mode=mode, expected_audiences=a,
+                                  probe=p)
+            for _, c, a, p in pending))
+        results.update(zip((index for index, *_ in pending), done, strict=True))
+        return results
+
+    def _assemble(self, parts: list[bytes | None], results: dict[int, Result],
+                  answered: int, mode: CacheMode) -> tuple[bytes, bytes]:
+        """The response body and its ``X-Cache`` summary (answers by level)."""
+        tally: dict[tuple[str, str], int] = {}
+        for index, result in results.items():
+            key = (result.outcome.value, result.cache)
+            tally[key] = tally.get(key, 0) + 1
+            parts[index] = response_body(result)
+        counts: dict[str, int] = {"L1": answered} if answered else {}
+        for (outcome, level), n in tally.items():
+            self._metrics.result(outcome, level, n)
+            label = "BYPASS" if mode is not CacheMode.DEFAULT and level == "STORE" else level
+            counts[label] = counts.get(label, 0) + n
+        done = cast(list[bytes], parts)
+        if done:  # the brackets join the first and last parts: one copy of the ~30 KB
+            done[0] = b'{"results":[' + done[0]
+            done[-1] += b"]}"
+        body = b",".join(done) if done else b'{"results":[]}'
+        summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
+        return body, summary or b"NONE"
+
+
+def request_mode(headers: dict[bytes, bytes]) -> CacheMode:
+    """The caller's cache directives (``Cache-Control``, ``Pragma``)."""
+    cc = headers.get(b"cache-control")
+    pragma = headers.get(b"pragma")
+    if cc is None and pragma is None:
+        return CacheMode.DEFAULT
+    return cache_mode(cc.decode("latin-1") if cc else None,
+                      pragma.decode("latin-1") if pragma else None)
+
+
+def cache_header(result: Result, mode: CacheMode) -> bytes:
+    """``X-Cache``: the level that answered; BYPASS for a store read the caller asked for."""
+    if mode is not CacheMode.DEFAULT and result.cache == "STORE":
+        return b"BYPASS"
+    return CACHE_HEADER.get(result.cache, b"NONE")
+
+
+def batch_items(body: dict[str, Any]) -> list[Any]:
+    items = body.get("requests")
+    if not isinstance(items, list):
+        raise InvalidArgument("requests: expected an array of VerifyApiKeyRequest")
+    if len(items) > MAX_BATCH:
+        raise InvalidArgument(f"requests: {len(items)} items exceeds the limit of {MAX_BATCH}")
+    return items
+
+
+def verify_request(item: object, where: str) -> tuple[str, tuple[str, ...]]:
+    """(credential, expected audiences) of a VerifyApiKeyRequest; InvalidArgument naming
+    the field (``where`` prefixes it: ``requests[3].``) otherwise."""
+    if not isinstance(item, dict):
+        raise InvalidArgument(f"{where or 'request body'}: expected a VerifyApiKeyRequest object")
+    credential = item.get("credential")
+    if not isinstance(credential, str) or not credential:
+        raise InvalidArgument(f"{where}credential: is required and must be a string")
+    if len(credential) > MAX_CREDENTIAL_BYTES:
+        raise InvalidArgument(f"{where}credential: longer than {MAX_CREDENTIAL_BYTES} bytes")
+    unknown = set(item) - {"credential", "expected_audiences"}
+    if unknown:
+        raise InvalidArgument(f"{where}{sorted(unknown)[0]}: unknown field")
+    audiences = item.get("expected_audiences")
+    if audiences is None:
+        return credential, ()
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise InvalidArgument(f"{where}expected_audiences: expected an array of strings")
+    return credential, tuple(audiences)
