@@ -22,21 +22,17 @@ class AdminGate:
     slowed); refusals are answered late (``AdminTokens.refused``).
 
     The header of the last call that passed is remembered with its principal, per scheme
-    set, so the same admin client's next call costs one constant-time comparison (and
-    ``known`` lets a hot route's fast half ask without a coroutine). It is held in memory
-    only, never logged: it is a credential the process trusts. Admin tokens are fixed for
-    the life of the process, so a remembered header stays valid."""
+    set, so the same admin client's next call costs one constant-time comparison. It is
+    held in memory only, never logged: it is a credential the process trusts. Admin tokens
+    are fixed for the life of the process, so a remembered header stays valid."""
 
     def __init__(self, tokens: AdminTokens, trusted: Trusted) -> None:
         self._tokens = tokens
         self._trusted = trusted
         self._last: dict[tuple[str, ...], tuple[bytes, str]] = {}
-        self._last_bearer: bytes | None = None
-
-    def known(self, raw: bytes | None) -> bool:
-        """True when ``raw`` is the bearer header of the last admin call that passed."""
-        last = self._last_bearer
-        return raw is not None and last is not None and compare_digest(raw, last)
+        # the bearer header of the last admin call that passed: a hot route's fast half
+        # compares it itself (no coroutine), and takes the general half when it differs
+        self.last_bearer: bytes | None = None
 
     async def principal(self, raw: bytes | None, scope: MutableMapping[str, Any],
                         schemes: tuple[str, ...] = BEARER) -> str:
@@ -56,7 +52,7 @@ class AdminGate:
             raise Unauthenticated("invalid admin credential")
         self._last[schemes] = (raw, principal)
         if schemes == BEARER:
-            self._last_bearer = raw
+            self.last_bearer = raw
         return principal
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
-from gateway.cache.entry import KEY_ID, Cached, answers_alone
+from gateway.cache.entry import EXPIRES, KEY_ID, PLAIN, Cached, unexpired
 from gateway.crypto import tokens
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.observability.metrics import HotCounters
@@ -35,10 +35,22 @@ class L1Answers:
     def yes(self, cached: Cached | None, now: float) -> TypeGuard[Cached]:
         """True when ``cached`` (L1's entry, None: none) answers yes by itself; the use is
         then recorded and counted (the caller answers yes from it)."""
-        if cached is None or not answers_alone(cached):
+        # gateway.cache.entry.answers_alone, inlined (MEASURED); the expiry is asked only
+        # of a key that has one
+        if cached is None or not cached[PLAIN] or (cached[EXPIRES] is not None
+                                                   and not unexpired(cached[EXPIRES])):
             return False
         key_id = cached[KEY_ID]
         if self._used.get(key_id, 0.0) < now:  # a later use may have been recorded
             self._used[key_id] = now
         self._counters.l1_valid += 1
         return True
+
+    def count(self, answered: int) -> None:
+        """``answered`` yes answers given from L1 by a caller that recorded their uses."""
+        self._counters.l1_valid += answered
+
+    @property
+    def used(self) -> dict[str, float]:
+        """Key id → when it was last used (monotonic), for callers that record in bulk."""
+        return self._used
