@@ -219,8 +219,9 @@ class KeyCache:
         return entry
 
     def _fill_l1(self, digest: str, entry: Entry | None, started: float) -> None:
-        self.l1.put(digest, entry.packed() if entry is not None else NOT_FOUND,
-                    self._ttl(entry, self.l1.ttl), started)
+        if self.l1.enabled:
+            self.l1.put(digest, entry.packed() if entry is not None else NOT_FOUND,
+                        self._ttl(entry, self.l1.ttl), started)
 
     def forget(self, digests: list[str], *, added: bool = False) -> None:
         """``invalidate_local``, or for new keys' digests ``L1.forget_new``."""
