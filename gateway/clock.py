@@ -14,12 +14,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_SECONDS: dict[int, str] = {}  # "YYYY-MM-DDTHH:MM:SS" by epoch second, the latest few
+
+
 def to_rfc3339(us: int) -> str:
-    """``2026-11-22T10:00:00.123456Z`` (fraction omitted when zero)."""
-    dt = datetime.fromtimestamp(us / 1_000_000, UTC)
-    if us % 1_000_000 == 0:
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-22T10:00:00.123456Z`` (fraction omitted when zero). The keys of a list or
+    a batch share their seconds: each second is formatted once (strftime was 7 % of the
+    CPU of a 1,000-key batch import, py-spy)."""
+    seconds, fraction = divmod(us, 1_000_000)
+    head = _SECONDS.get(seconds)
+    if head is None:
+        if len(_SECONDS) >= 1024:
+            _SECONDS.clear()
+        head = _SECONDS[seconds] = (_EPOCH + timedelta(seconds=seconds)).strftime(
+            "%Y-%m-%dT%H:%M:%S")
+    return f"{head}Z" if fraction == 0 else f"{head}.{fraction:06d}Z"
 
 
 def parse_rfc3339(value: object, field: str) -> int:

@@ -228,3 +228,39 @@ def test_wrong_admin_tokens_against_argon2_are_refused_and_others_keep_answering
         assert set(statuses) <= {401, 429} and 429 in statuses
     finally:
         gw.stop()
+
+
+def _read_until(sock: socket.socket, needle: bytes, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    got = b""
+    while needle not in got:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_a_response_is_one_write_and_an_interim_100_continue_is_not_held(
+        gw: Gateway, key: str) -> None:
+    """The server sends a response's head with its body (gateway.http.server): pipelined
+    requests still get every answer, in order, and a client that waits for ``100
+    Continue`` before its body gets it at once."""
+    port = int(gw.url.rsplit(":", 1)[1])
+    body = f'{{"credential":"{key}"}}'.encode()
+    verify = (f"POST /v2alpha1/admin/apiKeys:verify HTTP/1.1\r\nHost: x\r\n{AUTH}"
+              f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall((verify + b"\r\n" + body) * 3)  # pipelined
+        answers = _read_until(sock, b"HTTP/1.1 200", 10)
+        while answers.count(b'"is_valid":true') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+        assert answers.count(b"HTTP/1.1 200 OK\r\n") == 3
+        sock.sendall(verify + b"Expect: 100-continue\r\n\r\n")
+        interim = _read_until(sock, b"\r\n\r\n", 0.5)  # curl waits 1 s before it gives up
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
+        sock.sendall(body)
+        final = _read_until(sock, b'"is_valid":true', 10)
+        assert b"HTTP/1.1 200 OK\r\n" in final

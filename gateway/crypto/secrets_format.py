@@ -119,7 +119,7 @@ class SecretFormat:
         return None
 
 
-MERGE_SLICE = 16_384  # entries of the sorted array merged between two yields to the loop
+MERGE_SLICE = 2_048  # entries merged between two yields to the loop: 0.2 ms a slice (16,384: 6.7)
 
 
 async def merged(a: array[int], b: array[int]) -> array[int]:

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import uvicorn
@@ -58,6 +58,7 @@ SHUTDOWN_TIMEOUT_S = 10
 FIRST_REQUEST_GRACE_S = 2.0
 DRAIN_STATE = "gateway.drain"  # the Drain, in the ASGI lifespan state (so in every scope)
 
+_CONTINUE = b"HTTP/1.1 100 "
 log = logging.getLogger("gateway.server")
 
 
@@ -85,6 +86,48 @@ class HeadTooLarge(Exception):
     """Raised from a parser callback: the request has too many headers."""
 
 
+class CoalescingTransport:
+    """A connection's transport that sends a response's head with its body: uvicorn
+    writes them separately, two send() system calls a response. A write is held until
+    the next one joins it, the response completes, or the connection closes (an interim
+    ``100 Continue`` is sent at once)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            if data.startswith(_CONTINUE):  # the client waits for it before its body
+                self._transport.write(data)
+            else:
+                self._held = data
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:  # get_extra_info, pause_reading, …
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _header_count = 0
@@ -99,6 +142,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         drain = app_state.get(DRAIN_STATE)
         self._drain = drain if isinstance(drain, Drain) else Drain(0.0)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, CoalescingTransport(transport))
+
+    def on_response_complete(self) -> None:
+        cast(CoalescingTransport, self.transport).flush()
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
