@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gateway.errors import MethodNotAllowed, NotFound
 from gateway.http import health, jwk_admin, jwks, metrics, okta_keys, openapi, ory_keys
 from gateway.http.decisions import DecisionsRoute
-from gateway.http.errors import error_response, ory_status
+from gateway.http.errors import ORY, error_response
 from gateway.http.hot import ASGIApp, HotPath
 from gateway.http.l1_answers import L1Answers
 from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
@@ -20,13 +20,12 @@ from gateway.services import Services
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(NotFound(f"no route for {request.url.path}"), ory_status)
+    return error_response(NotFound(f"no route for {request.url.path}"), ORY)
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
-    return error_response(MethodNotAllowed(request.method, request.url.path, allow),
-                          ory_status)
+    return error_response(MethodNotAllowed(request.method, request.url.path, allow), ORY)
 
 
 def create_app(services: Services) -> ASGIApp:

@@ -186,7 +186,7 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
         subscribed=(redis.subscribed.is_set if redis is not None else lambda: False))
     keys = KeyService(store, peppers, key_prefix=settings.key_prefix,
                       public_key_prefix=settings.public_key_prefix,
-                      default_ttl=settings.default_key_ttl,
+                      default_ttl=settings.default_key_ttl, max_ttl=settings.max_key_ttl,
                       events=CacheInvalidator(cache, changes))
     usage = UsageRecorder(store)
     policy = Policy(RateLimiter(redis), usage)
@@ -194,7 +194,8 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     metrics.watch_signing(signing.schedule)
     derived = DerivedVerifier(policy, signing, cache, peppers, metrics, settings.issuer)
     verifier = Verifier(peppers, cache, policy, derived, move=keys.move_to_current_pepper)
-    deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer)
+    deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer,
+                      max_ttl=settings.max_key_ttl)
     admin_tokens = AdminTokens(resolve_admin_tokens(settings),
                                delay_max=settings.admin_refusal_delay,
                                delay_base=min(0.05, settings.admin_refusal_delay))

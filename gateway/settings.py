@@ -140,6 +140,7 @@ class Settings:
     key_prefix: str = "ory_ak"
     public_key_prefix: str = "ory_pk"
     default_key_ttl: str | None = None
+    max_key_ttl: str = "8760h"
     issuer: str = "http://127.0.0.1:4470"
     credential_header: str = "x-api-key"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -202,6 +203,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_PREFIX",              "key_prefix",                str,    _key_prefix),
     Setting("PUBLIC_KEY_PREFIX",       "public_key_prefix",         str,    _key_prefix),
     Setting("DEFAULT_KEY_TTL",         "default_key_ttl"),  # parse_ttl after the loop
+    Setting("MAX_KEY_TTL",             "max_key_ttl"),  # likewise
     Setting("ISSUER",                  "issuer"),
     Setting("CREDENTIAL_HEADER",       "credential_header",         str.lower),
     Setting("TRUSTED_PROXIES",         "trusted_proxies",           _split, _networks,
@@ -240,7 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"GATEWAY_{setting.name}: {exc}") from None
         kw[setting.attr] = value
     settings = Settings(**kw)
-    _check_default_key_ttl(settings)
+    _check_key_ttls(settings)
     check_workers(settings)
     return settings
 
@@ -273,15 +275,21 @@ def _read_yaml(path: str) -> dict[str, str]:
     return out
 
 
-def _check_default_key_ttl(settings: Settings) -> None:
-    """The default TTL is kept as written; here it is only checked."""
-    if settings.default_key_ttl:
-        from gateway.keys.durations import parse_ttl
+def _check_key_ttls(settings: Settings) -> None:
+    """The key lifetimes are kept as written (``KeyService`` parses them); here they are
+    checked: each a duration, ``GATEWAY_MAX_KEY_TTL=0`` turning the limit off, and the
+    default no longer than the limit."""
+    from gateway.keys.durations import parse_ttl
 
-        try:
-            parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
-        except Exception as exc:
-            raise ConfigError(str(exc)) from exc
+    try:
+        longest = parse_ttl(settings.max_key_ttl, "GATEWAY_MAX_KEY_TTL")
+        default = (parse_ttl(settings.default_key_ttl, "GATEWAY_DEFAULT_KEY_TTL")
+                   if settings.default_key_ttl else None)
+    except Exception as exc:
+        raise ConfigError(str(exc)) from exc
+    if longest is not None and default is not None and default > longest:
+        raise ConfigError(f"GATEWAY_DEFAULT_KEY_TTL: {settings.default_key_ttl} is longer "
+                          f"than GATEWAY_MAX_KEY_TTL ({settings.max_key_ttl})")
 
 
 MAX_WORKERS = 64

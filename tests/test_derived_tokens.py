@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import httpx
 import jwt
 import ory_client
@@ -65,15 +68,17 @@ def test_derive_refuses_scopes_the_parent_does_not_hold(ory_keys, unique):
     parent = _issue(ory_keys, unique)
     with pytest.raises(ApiException) as err:
         _derive(ory_keys, parent.secret, JWT, scopes=["admin"])
-    assert err.value.status == 400
+    assert err.value.status == 403  # as Ory Talos answers
     assert "admin" in err.value.body
 
 
-@pytest.mark.parametrize("case", ["revoked", "unknown", "derived"])
+@pytest.mark.parametrize("case", ["revoked", "unknown", "derived", "expired"])
 def test_derive_refuses_bad_parents(ory_keys, unique, case):
-    parent = _issue(ory_keys, unique)
+    parent = _issue(ory_keys, unique, ttl="1s" if case == "expired" else None)
     credential = parent.secret
-    if case == "revoked":
+    if case == "expired":
+        time.sleep(1.1)
+    elif case == "revoked":
         ory_keys.admin_revoke_issued_api_key(parent.issued_api_key.key_id,
                                              ory_client.AdminRevokeIssuedApiKeyBody(
                                                  reason="REVOCATION_REASON_SUPERSEDED"))
@@ -83,14 +88,23 @@ def test_derive_refuses_bad_parents(ory_keys, unique, case):
         credential = _derive(ory_keys, parent.secret, JWT).token.token
     with pytest.raises(ApiException) as err:
         _derive(ory_keys, credential, JWT)
-    assert err.value.status == {"revoked": 400, "unknown": 404, "derived": 400}[case]
+    # as Ory Talos answers: a credential that does not authenticate is a 401, a known key
+    # that may not derive a 403
+    assert err.value.status == {"revoked": 403, "unknown": 401, "derived": 400,
+                                "expired": 401}[case]
 
 
-def test_derived_ttl_is_capped_by_the_parent_remaining_life(ory_keys, unique):
+def test_a_derived_ttl_is_exact_or_refused_never_cut_short(ory_keys, unique):
     parent = _issue(ory_keys, unique, ttl="120s")
-    derived = _derive(ory_keys, parent.secret, JWT, ttl="24h")
-    parent_expiry = parent.issued_api_key.expire_time
-    assert derived.token.expire_time <= parent_expiry
+    with pytest.raises(ApiException) as err:  # beyond the parent's remaining life
+        _derive(ory_keys, parent.secret, JWT, ttl="24h")
+    assert err.value.status == 400 and "remaining lifetime" in err.value.body
+    with pytest.raises(ApiException) as err:  # beyond GATEWAY_MAX_KEY_TTL (8760h)
+        _derive(ory_keys, _issue(ory_keys, unique + "b").secret, JWT, ttl="8761h")
+    assert err.value.status == 400 and "GATEWAY_MAX_KEY_TTL" in err.value.body
+    before = datetime.now(UTC)
+    derived = _derive(ory_keys, parent.secret, JWT, ttl="60s")
+    assert abs((derived.token.expire_time - before).total_seconds() - 60) < 3
 
 
 def test_imported_keys_derive_tokens_too(ory_keys, unique):

@@ -247,7 +247,7 @@ def test_credential_over_8192_bytes_is_refused_by_self_revoke(http: httpx.Client
 
 @pytest.mark.parametrize(("ttl", "seconds"), [
     ("3600s", 3600), ("24h", 86_400), ("1h30m", 5400), ("1d", 86_400), ("1w", 604_800),
-    ("1mo", 2_592_000), ("1y", 31_536_000), ("315360000s", 315_360_000),
+    ("1mo", 2_592_000), ("1y", 31_536_000), ("8760h", 31_536_000),
 ])
 def test_ttl_formats_are_accepted(admin: Admin, actor: str, ttl: str, seconds: int) -> None:
     from datetime import datetime
@@ -272,9 +272,32 @@ def test_ttl_out_of_bounds_or_malformed_is_refused(admin: Admin, actor: str, ttl
     assert admin.count(ISSUED, actor) == 0 and admin.count(IMPORTED, actor) == 0
 
 
-@pytest.mark.parametrize("ttl", ["0s", "", None])
-def test_zero_or_empty_ttl_means_no_expiry(admin: Admin, actor: str, ttl: str | None) -> None:
-    assert "expire_time" not in admin.issue(actor, ttl=ttl)["issued_api_key"]
+@pytest.mark.parametrize("ttl", ["", None])
+def test_no_ttl_gives_the_default_lifetime(admin: Admin, actor: str, ttl: str | None) -> None:
+    """GATEWAY_DEFAULT_KEY_TTL, by default GATEWAY_MAX_KEY_TTL (8760h): no key is
+    non-expiring unless an operator turns the limit off (as Ory Talos)."""
+    from datetime import datetime
+
+    for key in (admin.issue(actor, ttl=ttl)["issued_api_key"],
+                admin.post(IMPORTED, {"raw_key": f"legacy-{actor}-{ttl!r}", "name": "i",
+                                      "actor_id": actor, "ttl": ttl}).json()):
+        created = datetime.fromisoformat(key["create_time"])
+        expires = datetime.fromisoformat(key["expire_time"])
+        assert (expires - created).total_seconds() == 8760 * 3600
+
+
+@pytest.mark.parametrize(("ttl", "why"), [
+    ("0s", "at least 1s"), ("0", "at least 1s"), ("8761h", "GATEWAY_MAX_KEY_TTL"),
+    ("315360000s", "longest key lifetime"),
+])
+def test_a_zero_ttl_or_one_beyond_the_longest_lifetime_is_refused(
+        admin: Admin, actor: str, ttl: str, why: str) -> None:
+    for path, body in ((ISSUED, {"name": "k", "actor_id": actor}),
+                       (IMPORTED, {"raw_key": f"legacy-{actor}", "name": "i",
+                                   "actor_id": actor})):
+        assert_status(admin.post(path, {**body, "ttl": ttl}), 400, INVALID_ARGUMENT, "ttl",
+                      why)
+    assert admin.count(ISSUED, actor) == 0 and admin.count(IMPORTED, actor) == 0
 
 
 # -- *_UNSPECIFIED enums -------------------------------------------------------------------
@@ -652,7 +675,20 @@ def test_a_revoked_key_cannot_be_patched(admin: Admin, actor: str) -> None:
     key_id = admin.issue(actor, name="keep")["issued_api_key"]["key_id"]
     admin.post(f"{ISSUED}/{key_id}:revoke", COMPROMISE)
     resp = admin.patch(f"{ISSUED}/{key_id}", {"name": "x"}, params={"update_mask": "name"})
-    assert_status(resp, 400, FAILED_PRECONDITION, "revoked")
+    assert_status(resp, 409, FAILED_PRECONDITION, "revoked")  # 409, as Ory Talos
+
+
+def test_revoking_a_revoked_key_is_409_and_the_first_revocation_stands(admin: Admin,
+                                                                        actor: str) -> None:
+    key_id = admin.issue(actor)["issued_api_key"]["key_id"]
+    assert admin.post(f"{ISSUED}/{key_id}:revoke", COMPROMISE).status_code == 204
+    again = admin.post(f"{ISSUED}/{key_id}:revoke",
+                       {"reason": "REVOCATION_REASON_SUPERSEDED"})
+    assert_status(again, 409, FAILED_PRECONDITION, "already revoked")
+    assert_status(admin.post(f"{LEGACY}/{key_id}:revoke", COMPROMISE), 409,
+                  FAILED_PRECONDITION, "already revoked")
+    key = admin.get(f"{ISSUED}/{key_id}").json()
+    assert key["revocation_reason"] == COMPROMISE["reason"]
 
 
 # -- the older routes ----------------------------------------------------------------------
@@ -876,10 +912,10 @@ def test_concurrent_rotations_of_one_key_succeed_once(gateway: Any, admin: Admin
                                                       ) -> None:
     key_id = admin.issue(actor)["issued_api_key"]["key_id"]
     responses = _in_parallel(gateway, 6, lambda a: a.post(f"{ISSUED}/{key_id}:rotate", {}))
-    assert sorted(r.status_code for r in responses) == [201] + [400] * 5
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 5
     for r in responses:
-        if r.status_code == 400:
-            assert_status(r, 400, FAILED_PRECONDITION, key_id)
+        if r.status_code == 409:
+            assert_status(r, 409, FAILED_PRECONDITION, key_id)
     assert admin.count(ISSUED, actor) == 2
 
 

@@ -23,6 +23,7 @@ from ory_client import (
     AdminUpdateIssuedApiKeyRequest,
     BatchCreateImportedApiKeysErrorCode,
     BatchCreateImportedApiKeysRequest,
+    DeriveTokenRequest,
     ImportApiKeyRequest,
     IPRestriction,
     IssueApiKeyRequest,
@@ -140,8 +141,10 @@ def test_issue_stores_every_optional_field(ory_keys: Any, actor: str) -> None:
     assert (got.expire_time - got.create_time).total_seconds() == 86_400
 
 
-def test_issue_without_ttl_never_expires(ory_keys: Any, actor: str) -> None:
-    assert issue(ory_keys, actor).issued_api_key.expire_time is None
+def test_issue_without_ttl_gets_the_default_lifetime(ory_keys: Any, actor: str) -> None:
+    """GATEWAY_DEFAULT_KEY_TTL, by default GATEWAY_MAX_KEY_TTL (8760h), as Ory Talos."""
+    key = issue(ory_keys, actor).issued_api_key
+    assert (key.expire_time - key.create_time).total_seconds() == 8760 * 3600
 
 
 def test_issue_repeated_with_the_same_request_id_returns_the_same_key_and_secret(
@@ -228,9 +231,24 @@ def test_import_requires_raw_key_name_and_actor(ory_keys: Any, actor: str, missi
 
 def test_import_refuses_a_key_in_this_gateways_issued_format(ory_keys: Any, actor: str
                                                               ) -> None:
-    secret = issue(ory_keys, actor).secret
-    with pytest.raises(BadRequestException):
-        import_key(ory_keys, actor, secret)
+    """An issued secret, a JWT or a macaroon could never verify as an imported key: 409
+    (FAILED_PRECONDITION, as Ory Talos), alone and per item in a batch."""
+    parent = issue(ory_keys, actor)
+    jwt_token = ory_keys.admin_derive_token(DeriveTokenRequest(
+        credential=parent.secret, algorithm="TOKEN_ALGORITHM_JWT")).token.token
+    macaroon = ory_keys.admin_derive_token(DeriveTokenRequest(
+        credential=parent.secret, algorithm="TOKEN_ALGORITHM_MACAROON")).token.token
+    shapes = [parent.secret, jwt_token, macaroon]
+    for raw in shapes:
+        with pytest.raises(ConflictException) as info:
+            import_key(ory_keys, actor, raw)
+        assert status_code(info.value) == 9
+    resp = ory_keys.admin_batch_create_imported_api_keys(BatchCreateImportedApiKeysRequest(
+        requests=[*(ImportApiKeyRequest(raw_key=r, name="x", actor_id=actor) for r in shapes),
+                  ImportApiKeyRequest(raw_key=raw_key(), name="ok", actor_id=actor)]))
+    assert [r.error_code for r in resp.results][:3] == [
+        "BATCH_CREATE_IMPORTED_API_KEYS_ERROR_FAILED_PRECONDITION"] * 3
+    assert resp.success_count == 1
 
 
 def test_batch_create_reports_each_item_and_answers_200_when_any_succeeded(
@@ -495,7 +513,7 @@ def test_a_revoked_key_cannot_be_updated(ory_keys: Any, actor: str) -> None:
     key = issue(ory_keys, actor, name="before").issued_api_key
     ory_keys.admin_revoke_issued_api_key(key.key_id, AdminRevokeIssuedApiKeyBody(
         reason=RevocationReason.REVOCATION_REASON_KEY_COMPROMISE))
-    with pytest.raises(BadRequestException) as info:
+    with pytest.raises(ConflictException) as info:
         ory_keys.admin_update_issued_api_key(
             key.key_id, AdminUpdateIssuedApiKeyRequest(name="after"), update_mask="name")
     assert status_code(info.value) == 9 and "revoked" in json.loads(info.value.body)["message"]
@@ -556,14 +574,16 @@ def test_revoke_requires_a_reason(ory_keys: Any, actor: str) -> None:
     assert ory_keys.admin_get_issued_api_key(key.key_id).status == ACTIVE
 
 
-def test_revoke_twice_succeeds_and_the_first_revocation_stands(ory_keys: Any, actor: str
-                                                               ) -> None:
+def test_revoke_twice_is_409_and_the_first_revocation_stands(ory_keys: Any, actor: str
+                                                            ) -> None:
     key = issue(ory_keys, actor).issued_api_key
     ory_keys.admin_revoke_issued_api_key(key.key_id, AdminRevokeIssuedApiKeyBody(
         reason=RevocationReason.REVOCATION_REASON_KEY_COMPROMISE))
     first = ory_keys.admin_get_issued_api_key(key.key_id)
-    ory_keys.admin_revoke_issued_api_key(key.key_id, AdminRevokeIssuedApiKeyBody(
-        reason=RevocationReason.REVOCATION_REASON_SUPERSEDED))
+    with pytest.raises(ConflictException) as info:  # as Ory Talos
+        ory_keys.admin_revoke_issued_api_key(key.key_id, AdminRevokeIssuedApiKeyBody(
+            reason=RevocationReason.REVOCATION_REASON_SUPERSEDED))
+    assert status_code(info.value) == 9
     again = ory_keys.admin_get_issued_api_key(key.key_id)
     assert again.status == REVOKED
     assert again.revocation_reason == RevocationReason.REVOCATION_REASON_KEY_COMPROMISE
@@ -613,6 +633,8 @@ def test_rotate_answers_201_with_a_new_key_and_revokes_the_old(ory_keys: Any, ac
     assert resp.status_code == 201
     new_key, old_key, secret = (resp.data.issued_api_key, resp.data.old_issued_api_key,
                                 resp.data.secret)
+    assert {k.lower(): v for k, v in resp.headers.items()}["location"] == (
+        f"/v2alpha1/admin/issuedApiKeys/{new_key.key_id}")
     assert new_key.key_id != old.issued_api_key.key_id
     assert secret != old.secret and secret.startswith("ory_ak_v2_") and checksum_ok(secret)
     assert new_key.status == ACTIVE and new_key.actor_id == actor
@@ -622,7 +644,8 @@ def test_rotate_answers_201_with_a_new_key_and_revokes_the_old(ory_keys: Any, ac
     assert got_old.status == REVOKED
     assert got_old.revocation_reason == RevocationReason.REVOCATION_REASON_SUPERSEDED
     assert ory_keys.admin_get_issued_api_key(new_key.key_id).status == ACTIVE
-    assert (new_key.expire_time - new_key.create_time).total_seconds() == 3600
+    # the same end as the old key: a rotation does not extend a key's life
+    assert new_key.expire_time == old.issued_api_key.expire_time
 
 
 def test_rotate_inherits_every_absent_field(ory_keys: Any, actor: str) -> None:
@@ -662,7 +685,7 @@ def test_rotate_overrides_with_new_values(ory_keys: Any, actor: str) -> None:
 def test_a_revoked_key_cannot_be_rotated(ory_keys: Any, actor: str) -> None:
     old = issue(ory_keys, actor).issued_api_key
     ory_keys.admin_rotate_issued_api_key(old.key_id, AdminRotateIssuedApiKeyBody())
-    with pytest.raises(BadRequestException) as info:
+    with pytest.raises(ConflictException) as info:
         ory_keys.admin_rotate_issued_api_key(old.key_id, AdminRotateIssuedApiKeyBody())
     assert status_code(info.value) == 9
     listed = ory_keys.admin_list_issued_api_keys(filter=f'actor_id="{actor}"')

@@ -1,12 +1,12 @@
 """Rendering faults into each API family's error body: one rendering for the hot routes
-(``gateway.http.hot``) and the Starlette routes (``family``)."""
+(``gateway.http.hot``) and the Starlette routes (``handles``)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import Request
@@ -39,18 +39,34 @@ def okta_error(exc: GatewayError) -> dict[str, Any]:
             "errorCauses": [{"errorSummary": d.get("message", "")} for d in exc.details]}
 
 
-def error_answer(exc: GatewayError, render: Render) -> tuple[int, bytes, list[Header]]:
-    """(status, body, headers) of a fault, in the family's error body (``render``); a 401
-    says how to authenticate, a 405 which methods the route takes."""
-    headers = [(b"www-authenticate", CHALLENGE.encode())] if exc.http_status == 401 else []
+class Family(NamedTuple):
+    """An API family's errors: its body, and the statuses it gives gRPC codes where they
+    differ from the fault's own."""
+
+    render: Render
+    statuses: Mapping[int, int] = {}
+
+
+# Ory Talos answers FAILED_PRECONDITION (revoking a revoked key, rotating an inactive one)
+# with 409, as AIP-193 does for a conflict with the resource's state.
+ORY = Family(ory_status, {9: 409})
+OAUTH2 = Family(oauth2_error)
+OKTA = Family(okta_error)
+
+
+def error_answer(exc: GatewayError, family: Family) -> tuple[int, bytes, list[Header]]:
+    """(status, body, headers) of a fault, in the family's error body; a 401 says how to
+    authenticate, a 405 which methods the route takes."""
+    status = family.statuses.get(exc.grpc_code, exc.http_status)
+    headers = [(b"www-authenticate", CHALLENGE.encode())] if status == 401 else []
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allow.encode()))
-    return exc.http_status, orjson.dumps(render(exc)), headers
+    return status, orjson.dumps(family.render(exc)), headers
 
 
-def error_response(exc: GatewayError, render: Render) -> Response:
+def error_response(exc: GatewayError, family: Family) -> Response:
     """``error_answer`` as a Starlette response."""
-    status, body, headers = error_answer(exc, render)
+    status, body, headers = error_answer(exc, family)
     return Response(body, status, media_type="application/json",
                     headers={k.decode(): v.decode() for k, v in headers})
 
@@ -61,8 +77,8 @@ def internal_error(method: str, path: str, exc: Exception) -> GatewayError:
     return Internal("internal error")
 
 
-def family(render: Render) -> Callable[[Endpoint], Endpoint]:
-    """Decorator: faults raised by the endpoint become ``render``'s body and status."""
+def handles(family: Family) -> Callable[[Endpoint], Endpoint]:
+    """Decorator: faults raised by the endpoint become the family's error answer."""
 
     def wrap(endpoint: Endpoint) -> Endpoint:
         async def handler(request: Request) -> Response:
@@ -72,7 +88,7 @@ def family(render: Render) -> Callable[[Endpoint], Endpoint]:
                 error = exc
             except Exception as exc:
                 error = internal_error(request.method, request.url.path, exc)
-            return error_response(error, render)
+            return error_response(error, family)
 
         handler.__name__ = endpoint.__name__
         handler.__doc__ = endpoint.__doc__
@@ -81,6 +97,6 @@ def family(render: Render) -> Callable[[Endpoint], Endpoint]:
     return wrap
 
 
-ory = family(ory_status)
-oauth2 = family(oauth2_error)
-okta = family(okta_error)
+ory = handles(ORY)
+oauth2 = handles(OAUTH2)
+okta = handles(OKTA)

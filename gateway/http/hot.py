@@ -23,7 +23,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError, MethodNotAllowed
-from gateway.http.errors import error_answer, internal_error, ory_status
+from gateway.http.errors import ORY, error_answer, internal_error
 from gateway.http.wire import send_bytes
 
 log = logging.getLogger("gateway.hot")
@@ -102,4 +102,4 @@ class HotPath:
 
 
 async def _send_error(send: Send, exc: GatewayError) -> None:
-    await send_bytes(send, *error_answer(exc, ory_status))
+    await send_bytes(send, *error_answer(exc, ORY))

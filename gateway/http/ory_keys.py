@@ -7,7 +7,7 @@ fully, so the verb is split off the *raw* path, where a literal ``:`` can only b
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,6 +48,12 @@ def _split_tail(request: Request, collection: str) -> tuple[str, str]:
     return key_id, verb
 
 
+def _created(body: dict[str, Any], collection: str, key_id: str) -> Response:
+    """201 with ``Location`` naming the new key, as Ory Talos answers a create."""
+    return JSONResponse(body, status_code=201, headers={
+        "Location": f"/v2alpha1/admin/{collection}/{quote(key_id, safe='')}"})
+
+
 def _issued(result: Issued) -> dict[str, Any]:
     return {"issued_api_key": key_wire(result.key, now_us()), "secret": result.secret}
 
@@ -61,7 +67,8 @@ async def issued_collection(request: Request) -> Response:
     keys = _keys(request)
     if request.method == "POST":
         body = require_object(await read_json(request))
-        return JSONResponse(_issued(await keys.issue(body)), status_code=201)
+        issued = await keys.issue(body)
+        return _created(_issued(issued), "issuedApiKeys", issued.key.key_id)
     return await _list(request, Kind.ISSUED)
 
 
@@ -84,7 +91,7 @@ async def issued_item(request: Request) -> Response:
         new, old = await keys.rotate(key_id, await read_json(request))
         body = _issued(new)
         body["old_issued_api_key"] = key_wire(old, now_us())
-        return JSONResponse(body, status_code=201)
+        return _created(body, "issuedApiKeys", new.key.key_id)
     raise _no_route(request, verb, {"": ("GET", "PATCH"), "revoke": ("POST",),
                                     "rotate": ("POST",)})
 
@@ -97,7 +104,7 @@ async def imported_collection(request: Request) -> Response:
     await require_admin(request)
     if request.method == "POST":
         key = await _keys(request).import_key(await read_json(request))
-        return JSONResponse(key_wire(key, now_us()), status_code=201)
+        return _created(key_wire(key, now_us()), "importedApiKeys", key.key_id)
     return await _list(request, Kind.IMPORTED)
 
 

@@ -1,8 +1,9 @@
 """Minting derived tokens (JWT or macaroon) from a root API key.
 
 The parent is read fresh from the store (derivation is an admin call, not the hot path):
-a revoked, expired or unknown parent is refused. Scopes may only narrow the parent's; the
-TTL defaults to 1 h and is capped by the parent's remaining life.
+an unknown or expired parent is a 401, a revoked one a 403. Scopes may only narrow the
+parent's (403 otherwise). The TTL defaults to 1 h; one longer than the parent's remaining
+life or than ``GATEWAY_MAX_KEY_TTL`` is a 400, never silently shortened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from gateway.clock import now_us, to_rfc3339
 from gateway.crypto import tokens
 from gateway.crypto.peppers import Peppers
-from gateway.errors import FailedPrecondition, InvalidArgument, NotFound
+from gateway.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from gateway.keys import fields as f
 from gateway.keys.durations import parse_ttl
 from gateway.keys.model import KeyStatus
@@ -29,8 +30,10 @@ _ALGORITHMS = ("TOKEN_ALGORITHM_UNSPECIFIED", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGO
 
 class Deriver:
     def __init__(self, store: Store, peppers: Peppers, keyring: Keyring, metrics: Metrics,
-                 *, issuer: str) -> None:
+                 *, issuer: str, max_ttl: str | None = None) -> None:
         self.store = store
+        # the longest lifetime a token may be asked for (GATEWAY_MAX_KEY_TTL; None: none)
+        self.max_ttl_s = parse_ttl(max_ttl, "max ttl") if max_ttl else None
         self.peppers = peppers
         self.keyring = keyring
         self.metrics = metrics
@@ -60,25 +63,33 @@ class Deriver:
                       ) -> dict[str, Any]:
         if tokens.classify(credential) is not None:
             raise InvalidArgument("credential: derived tokens cannot derive further tokens")
+        ttl = parse_ttl(body.get("ttl")) or DEFAULT_TTL_S
+        if self.max_ttl_s is not None and ttl > self.max_ttl_s:
+            raise InvalidArgument(f"ttl: {body.get('ttl')!r} is longer than the longest "
+                                  f"lifetime, {self.max_ttl_s:g}s (GATEWAY_MAX_KEY_TTL)")
+        # As Ory Talos answers: the credential does not authenticate (unknown, expired):
+        # 401; it is known but may not derive (revoked, a scope it lacks): 403.
         parent = await find_by_credential(self.store, self.peppers, credential)
         if parent is None:
-            raise NotFound("parent API key not found")
+            raise Unauthenticated("credential: not a valid API key")
         now = now_us()
         status = parent.status(now)
         if status is KeyStatus.REVOKED:
-            raise FailedPrecondition("parent API key is revoked")
+            raise PermissionDenied("credential: the API key is revoked")
         if status is KeyStatus.EXPIRED:
-            raise FailedPrecondition("parent API key has expired")
-        ttl = parse_ttl(body.get("ttl")) or DEFAULT_TTL_S
+            raise Unauthenticated("credential: the API key has expired")
+        # the exact lifetime asked for, or a 400: callers cache and retry by it
         expire = int(time.time() + ttl)
-        if parent.expire_time is not None:
-            expire = min(expire, parent.expire_time // 1_000_000)
+        if parent.expire_time is not None and expire > parent.expire_time // 1_000_000:
+            left = max(0, parent.expire_time // 1_000_000 - int(time.time()))
+            raise InvalidArgument(f"ttl: {ttl:g}s is longer than the parent key's remaining "
+                                  f"lifetime ({left}s)")
         requested = f.string_list(body, "scopes")
         scopes = requested or parent.scopes
         wider = [s for s in scopes if s not in parent.scopes]
         if wider:
-            raise InvalidArgument(f"scopes: {wider[0]!r} is not held by the parent key; a "
-                                  "derived token may only narrow the parent's scopes")
+            raise PermissionDenied(f"scopes: {wider[0]!r} is not held by the parent key; a "
+                                   "derived token may only narrow the parent's scopes")
         audiences = f.string_list(body, "audiences") or ()
         custom = f.metadata(body, "custom_claims")
         spec = tokens.DeriveSpec(issuer=self.issuer, subject=parent.actor_id,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.clock import now_us
-from gateway.crypto import secrets_format
+from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import imported_key_id
 from gateway.crypto.peppers import Peppers
 from gateway.errors import (
@@ -61,6 +61,14 @@ async def find_by_credential(store: Store, peppers: Peppers, credential: str
         if key is not None:
             return key
     return None
+
+
+def _issued_shape(raw_key: str, issued_starts: tuple[str, ...]) -> str | None:
+    """What of ours ``raw_key`` looks like (an API key secret, a JWT, a macaroon), or None."""
+    if raw_key.startswith(issued_starts):
+        return "an API key secret"
+    kind = tokens.classify(raw_key)
+    return None if kind is None else ("a JWT" if kind is tokens.TokenKind.JWT else "a macaroon")
 
 
 def _exists(key: ApiKey) -> AlreadyExists:
@@ -145,6 +153,7 @@ class KeyService:
         key_prefix: str = "ory_ak",
         public_key_prefix: str = "ory_pk",
         default_ttl: str | None = None,
+        max_ttl: str | None = None,
         events: KeyEvents | None = None,
     ) -> None:
         self.store = store
@@ -152,7 +161,11 @@ class KeyService:
         self.key_prefix = key_prefix
         self.public_key_prefix = public_key_prefix
         self.peppers = peppers
-        self.default_ttl_s = parse_ttl(default_ttl, "default ttl") if default_ttl else None
+        # the longest lifetime a key may be given (None: no limit), and the lifetime of a
+        # key whose request gives none (by default the longest)
+        self.max_ttl_s = parse_ttl(max_ttl, "max ttl") if max_ttl else None
+        self.default_ttl_s = (parse_ttl(default_ttl, "default ttl") if default_ttl
+                              else self.max_ttl_s)
         self.events: KeyEvents = events or NoEvents()
         # one per pepper, the current first: replays made before a pepper rotation still match
         self._idem_keys = [d.subkey("issue-idempotency") for d in peppers.all]
@@ -171,9 +184,18 @@ class KeyService:
         return hmac.new(self._fp_keys[generation], canonical, hashlib.sha256).hexdigest()
 
     def _expiry(self, body: dict[str, Any], now: int) -> int | None:
-        ttl = parse_ttl(body.get("ttl"))
+        """The expiry a create request asks for: its ``ttl`` (at most the longest lifetime),
+        else the default lifetime; None (never) only when no limit and no default are set."""
+        raw = body.get("ttl")
+        ttl = parse_ttl(raw)
+        if ttl is None and raw not in (None, ""):
+            raise InvalidArgument("ttl: must be at least 1s (leave it out for the default "
+                                  "lifetime)")
         if ttl is None:
             ttl = self.default_ttl_s
+        elif self.max_ttl_s is not None and ttl > self.max_ttl_s:
+            raise InvalidArgument(f"ttl: {raw!r} is longer than the longest key lifetime, "
+                                  f"{self.max_ttl_s:g}s (GATEWAY_MAX_KEY_TTL)")
         return None if ttl is None else now + int(ttl * 1_000_000)
 
     def _common(self, body: dict[str, Any], now: int) -> dict[str, Any]:
@@ -275,8 +297,11 @@ class KeyService:
         assert raw_key is not None
         f.text(body, "name", required=True)
         f.actor_id(body, required=True)
-        if raw_key.startswith(self.peppers.format.starts):
-            raise InvalidArgument("raw_key: must not use this gateway's issued-key prefix")
+        shape = _issued_shape(raw_key, self.peppers.format.starts)
+        if shape is not None:
+            # it could never verify as an imported key: the verifier reads it as one of ours
+            raise FailedPrecondition(f"raw_key: has the shape of {shape}, which this gateway "
+                                     "issues itself: it cannot be imported")
         values = self._common(body, now_us())
         return body, ApiKey(key_id=imported_key_id(raw_key), kind=Kind.IMPORTED,
                             digest=self.digester.digest(raw_key),
@@ -413,6 +438,8 @@ class KeyService:
         key = await self.store.get_key(key_id)
         if key is None or key.kind not in kinds:
             raise NotFound(f"API key {key_id!r} not found")
+        if key.revoke_time is not None:
+            raise FailedPrecondition(f"API key {key_id!r} is already revoked")
         revoked = await self.store.revoke_key(key_id, reason, description, now_us())
         if revoked is None:
             raise NotFound(f"API key {key_id!r} not found")
@@ -426,7 +453,6 @@ class KeyService:
         now = now_us()
         if old.status(now) is not KeyStatus.ACTIVE:
             raise FailedPrecondition(f"API key {key_id!r} is not active and cannot be rotated")
-        lifetime = None if old.expire_time is None else old.expire_time - old.create_time
         values: dict[str, Any] = {
             "name": old.name if "name" not in body else f.text(body, "name") or "",
             "scopes": old.scopes if "scopes" not in body
@@ -444,7 +470,7 @@ class KeyService:
         secret = self.peppers.format.new_secret(prefix)
         new = ApiKey(key_id=new_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
                      actor_id=old.actor_id, create_time=now, update_time=now,
-                     expire_time=None if lifetime is None else now + lifetime, **values)
+                     expire_time=old.expire_time, **values)  # the same end, not a new life
         stored = await self.store.rotate_key(key_id, new, now)
         if stored is None:
             raise FailedPrecondition(f"API key {key_id!r} was revoked concurrently")
@@ -462,6 +488,9 @@ class KeyService:
         body = f.require_object(body)
         f.check_known(body, frozenset({"credential", "reason"}), "SelfRevokeApiKeyRequest")
         credential = f.credential(body)
+        if tokens.classify(credential) is not None:
+            raise InvalidArgument("credential: derived tokens cannot be revoked (they end with "
+                                  "their expiry, or with their parent key)")
         reason = f.enum_value(body, "reason", RevocationReason)
         if reason is None:
             raise InvalidArgument("reason: is required (REVOCATION_REASON_UNSPECIFIED is not "

@@ -19,7 +19,7 @@ from conftest import REDIS_URL, require_service
 
 from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import Digester
-from gateway.errors import NotFound
+from gateway.errors import NotFound, Unauthenticated
 from gateway.secret import Secret
 from gateway.services import Services, build_services
 from gateway.settings import load_settings
@@ -126,7 +126,7 @@ async def test_forged_keys_are_refused_on_every_route_without_a_read(tmp_path: P
             with pytest.raises(NotFound):
                 await services.keys.self_revoke({"credential": forged,
                                                  "reason": "REVOCATION_REASON_KEY_COMPROMISE"})
-            with pytest.raises(NotFound):
+            with pytest.raises(Unauthenticated):  # 401 on derive, as Ory Talos
                 await services.deriver.derive({"credential": forged})
         assert reads == []
 

@@ -1,0 +1,94 @@
+"""Where Ory Talos answers differently from Ory's published OpenAPI alone, the gateway
+answers as Talos does (issue 17): creates name their resource, lifetimes are bounded,
+conflicts are 409, derived tokens are refused exactly. The SDK cases are in
+test_keys_sdk.py and test_derived_tokens.py; here, what the SDK does not show (headers,
+bodies of refusals) and the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ory_client
+import pytest
+from conftest import Gateway, start_gateway
+
+from gateway.crypto import tokens
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+ISSUED = "/v2alpha1/admin/issuedApiKeys"
+IMPORTED = "/v2alpha1/admin/importedApiKeys"
+VERIFY = "/v2alpha1/admin/apiKeys:verify"
+SELF_REVOKE = "/v2alpha1/apiKeys:selfRevoke"
+COMPROMISE = {"reason": "REVOCATION_REASON_KEY_COMPROMISE"}
+
+
+def _post(gw: Gateway, path: str, body: Any) -> Any:
+    with gw.client() as client:
+        return client.post(path, json=body, headers=gw.auth)
+
+
+def test_creates_answer_201_with_the_location_of_the_new_key(gateway: Gateway,
+                                                             unique: str) -> None:
+    issued = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"})
+    assert issued.status_code == 201
+    key_id = issued.json()["issued_api_key"]["key_id"]
+    assert issued.headers["location"] == f"{ISSUED}/{key_id}"
+    imported = _post(gateway, IMPORTED, {"name": "i", "actor_id": f"a-{unique}",
+                                         "raw_key": f"legacy-{unique}-0123456789"})
+    assert imported.status_code == 201
+    assert imported.headers["location"] == f"{IMPORTED}/{imported.json()['key_id']}"
+    with gateway.client() as client:  # the Location answers
+        got = client.get(imported.headers["location"], headers=gateway.auth)
+    assert got.status_code == 200 and got.json()["key_id"] == imported.json()["key_id"]
+
+
+def test_self_revoking_a_derived_token_is_a_400(gateway: Gateway, unique: str) -> None:
+    secret = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"}).json()["secret"]
+    for algorithm in ("TOKEN_ALGORITHM_JWT", "TOKEN_ALGORITHM_MACAROON"):
+        token = _post(gateway, "/v2alpha1/admin/apiKeys:derive",
+                      {"credential": secret, "algorithm": algorithm}).json()["token"]["token"]
+        with gateway.client() as client:
+            resp = client.post(SELF_REVOKE, json={"credential": token, **COMPROMISE})
+        assert resp.status_code == 400, resp.text
+        assert "derived tokens cannot be revoked" in resp.json()["message"]
+
+
+@pytest.mark.parametrize("credential", [
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",  # a foreign HS256 JWT
+    "eyJub3QganNvbg.eyJ4Ijox.sig",  # not even JSON
+    tokens.MACAROON_PREFIX + "AAAA",  # a macaroon that does not parse
+    tokens.MACAROON_PREFIX + "not-base64!",
+])
+def test_any_token_that_does_not_verify_is_signature_invalid(gateway: Gateway,
+                                                             credential: str) -> None:
+    config = ory_client.Configuration(host=gateway.url, access_token=gateway.token)
+    with ory_client.ApiClient(config) as client:
+        result = ory_client.ApiKeysApi(client).admin_verify_api_key(
+            ory_client.VerifyApiKeyRequest(credential=credential))
+    assert result.is_valid is False
+    assert result.error_code == (
+        ory_client.VerificationErrorCode.VERIFICATION_ERROR_SIGNATURE_INVALID)
+
+
+def test_the_limit_off_lets_keys_without_a_ttl_never_expire(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {"GATEWAY_MAX_KEY_TTL": "0"})
+    try:
+        body = _post(gw, ISSUED, {"name": "k", "actor_id": "a"}).json()
+        assert "expire_time" not in body["issued_api_key"]
+        long = _post(gw, ISSUED, {"name": "k", "actor_id": "a", "ttl": "87600h"})
+        assert long.status_code == 201  # only the duration format's own bound (10y) holds
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"GATEWAY_MAX_KEY_TTL": "24h", "GATEWAY_DEFAULT_KEY_TTL": "48h"}, "longer than"),
+    ({"GATEWAY_MAX_KEY_TTL": "soon"}, "GATEWAY_MAX_KEY_TTL"),
+])
+def test_key_lifetime_settings_are_checked_at_start(env: dict[str, str], words: str) -> None:
+    base = {"GATEWAY_PEPPER": "p" * 32}
+    with pytest.raises(ConfigError) as info:
+        load_settings({**base, **env})
+    assert words in str(info.value)
