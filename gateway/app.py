@@ -16,6 +16,7 @@ from gateway.http.errors import ORY, error_response
 from gateway.http.hot import ASGIApp, HotPath
 from gateway.http.l1_answers import L1Answers
 from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
+from gateway.http.wire import SecurityHeaders
 from gateway.services import Services
 
 
@@ -32,7 +33,7 @@ def create_app(services: Services) -> ASGIApp:
     """The Starlette app for every route, behind the plain-ASGI hot routes."""
     l1 = L1Answers(services)
     gate = services.admin_gate
-    return HotPath(create_starlette_app(services),
+    return HotPath(SecurityHeaders(create_starlette_app(services)),
                    (VerifyRoute(services, gate, l1), BatchVerifyRoute(services, gate, l1),
                     DecisionsRoute(services, l1)))
 

@@ -92,3 +92,66 @@ def test_key_lifetime_settings_are_checked_at_start(env: dict[str, str], words: 
     with pytest.raises(ConfigError) as info:
         load_settings({**base, **env})
     assert words in str(info.value)
+
+
+SECURITY = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "content-security-policy": "default-src 'none'; frame-ancestors 'none'"}
+
+
+def test_every_response_carries_the_security_headers(gateway: Gateway, unique: str) -> None:
+    secret = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"}).json()["secret"]
+    with gateway.client() as client:
+        answers = [
+            client.get("/health/alive"), client.get("/version"), client.get("/nowhere"),
+            client.get(VERIFY, headers=gateway.auth),  # 405 from the hot routes
+            client.post(VERIFY, headers={"Authorization": "Bearer wrong"}, json={}),
+            *(client.post(VERIFY, headers=gateway.auth, json={"credential": secret})
+              for _ in range(2)),  # the store, then the fast path
+            *(client.get("/v2alpha1/decisions", headers={"X-API-Key": secret})
+              for _ in range(2)),
+            client.get("/v2alpha1/decisions"),  # 401
+        ]
+    for resp in answers:
+        assert {k: resp.headers.get(k) for k in SECURITY} == SECURITY, (resp.url, resp.status_code)
+    assert answers[1].json()["version"]
+
+
+def test_verify_answers_say_how_the_cache_answered(gateway: Gateway, unique: str) -> None:
+    secret = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"}).json()["secret"]
+    guarded = _post(gateway, ISSUED, {"name": "g", "actor_id": f"a-{unique}",
+                                      "ip_restriction": {"allowed_cidrs": ["0.0.0.0/0"]}}
+                    ).json()["secret"]
+    with gateway.client() as client:
+        def verify(credential: str, **headers: str) -> Any:
+            return client.post(VERIFY, headers={**gateway.auth, **headers},
+                               json={"credential": credential})
+
+        assert verify(secret).headers["ory-talos-cache"] == "MISS"
+        assert verify(secret).headers["ory-talos-cache"] == "HIT"
+        assert verify(secret, **{"Cache-Control": "no-cache"}).headers[
+            "ory-talos-cache"] == "SKIP"
+        assert verify(secret).headers.get("cache-control") is None
+        first, second = verify(guarded), verify(guarded)
+        assert first.json()["is_valid"] is True and second.headers["ory-talos-cache"] == "HIT"
+        assert first.headers["cache-control"] == second.headers["cache-control"] == "no-store"
+
+
+def test_a_rate_limited_key_says_its_policy_and_when_to_retry(gateway: Gateway,
+                                                              unique: str) -> None:
+    secret = _post(gateway, ISSUED, {"name": "r", "actor_id": f"a-{unique}",
+                                     "rate_limit_policy": {"quota": "2", "window": "60s"}}
+                   ).json()["secret"]
+    with gateway.client() as client:
+        answers = [client.post(VERIFY, headers=gateway.auth, json={"credential": secret})
+                   for _ in range(3)]
+        decision = client.get("/v2alpha1/decisions", headers={"X-API-Key": secret})
+    assert [a.json()["is_valid"] for a in answers] == [True, True, False]
+    for resp in (*answers, decision):
+        assert resp.headers["ratelimit-policy"] == '"key";q=2;w=60'
+    assert "ratelimit" not in answers[0].headers and "retry-after" not in answers[0].headers
+    for limited in (answers[2], decision):
+        retry = int(limited.headers["retry-after"])
+        assert 0 < retry <= 60
+        assert limited.headers["ratelimit"] == f'"key";r=0;t={retry}'
+    assert decision.status_code == 429

@@ -24,8 +24,8 @@ from gateway.cache.keycache import CacheMode
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.hot import Answer, Message, Receive, Scope, Send
 from gateway.http.l1_answers import L1Answers, bare
-from gateway.http.verify_routes import cache_header
-from gateway.http.wire import bearer_token, send_bytes
+from gateway.http.verify_routes import cache_header, rate_limit_headers
+from gateway.http.wire import SECURITY_HEADERS, bearer_token, send_bytes
 from gateway.keys.header_values import header_value, scopes_value
 from gateway.observability.metrics import Metrics
 from gateway.verify.outcomes import TABLE, Outcome, Result
@@ -34,7 +34,7 @@ from gateway.verify.verifier import L1Probe, Verifier
 DECISIONS = "/v2alpha1/decisions"
 _INVALID_TOKEN = b'{"error":"invalid_token","error_description":"the credential is not valid"}'
 _EMPTY_END = {"type": "http.response.body", "body": b""}
-_DECISION_HEAD = ((b"content-length", b"0"), (b"x-cache", b"L1"))
+_DECISION_HEAD = ((b"content-length", b"0"), (b"x-cache", b"L1"), *SECURITY_HEADERS)
 
 
 @dataclass(slots=True)
@@ -105,7 +105,8 @@ class DecisionsRoute:
 
     async def _answer(self, send: Send, result: Result) -> None:
         wire = TABLE[result.outcome]
-        extra = [(b"x-cache", cache_header(result, CacheMode.DEFAULT)), *_limit_headers(result)]
+        extra = [(b"x-cache", cache_header(result, CacheMode.DEFAULT)), *_limit_headers(result),
+                 *rate_limit_headers(result)]
         entry = result.entry
         if result.valid and entry is not None:
             if result.token is None:
@@ -123,8 +124,6 @@ class DecisionsRoute:
                           b'Bearer realm="gateway", error="invalid_token"'))
             await send_bytes(send, 401, _INVALID_TOKEN, extra)
         else:
-            if result.outcome is Outcome.RATE_LIMITED and result.limit is not None:
-                extra.append((b"retry-after", str(result.limit.retry_after_s).encode()))
             body = orjson.dumps({"error": result.outcome.value,
                                  "error_description": wire.message})
             await send_bytes(send, wire.http_status, body, extra)

@@ -3,6 +3,7 @@ gateway/http/server.py) is alive but not ready."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 
 from starlette.requests import Request
@@ -14,10 +15,19 @@ from gateway.http.server import draining
 from gateway.http.wire import JSONResponse
 
 log = logging.getLogger("gateway.health")
+try:
+    VERSION = importlib.metadata.version("gateway")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+    VERSION = "0+unknown"
 
 
 async def alive(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def version(request: Request) -> Response:
+    """The running version (Ory's ``GET /version``)."""
+    return JSONResponse({"version": VERSION})
 
 
 async def ready(request: Request) -> Response:
@@ -32,4 +42,5 @@ async def ready(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/health/alive", alive), Route("/health/ready", ready)]
+    return [Route("/health/alive", alive), Route("/health/ready", ready),
+            Route("/version", version)]

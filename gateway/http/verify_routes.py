@@ -19,7 +19,14 @@ from gateway.http.auth import AdminGate
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.hot import Answer, Message, Receive, Scope, Send
 from gateway.http.l1_answers import L1Answers
-from gateway.http.wire import JSON, parse_object, read_body, send_bytes
+from gateway.http.wire import (
+    JSON,
+    SECURITY_HEADERS,
+    Header,
+    parse_object,
+    read_body,
+    send_bytes,
+)
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
 from gateway.observability.metrics import Metrics
 from gateway.verify.outcomes import TABLE, Outcome, Result
@@ -35,6 +42,11 @@ VERIFY_BODY_LIMIT = 64 << 10
 BATCH_BODY_LIMIT = 1 << 20
 CACHE_HEADER = {level: level.encode() for level in ("L1", "L2", "STORE", "NONE")}
 _FROM_L1 = (b"x-cache", b"L1")
+# Ory Talos's cache header: HIT (L1 or L2), MISS (read from the store, or no lookup at all),
+# SKIP (the caller's Cache-Control / Pragma bypassed the caches)
+_TALOS_CACHE = {"L1": b"HIT", "L2": b"HIT"}
+_HIT = (b"ory-talos-cache", b"HIT")
+_NO_STORE = (b"cache-control", b"no-store")
 _L1_STARTS: dict[int, Message] = {}  # the start message of a cached "yes", by body length
 
 
@@ -44,7 +56,8 @@ def _l1_start(size: int) -> Message:
     start = _L1_STARTS.get(size)
     if start is None:
         start = {"type": "http.response.start", "status": 200,
-                 "headers": ((b"content-length", str(size).encode()), JSON, _FROM_L1)}
+                 "headers": ((b"content-length", str(size).encode()), JSON, _FROM_L1, _HIT,
+                             *SECURITY_HEADERS)}
         if len(_L1_STARTS) < 65_536:
             _L1_STARTS[size] = start
     return start
@@ -88,7 +101,8 @@ class VerifyRoute:
         self._not_found: Answer = (
             {"type": "http.response.start", "status": 200,
              "headers": ((b"content-length", str(len(not_found)).encode()), JSON,
-                         (b"x-cache", b"NONE"))},
+                         (b"x-cache", b"NONE"), (b"ory-talos-cache", b"MISS"),
+                         *SECURITY_HEADERS)},
             {"type": "http.response.body", "body": not_found})
 
     def fast(self, scope: Scope, message: Message | None, now: float) -> Answer | Parsed | None:
@@ -146,8 +160,7 @@ class VerifyRoute:
         self._metrics.result(result.outcome.value, result.cache)
         if result.outcome is Outcome.UNAVAILABLE:
             raise Unavailable(TABLE[Outcome.UNAVAILABLE].message)
-        await send_bytes(send, 200, response_body(result),
-                         [(b"x-cache", cache_header(result, mode))])
+        await send_bytes(send, 200, response_body(result), verify_headers(result, mode))
 
 
 class BatchVerifyRoute:
@@ -275,6 +288,34 @@ def request_mode(headers: dict[bytes, bytes]) -> CacheMode:
         return CacheMode.DEFAULT
     return cache_mode(cc.decode("latin-1") if cc else None,
                       pragma.decode("latin-1") if pragma else None)
+
+
+def verify_headers(result: Result, mode: CacheMode) -> list[Header]:
+    """The headers of a verify answer: where it came from (``X-Cache`` and Ory Talos's
+    ``Ory-Talos-Cache``), ``Cache-Control: no-store`` for an IP-restricted key (the answer
+    holds for one client address only), and the key's rate limit."""
+    talos = (b"SKIP" if mode is not CacheMode.DEFAULT
+             else _TALOS_CACHE.get(result.cache, b"MISS"))
+    headers = [(b"x-cache", cache_header(result, mode)), (b"ory-talos-cache", talos),
+               *rate_limit_headers(result)]
+    if result.entry is not None and result.entry.networks:
+        headers.append(_NO_STORE)
+    return headers
+
+
+def rate_limit_headers(result: Result) -> list[Header]:
+    """For a key with a rate limit: ``RateLimit-Policy`` (its quota and window), and once
+    it is spent ``RateLimit`` (none left, seconds to the reset) and ``Retry-After``, as in
+    the IETF RateLimit header fields draft and Ory Talos."""
+    entry, limit = result.entry, result.limit
+    if entry is None or entry.rate_limit is None:
+        return []
+    policy = entry.rate_limit
+    headers = [(b"ratelimit-policy", f'"key";q={policy.quota};w={policy.window_s}'.encode())]
+    if result.outcome is Outcome.RATE_LIMITED and limit is not None:
+        headers += [(b"ratelimit", f'"key";r=0;t={limit.retry_after_s}'.encode()),
+                    (b"retry-after", str(limit.retry_after_s).encode())]
+    return headers
 
 
 def cache_header(result: Result, mode: CacheMode) -> bytes:
