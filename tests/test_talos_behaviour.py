@@ -155,3 +155,34 @@ def test_a_rate_limited_key_says_its_policy_and_when_to_retry(gateway: Gateway,
         assert 0 < retry <= 60
         assert limited.headers["ratelimit"] == f'"key";r=0;t={retry}'
     assert decision.status_code == 429
+
+
+def test_protojson_lower_camel_case_names_are_accepted_as_grpc_gateway_does(
+        gateway: Gateway, unique: str) -> None:
+    actor = f"a-{unique}"
+    issued = _post(gateway, ISSUED, {
+        "name": "k", "actorId": actor, "requestId": f"r-{unique}",
+        "rateLimitPolicy": {"quota": "5", "window": "60s"},
+        "ipRestriction": {"allowedCidrs": ["10.0.0.0/8"]},
+        "metadata": {"someKey": 1}})  # a Struct's own keys stay as they are
+    assert issued.status_code == 201, issued.text
+    key = issued.json()["issued_api_key"]
+    assert key["actor_id"] == actor and key["rate_limit_policy"]["quota"] == "5"
+    assert key["ip_restriction"] == {"allowed_cidrs": ["10.0.0.0/8"]}
+    assert key["metadata"] == {"someKey": 1}
+    with gateway.client() as client:
+        patched = client.patch(f"{ISSUED}/{key['key_id']}", headers=gateway.auth,
+                               params={"update_mask": "rateLimitPolicy,ipRestriction.allowedCidrs"},
+                               json={"rateLimitPolicy": {"quota": "9", "window": "60s"},
+                                     "ipRestriction": {"allowedCidrs": ["127.0.0.0/8"]}})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["rate_limit_policy"]["quota"] == "9"
+        assert patched.json()["ip_restriction"] == {"allowed_cidrs": ["127.0.0.0/8"]}
+        verified = client.post(VERIFY, headers=gateway.auth, json={
+            "credential": issued.json()["secret"], "expectedAudiences": ["billing"]})
+        assert verified.json()["error_code"] == "VERIFICATION_ERROR_AUDIENCE_MISMATCH"
+    batch = _post(gateway, f"{IMPORTED}:batchCreate", {"requests": [
+        {"rawKey": f"legacy-{unique}-camel-0001", "name": "b", "actorId": actor}]})
+    assert batch.json()["success_count"] == 1, batch.text
+    twice = _post(gateway, ISSUED, {"name": "k", "actor_id": actor, "actorId": actor})
+    assert twice.status_code == 400 and "given twice" in twice.json()["message"]

@@ -21,6 +21,7 @@ from gateway.http.wire import JSONResponse, read_json
 from gateway.keys.fields import require_object
 from gateway.keys.listing import parse_filter, parse_page_size
 from gateway.keys.model import Kind
+from gateway.keys.names import snake_fields
 from gateway.keys.service import BatchItem, Issued, KeyService
 from gateway.keys.wire import key_wire
 
@@ -48,6 +49,11 @@ def _split_tail(request: Request, collection: str) -> tuple[str, str]:
     return key_id, verb
 
 
+async def _message(request: Request, *limits: int) -> Any:
+    """The request body, its field names as the proto's (protojson's ``actorId`` too)."""
+    return snake_fields(await read_json(request, *limits))
+
+
 def _created(body: dict[str, Any], collection: str, key_id: str) -> Response:
     """201 with ``Location`` naming the new key, as Ory Talos answers a create."""
     return JSONResponse(body, status_code=201, headers={
@@ -66,7 +72,7 @@ async def issued_collection(request: Request) -> Response:
     await require_admin(request)
     keys = _keys(request)
     if request.method == "POST":
-        body = require_object(await read_json(request))
+        body = require_object(await _message(request))
         issued = await keys.issue(body)
         return _created(_issued(issued), "issuedApiKeys", issued.key.key_id)
     return await _list(request, Kind.ISSUED)
@@ -81,14 +87,14 @@ async def issued_item(request: Request) -> Response:
     if verb == "" and method == "GET":
         return JSONResponse(key_wire(await keys.get(Kind.ISSUED, key_id), now_us()))
     if verb == "" and method == "PATCH":
-        key = await keys.update(Kind.ISSUED, key_id, await read_json(request),
+        key = await keys.update(Kind.ISSUED, key_id, await _message(request),
                                 request.query_params.get("update_mask"))
         return JSONResponse(key_wire(key, now_us()))
     if verb == "revoke" and method == "POST":
-        await keys.revoke((Kind.ISSUED,), key_id, await read_json(request))
+        await keys.revoke((Kind.ISSUED,), key_id, await _message(request))
         return Response(status_code=204)
     if verb == "rotate" and method == "POST":
-        new, old = await keys.rotate(key_id, await read_json(request))
+        new, old = await keys.rotate(key_id, await _message(request))
         body = _issued(new)
         body["old_issued_api_key"] = key_wire(old, now_us())
         return _created(body, "issuedApiKeys", new.key.key_id)
@@ -103,7 +109,7 @@ async def issued_item(request: Request) -> Response:
 async def imported_collection(request: Request) -> Response:
     await require_admin(request)
     if request.method == "POST":
-        key = await _keys(request).import_key(await read_json(request))
+        key = await _keys(request).import_key(await _message(request))
         return _created(key_wire(key, now_us()), "importedApiKeys", key.key_id)
     return await _list(request, Kind.IMPORTED)
 
@@ -117,14 +123,14 @@ async def imported_item(request: Request) -> Response:
     if verb == "" and method == "GET":
         return JSONResponse(key_wire(await keys.get(Kind.IMPORTED, key_id), now_us()))
     if verb == "" and method == "PATCH":
-        key = await keys.update(Kind.IMPORTED, key_id, await read_json(request),
+        key = await keys.update(Kind.IMPORTED, key_id, await _message(request),
                                 request.query_params.get("update_mask"))
         return JSONResponse(key_wire(key, now_us()))
     if verb == "" and method == "DELETE":
         await keys.delete_imported(key_id)
         return Response(status_code=204)
     if verb == "revoke" and method == "POST":
-        await keys.revoke((Kind.IMPORTED,), key_id, await read_json(request))
+        await keys.revoke((Kind.IMPORTED,), key_id, await _message(request))
         return Response(status_code=204)
     raise _no_route(request, verb, {"": ("GET", "PATCH", "DELETE"), "revoke": ("POST",)})
 
@@ -133,7 +139,7 @@ def _batch_endpoint(enum_prefix: str) -> Any:
     @ory
     async def batch(request: Request) -> Response:
         await require_admin(request)
-        body = require_object(await read_json(request, BATCH_BODY_LIMIT, BATCH_MAX_VALUES))
+        body = require_object(await _message(request, BATCH_BODY_LIMIT, BATCH_MAX_VALUES))
         items = await _keys(request).batch_import(body)
         return _batch_response(items, enum_prefix)
 
@@ -176,20 +182,20 @@ async def legacy_revoke(request: Request) -> Response:
     key_id, verb = _split_tail(request, "apiKeys")
     if verb != "revoke" or request.method != "POST":
         raise _no_route(request, verb, {"revoke": ("POST",)})
-    await _keys(request).revoke((Kind.ISSUED, Kind.IMPORTED), key_id, await read_json(request))
+    await _keys(request).revoke((Kind.ISSUED, Kind.IMPORTED), key_id, await _message(request))
     return Response(status_code=204)
 
 
 @ory
 async def derive(request: Request) -> Response:
     await require_admin(request)
-    body = await read_json(request)
+    body = await _message(request)
     return JSONResponse(await request.app.state.services.deriver.derive(body))
 
 
 @ory
 async def self_revoke(request: Request) -> Response:
-    await _keys(request).self_revoke(await read_json(request))
+    await _keys(request).self_revoke(await _message(request))
     return JSONResponse({})
 
 

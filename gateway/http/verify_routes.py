@@ -28,6 +28,7 @@ from gateway.http.wire import (
     send_bytes,
 )
 from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.keys.names import snake_fields
 from gateway.observability.metrics import Metrics
 from gateway.verify.outcomes import TABLE, Outcome, Result
 from gateway.verify.render import response_body
@@ -151,7 +152,7 @@ class VerifyRoute:
         await self._gate.principal(headers.get(b"authorization"), scope)
         body = parsed.body if parsed is not None else parse_object(
             await read_body(receive, VERIFY_BODY_LIMIT, message))
-        credential, audiences = verify_request(body, "")
+        credential, audiences = verify_request(snake_fields(body), "")
         mode = request_mode(headers)
         result = await self._verifier.verify(
             credential, client_ip=client_ip(scope, headers, self._trusted), mode=mode,
@@ -246,7 +247,8 @@ class BatchVerifyRoute:
                 pending.append((index, item["credential"], (), probe))
                 continue
             try:
-                credential, audiences = verify_request(item, f"requests[{index}].")
+                credential, audiences = verify_request(snake_fields(item),
+                                                       f"requests[{index}].")
             except InvalidArgument:
                 results[index] = Result(Outcome.INVALID_FORMAT)
                 continue

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.errors import InvalidArgument
 from gateway.keys.fields import populated, require_object
+from gateway.keys.names import snake
 
 MUTABLE = ("name", "scopes", "metadata", "ip_restriction", "rate_limit_policy", "expire_time")
 IMMUTABLE = ("actor_id", "visibility")
@@ -46,6 +47,10 @@ def parse_mask(update_mask: str | None, body: dict[str, Any]) -> Mask:
     parts: dict[str, dict[str, None]] = {}
     for path in paths:
         head, dot, rest = path.partition(".")
+        head = snake(head)  # protojson's lowerCamelCase too (``rateLimitPolicy.quota``)
+        if head in SUBFIELDS:
+            rest = snake(rest)
+        path = f"{head}{dot}{rest}"
         if head in OUTPUT_ONLY:
             raise InvalidArgument(f"update_mask: field {head!r} is output only")
         if head not in MUTABLE and head not in IMMUTABLE:
