@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +19,12 @@ from gateway.http.l1_answers import L1Answers
 from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
 from gateway.http.wire import SecurityHeaders
 from gateway.services import Services
+
+CORS_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+CORS_HEADERS = ["Authorization", "Content-Type", "Cache-Control", "Pragma", "X-API-Key",
+                "X-Request-ID"]
+CORS_EXPOSED = ["Location", "X-Cache", "Ory-Talos-Cache", "RateLimit", "RateLimit-Policy",
+                "Retry-After"]
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -33,9 +40,15 @@ def create_app(services: Services) -> ASGIApp:
     """The Starlette app for every route, behind the plain-ASGI hot routes."""
     l1 = L1Answers(services)
     gate = services.admin_gate
-    return HotPath(SecurityHeaders(create_starlette_app(services)),
-                   (VerifyRoute(services, gate, l1), BatchVerifyRoute(services, gate, l1),
-                    DecisionsRoute(services, l1)))
+    app: ASGIApp = HotPath(SecurityHeaders(create_starlette_app(services)),
+                           (VerifyRoute(services, gate, l1),
+                            BatchVerifyRoute(services, gate, l1), DecisionsRoute(services, l1)))
+    origins = services.settings.cors_origins
+    if origins:  # off by default: no browser origin may call, and nothing is paid for it
+        app = CORSMiddleware(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
+                             allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED,
+                             max_age=600)
+    return app
 
 
 def worker_app() -> ASGIApp:

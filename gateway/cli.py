@@ -13,6 +13,7 @@ from typing import Any
 from gateway.errors import ConfigError, GatewayError
 from gateway.observability.logging import configure_logging
 from gateway.settings import Settings, check_workers, load_settings
+from gateway.version import VERSION
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -45,6 +46,26 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # a SIGINT before the server handles them
         server.run()
     return 0 if server.started else STARTUP_FAILURE
+
+
+def _preflight(settings: Settings) -> None:
+    """The store reachable and its schema migrated, checked before serving: what stops
+    the start is one line naming what to fix (ConfigError, GatewayError), not a traceback
+    from the server's start-up."""
+    from gateway.store import build_store
+
+    async def run() -> list[str]:
+        store = build_store(settings)
+        await store.open()
+        try:
+            return await store.pending_migrations()
+        finally:
+            await store.close()
+
+    pending = asyncio.run(run())
+    if pending:
+        raise ConfigError(f"GATEWAY_DATABASE_URL: the schema is not migrated "
+                          f"({', '.join(pending)} pending): run `gateway migrate`")
 
 
 def _migrate(settings: Settings) -> int:
@@ -86,6 +107,7 @@ def _hash_token(token: str | None, argon2: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (uvicorn, uvloop, httptools)")
     serve.add_argument("--host", help="listen address (default GATEWAY_HOST or 127.0.0.1)")
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers is not None:
             settings = dataclasses.replace(settings, workers=args.workers)
             check_workers(settings)
+        _preflight(settings)
         return _serve(settings, args.host or settings.host, args.port or settings.port)
     except (ConfigError, GatewayError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)

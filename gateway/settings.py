@@ -144,6 +144,7 @@ class Settings:
     issuer: str = "http://127.0.0.1:4470"
     credential_header: str = "x-api-key"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    cors_origins: tuple[str, ...] = ()  # browsers' origins allowed to call (none: CORS off)
     admin_refusal_delay: float = 5.0  # the longest a refused admin authentication waits
     l1_ttl: float = 10.0
     l1_size: int = 100_000
@@ -208,6 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CREDENTIAL_HEADER",       "credential_header",         str.lower),
     Setting("TRUSTED_PROXIES",         "trusted_proxies",           _split, _networks,
             keep_empty=True),  # empty: trust no proxy
+    Setting("CORS_ORIGINS",            "cors_origins",              _split),
     Setting("ADMIN_REFUSAL_DELAY",     "admin_refusal_delay",       _float),
     Setting("L1_TTL",                  "l1_ttl",                    _float),
     Setting("L2_TTL",                  "l2_ttl",                    _float),

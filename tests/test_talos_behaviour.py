@@ -6,6 +6,9 @@ bodies of refusals) and the settings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +189,56 @@ def test_protojson_lower_camel_case_names_are_accepted_as_grpc_gateway_does(
     assert batch.json()["success_count"] == 1, batch.text
     twice = _post(gateway, ISSUED, {"name": "k", "actor_id": actor, "actorId": actor})
     assert twice.status_code == 400 and "given twice" in twice.json()["message"]
+
+
+def _serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port", "1"],
+                          env={**base, "GATEWAY_PEPPER": "p" * 32,
+                               "GATEWAY_ADMIN_TOKENS": "t" * 32, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_start_up_failures_are_one_line_that_names_what_to_fix(
+        fresh_pg_database: str) -> None:
+    dead = fresh_pg_database.rsplit("/", 1)[0].replace(":5432", ":1") + "/test"
+    missing = fresh_pg_database.rsplit("/", 1)[0] + "/no_such_database_here"
+    for url, words in ((dead, "cannot connect to PostgreSQL at 127.0.0.1:1"),
+                       (missing, "no database 'no_such_database_here'"),
+                       (fresh_pg_database, "run `gateway migrate`")):
+        out = _serve_once({"GATEWAY_DATABASE_URL": url})
+        assert out.returncode == 2, out
+        assert out.stderr.count("\n") == 1 and words in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_gateway_version_prints_the_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "--version"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("gateway ")
+
+
+def test_cors_is_off_by_default_and_allows_the_configured_origins(
+        gateway: Gateway, tmp_path: Path) -> None:
+    with gateway.client() as client:  # off: no browser origin is allowed anything
+        resp = client.post(VERIFY, headers={**gateway.auth, "Origin": "https://app.example"},
+                           json={"credential": "x"})
+        assert "access-control-allow-origin" not in resp.headers
+    gw = start_gateway(tmp_path, {"GATEWAY_CORS_ORIGINS": "https://app.example"})
+    try:
+        with gw.client() as client:
+            preflight = client.options(VERIFY, headers={
+                "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type"})
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+            answer = client.post(VERIFY, headers={**gw.auth, "Origin": "https://app.example"},
+                                 json={"credential": "x"})
+            assert answer.headers["access-control-allow-origin"] == "https://app.example"
+            assert "ory-talos-cache" in answer.headers["access-control-expose-headers"].lower()
+            other = client.options(VERIFY, headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+            assert other.status_code == 400
+            assert "access-control-allow-origin" not in other.headers
+    finally:
+        gw.stop()

@@ -3,7 +3,6 @@ gateway/http/server.py) is alive but not ready."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 
 from starlette.requests import Request
@@ -13,12 +12,9 @@ from starlette.routing import BaseRoute, Route
 from gateway.errors import GatewayError
 from gateway.http.server import draining
 from gateway.http.wire import JSONResponse
+from gateway.version import VERSION
 
 log = logging.getLogger("gateway.health")
-try:
-    VERSION = importlib.metadata.version("gateway")
-except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-    VERSION = "0+unknown"
 
 
 async def alive(request: Request) -> Response:

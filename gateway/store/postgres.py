@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -51,6 +52,23 @@ class _Conn:
         return int(tail) if tail.isdigit() else 0
 
 
+def _connect_failure(dsn: str, exc: BaseException) -> str:
+    """What stopped the connection, naming the server and database (never the password)."""
+    url = urlsplit(dsn)
+    where = f"{url.hostname or 'localhost'}:{url.port or 5432}"
+    database = url.path.lstrip("/") or url.username or "postgres"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (f"PostgreSQL at {where} has no database {database!r}: create it, or fix "
+                "GATEWAY_DATABASE_URL")
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError
+                  | asyncpg.InvalidPasswordError):
+        return f"PostgreSQL at {where} refused the login to database {database!r}: {exc}"
+    reasons: dict[type[BaseException], str] = {ConnectionRefusedError: "connection refused",
+                                               TimeoutError: "timed out"}
+    reason = reasons.get(type(exc), type(exc).__name__)
+    return f"cannot connect to PostgreSQL at {where} (database {database!r}): {reason}"
+
+
 class PostgresStore(SqlStore):
     BACKEND = "postgres"
 
@@ -66,7 +84,7 @@ class PostgresStore(SqlStore):
                 timeout=5,
             )
         except _DRIVER_ERRORS as exc:
-            raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+            raise Unavailable(_connect_failure(self._dsn, exc)) from exc
 
     async def close(self) -> None:
         if self._pool is not None:
