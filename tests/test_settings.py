@@ -202,3 +202,13 @@ def test_a_missing_yaml_file_is_named(tmp_path):
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError, match=f"^GATEWAY_CONFIG: cannot read {missing}: "):
         load_settings({"GATEWAY_CONFIG": str(missing)})
+
+
+def test_the_readme_links_nothing_outside_the_repository() -> None:
+    """A clone holds everything the README points at (the wire references: docs/wire)."""
+    text = README.read_text(encoding="utf-8")
+    assert "../" not in text
+    root = README.parent
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (root / target).exists(), target
