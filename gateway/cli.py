@@ -8,12 +8,16 @@ import contextlib
 import dataclasses
 import secrets
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.observability.logging import configure_logging
 from gateway.settings import Settings, check_workers, load_settings
 from gateway.version import VERSION
+
+if TYPE_CHECKING:
+    from gateway.store.base import Store
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -48,38 +52,33 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
-def _preflight(settings: Settings) -> None:
-    """The store reachable and its schema migrated, checked before serving: what stops
-    the start is one line naming what to fix (ConfigError, GatewayError), not a traceback
-    from the server's start-up."""
+def _on_store(settings: Settings, use: Callable[[Store], Awaitable[list[str]]]) -> list[str]:
+    """``use`` of the configured store, opened for it and closed after."""
     from gateway.store import build_store
 
     async def run() -> list[str]:
         store = build_store(settings)
         await store.open()
         try:
-            return await store.pending_migrations()
+            return await use(store)
         finally:
             await store.close()
 
-    pending = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def _preflight(settings: Settings) -> None:
+    """The store reachable and its schema migrated, checked before serving: what stops
+    the start is one line naming what to fix (ConfigError, GatewayError), not a traceback
+    from the server's start-up."""
+    pending = _on_store(settings, lambda store: store.pending_migrations())
     if pending:
         raise ConfigError(f"GATEWAY_DATABASE_URL: the schema is not migrated "
                           f"({', '.join(pending)} pending): run `gateway migrate`")
 
 
 def _migrate(settings: Settings) -> int:
-    from gateway.store import build_store
-
-    async def run() -> list[str]:
-        store = build_store(settings)
-        await store.open()
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
-
-    applied = asyncio.run(run())
+    applied = _on_store(settings, lambda store: store.migrate())
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
