@@ -242,3 +242,24 @@ def test_cors_is_off_by_default_and_allows_the_configured_origins(
             assert "access-control-allow-origin" not in other.headers
     finally:
         gw.stop()
+
+
+def test_the_served_openapi_says_what_the_server_enforces(gateway: Gateway) -> None:
+    with gateway.client() as client:
+        doc = client.get("/openapi.json").json()
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    for path, method in ((ISSUED, "post"), (IMPORTED, "post"),
+                         (f"{ISSUED}/{{key_id}}:rotate", "post")):
+        created = paths[path][method]["responses"]["201"]
+        assert "Location" in created["headers"], path
+    for path in (f"{ISSUED}/{{key_id}}:revoke", f"{ISSUED}/{{key_id}}:rotate"):
+        assert "409" in paths[path]["post"]["responses"]
+    assert "Allow" in paths[VERIFY]["post"]["responses"]["405"]["headers"]
+    assert schemas["AdminRevokeApiKeyBody"]["required"] == ["reason"]
+    assert "REVOCATION_REASON_UNSPECIFIED" not in schemas["GivenRevocationReason"]["enum"]
+    assert schemas["VerifyApiKeyRequest"]["properties"]["credential"]["minLength"] == 1
+    assert "/version" in paths and "/v2alpha1/decisions/{path}" in paths
+    okta = next(ops for path, ops in paths.items() if path.startswith("/api/v1/"))
+    assert {"oktaApiToken": []} in next(iter(okta.values()))["security"]
+    assert doc["components"]["securitySchemes"]["oktaApiToken"]["description"].startswith(
+        "SSWS")

@@ -20,6 +20,7 @@ STR: dict[str, Any] = {"type": S}
 STRS: dict[str, Any] = {"type": "array", "items": STR}
 TIME: dict[str, Any] = {"type": S, "format": "date-time"}
 OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
+CREDENTIAL: dict[str, Any] = {"type": S, "minLength": 1, "maxLength": 8192}
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -90,7 +91,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ListImportedApiKeysResponse": obj(imported_api_keys={"type": "array",
                                                           "items": ref("ImportedApiKey")},
                                        next_page_token=STR),
-    "AdminRevokeApiKeyBody": obj(reason=ref("RevocationReason"), description=STR),
+    # a reason is required, and *_UNSPECIFIED is refused (400)
+    "AdminRevokeApiKeyBody": obj(("reason",), reason=ref("GivenRevocationReason"),
+                                 description={"type": S, "maxLength": 1024}),
+    "GivenRevocationReason": enum(
+        "REVOCATION_REASON_KEY_COMPROMISE", "REVOCATION_REASON_AFFILIATION_CHANGED",
+        "REVOCATION_REASON_SUPERSEDED", "REVOCATION_REASON_PRIVILEGE_WITHDRAWN"),
     "AdminRotateIssuedApiKeyBody": obj(
         name=STR, scopes=STRS, metadata=OBJ, ip_restriction=ref("IPRestriction"),
         rate_limit_policy=ref("RateLimitPolicy"), visibility=ref("KeyVisibility")),
@@ -104,15 +110,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "BatchCreateImportedApiKeysResponse": obj(
         results={"type": "array", "items": ref("BatchCreateImportedApiKeysResult")},
         success_count={"type": "integer"}, failure_count={"type": "integer"}),
-    "SelfRevokeApiKeyRequest": obj(("credential",), credential=STR,
-                                   reason=ref("RevocationReason")),
-    "VerifyApiKeyRequest": obj(("credential",), credential=STR, expected_audiences=STRS),
+    "SelfRevokeApiKeyRequest": obj(("credential", "reason"), credential=CREDENTIAL,
+                                   reason=ref("GivenRevocationReason")),
+    "VerifyApiKeyRequest": obj(("credential",), credential=CREDENTIAL,
+                               expected_audiences=STRS),
     "VerifyApiKeyResponse": obj(**_VERIFY_RESPONSE),
     "BatchVerifyApiKeysRequest": obj(
         requests={"type": "array", "items": ref("VerifyApiKeyRequest"), "maxItems": 100}),
     "BatchVerifyApiKeysResponse": obj(
         results={"type": "array", "items": ref("VerifyApiKeyResponse")}),
-    "DeriveTokenRequest": obj(("credential",), credential=STR,
+    "DeriveTokenRequest": obj(("credential",), credential=CREDENTIAL,
                               algorithm=ref("TokenAlgorithm"), ttl=STR, scopes=STRS,
                               audiences=STRS, custom_claims=OBJ),
     "Token": obj(token=STR, claims=OBJ, expire_time=TIME, scopes=STRS, audiences=STRS),
@@ -120,7 +127,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Status": obj(code={"type": "integer", "format": "int32"}, message=STR,
                   details={"type": "array", "items": OBJ}),
     "Empty": obj(),
+    "Version": obj(("version",), version=STR),
 }
+
+# Statuses an operation may answer besides its success, by operationId (409: a conflict
+# with the key's state, as Ory Talos answers; the rest are every admin route's).
+_CONFLICTS = {"adminRevokeIssuedApiKey", "adminRevokeImportedApiKey", "adminRevokeApiKey",
+              "adminRotateIssuedApiKey", "adminImportApiKey", "adminUpdateIssuedApiKey",
+              "adminUpdateImportedApiKey", "adminIssueApiKey"}
+_CREATES = {"adminIssueApiKey", "adminImportApiKey", "adminRotateIssuedApiKey"}
 
 # (method, path, operationId, success status, request schema, response schema, admin?)
 Operation = tuple[str, str, str, int, str | None, str | None, bool]
@@ -165,6 +180,8 @@ OPERATIONS: list[Operation] = [
     ("post", f"{_B}/apiKeys:derive", "adminDeriveToken", 200, "DeriveTokenRequest",
      "DeriveTokenResponse", True),
     ("get", "/v2alpha1/decisions", "forwardAuth", 200, None, None, False),
+    ("get", "/v2alpha1/decisions/{path}", "forwardAuthBelow", 200, None, None, False),
+    ("get", "/version", "getVersion", 200, None, "Version", False),
     ("get", "/metrics", "metrics", 200, None, None, False),
     ("get", "/openapi.json", "openapi", 200, None, None, False),
     ("get", "/health/alive", "isAlive", 200, None, None, False),
@@ -181,13 +198,20 @@ def add_operations(extra: list[Operation], schemas: dict[str, dict[str, Any]]) -
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, op_id, status, req, resp, admin in OPERATIONS:
-        op: dict[str, Any] = {"operationId": op_id, "responses": {
-            str(status): {"description": "success"} if resp is None else {
-                "description": "success",
-                "content": {"application/json": {"schema": ref(resp)}}},
-            "default": {"description": "error",
-                        "content": {"application/json": {"schema": ref("Status")}}},
-        }}
+        error = {"description": "error",
+                 "content": {"application/json": {"schema": ref("Status")}}}
+        success: dict[str, Any] = {"description": "success"} if resp is None else {
+            "description": "success", "content": {"application/json": {"schema": ref(resp)}}}
+        if op_id in _CREATES:
+            success["headers"] = {"Location": {"description": "the new key", "schema": STR}}
+        responses: dict[str, Any] = {str(status): success, "default": error}
+        if admin:
+            responses.update({"400": error, "401": error})
+        if op_id in _CONFLICTS:
+            responses["409"] = error
+        responses["405"] = {**error, "headers": {"Allow": {
+            "description": "the methods the route takes", "schema": STR}}}
+        op: dict[str, Any] = {"operationId": op_id, "responses": responses}
         params = [{"name": n, "in": "path", "required": True, "schema": STR}
                   for n in re.findall(r"\{(\w+)\}", path)]
         if op_id.startswith("adminList"):
@@ -202,7 +226,8 @@ def document() -> dict[str, Any]:
             op["requestBody"] = {"required": True,
                                  "content": {"application/json": {"schema": ref(req)}}}
         if admin:
-            op["security"] = [{"oryAccessToken": []}]
+            op["security"] = ([{"oktaApiToken": []}, {"oryAccessToken": []}]
+                              if path.startswith("/api/v1/") else [{"oryAccessToken": []}])
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.0.3",
@@ -210,7 +235,12 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"oryAccessToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "oryAccessToken": {"type": "http", "scheme": "bearer"},
+                # Okta's SDK sends "Authorization: SSWS <token>" (Bearer is accepted too)
+                "oktaApiToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                 "description": "SSWS <token>"},
+            },
         },
     }
 
