@@ -8,6 +8,7 @@ gateway's sessions are terminated, then given back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def test_cached_keys_answer_and_uncached_ones_get_503_while_the_store_is_down(
                    headers=gw.auth, json={"reason": "REVOCATION_REASON_KEY_COMPROMISE"},
                    timeout=10)
     assert r.status_code == 204
+    # every replica also reads the change from the store's log (every 0.5 s) and drops the
+    # key's cache entries then: the revoked answer is cached once that has happened
+    time.sleep(1.5)
     assert verify(gw, revoked_cached).json()["error_code"] == "VERIFICATION_ERROR_REVOKED"
 
     _cut(name)
