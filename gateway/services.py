@@ -195,7 +195,7 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
     derived = DerivedVerifier(policy, signing, cache, peppers, metrics, settings.issuer)
     verifier = Verifier(peppers, cache, policy, derived, move=keys.move_to_current_pepper)
     deriver = Deriver(store, peppers, signing, metrics, issuer=settings.issuer,
-                      max_ttl=settings.max_key_ttl)
+                      max_ttl_s=keys.max_ttl_s)
     admin_tokens = AdminTokens(resolve_admin_tokens(settings),
                                delay_max=settings.admin_refusal_delay,
                                delay_base=min(0.05, settings.admin_refusal_delay))

@@ -264,3 +264,35 @@ def test_a_response_is_one_write_and_an_interim_100_continue_is_not_held(
         sock.sendall(body)
         final = _read_until(sock, b'"is_valid":true', 10)
         assert b"HTTP/1.1 200 OK\r\n" in final
+
+
+def test_only_a_response_head_waits_for_the_write_that_follows_it() -> None:
+    from gateway.http.server import CoalescingTransport
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.sent.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+    raw = Recorder()
+    transport = CoalescingTransport(raw)  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it: at once
+    assert raw.sent == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")  # a head: held for its body
+    assert len(raw.sent) == 1
+    transport.write(b"body")
+    assert raw.sent[1] == b"HTTP/1.1 200 OK\r\n\r\nbody"
+    transport.write(b"chunk")  # a streamed body chunk is never held
+    assert raw.sent[2] == b"chunk"
+    transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    transport.flush()  # the response completed with no body write
+    assert raw.sent[3] == b"HTTP/1.1 204 No Content\r\n\r\n"
+    transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n")
+    transport.close()  # a close sends what is held first
+    assert raw.sent[4].startswith(b"HTTP/1.1 431") and raw.closed

@@ -81,18 +81,23 @@ _AUTH_HEADERS: dict[bytes, tuple[Header, ...]] = {}
 
 
 def auth_headers(cached: Cached) -> tuple[Header, ...]:
-    """Forward auth's identity headers of a "yes": made once per key state and kept for
-    the most recent ones, by the bytes of the key's answer (``TAIL``: its key id, actor
-    and scopes are in them, so a changed key never finds the old headers)."""
-    tail = cached[TAIL]
+    """Forward auth's identity headers of a "yes" from L1 (``_identity_headers``)."""
+    return _identity_headers(cached[TAIL], cached[KEY_ID], cached[5], cached[6])
+
+
+def _identity_headers(tail: bytes, key_id: str, actor_id: str, scopes: tuple[str, ...]
+                      ) -> tuple[Header, ...]:
+    """X-Actor-Id, X-Key-Id, X-Scopes: made once per key state and kept for the most
+    recent ones, by the bytes of the key's answer (``tail``: its key id, actor and scopes
+    are in them, so a changed key never finds the old headers)."""
     headers = _AUTH_HEADERS.get(tail)
     if headers is None:
         if len(_AUTH_HEADERS) >= AUTH_HEADERS_MEMO:
             _AUTH_HEADERS.clear()
         headers = _AUTH_HEADERS[tail] = (
-            (b"x-actor-id", header_value(cached[5])),
-            (b"x-key-id", header_value(cached[KEY_ID])),
-            (b"x-scopes", scopes_value(cached[6])))
+            (b"x-actor-id", header_value(actor_id)),
+            (b"x-key-id", header_value(key_id)),
+            (b"x-scopes", scopes_value(scopes)))
     return headers
 
 
@@ -136,10 +141,6 @@ class Entry:
 
     def unexpired(self) -> bool:
         return unexpired(self.expire_time)
-
-    def answers_alone(self) -> bool:
-        """``answers_alone`` (the "cached yes" rule) for this entry."""
-        return answers_alone(self.packed())
 
     def packed(self) -> Cached:
         """This entry as L1 holds it (see the module's docstring)."""
@@ -191,8 +192,8 @@ class Entry:
 
     @property
     def auth_headers(self) -> tuple[Header, ...]:
-        """Forward auth's identity headers of a "yes" (``auth_headers``)."""
-        return auth_headers(self.packed())
+        """Forward auth's identity headers of a "yes" (``_identity_headers``)."""
+        return _identity_headers(self._tail, self.key_id, self.actor_id, self.scopes)
 
     @classmethod
     def from_key(cls, key: ApiKey) -> Entry:

@@ -23,7 +23,8 @@ def bare(credential: object) -> TypeGuard[str]:
 
 
 class L1Answers:
-    """``yes(digest, now)``: what L1 holds for a digest, and whether it answers yes."""
+    """What L1 holds for a digest (``fresh``), and ``yes``: whether that answers yes by
+    itself, with the use recorded."""
 
     def __init__(self, services: Any) -> None:
         self.enabled: bool = services.cache.l1.enabled

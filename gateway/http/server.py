@@ -58,6 +58,7 @@ SHUTDOWN_TIMEOUT_S = 10
 FIRST_REQUEST_GRACE_S = 2.0
 DRAIN_STATE = "gateway.drain"  # the Drain, in the ASGI lifespan state (so in every scope)
 
+_STATUS_LINE = b"HTTP/1.1 "
 _CONTINUE = b"HTTP/1.1 100 "
 log = logging.getLogger("gateway.server")
 
@@ -88,9 +89,10 @@ class HeadTooLarge(Exception):
 
 class CoalescingTransport:
     """A connection's transport that sends a response's head with its body: uvicorn
-    writes them separately, two send() system calls a response. A write is held until
-    the next one joins it, the response completes, or the connection closes (an interim
-    ``100 Continue`` is sent at once)."""
+    writes them separately, two send() system calls a response. Only a response head is
+    held (a write that starts with the status line, but an interim ``100 Continue``),
+    until the next write joins it, the response completes, or the connection closes; body
+    chunks go out as they come."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -98,14 +100,13 @@ class CoalescingTransport:
 
     def write(self, data: bytes) -> None:
         held = self._held
-        if held is None:
-            if data.startswith(_CONTINUE):  # the client waits for it before its body
-                self._transport.write(data)
-            else:
-                self._held = data
-        else:
+        if held is not None:
             self._held = None
             self._transport.write(held + data)
+        elif data.startswith(_STATUS_LINE) and not data.startswith(_CONTINUE):
+            self._held = data
+        else:  # a body chunk, or the interim answer the client waits for before its body
+            self._transport.write(data)
 
     def flush(self) -> None:
         held = self._held

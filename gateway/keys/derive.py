@@ -30,10 +30,11 @@ _ALGORITHMS = ("TOKEN_ALGORITHM_UNSPECIFIED", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGO
 
 class Deriver:
     def __init__(self, store: Store, peppers: Peppers, keyring: Keyring, metrics: Metrics,
-                 *, issuer: str, max_ttl: str | None = None) -> None:
+                 *, issuer: str, max_ttl_s: float | None = None) -> None:
         self.store = store
-        # the longest lifetime a token may be asked for (GATEWAY_MAX_KEY_TTL; None: none)
-        self.max_ttl_s = parse_ttl(max_ttl, "max ttl") if max_ttl else None
+        # the longest lifetime a token may be asked for (GATEWAY_MAX_KEY_TTL, as the keys'
+        # own: ``KeyService.max_ttl_s``; None: none)
+        self.max_ttl_s = max_ttl_s
         self.peppers = peppers
         self.keyring = keyring
         self.metrics = metrics
