@@ -263,3 +263,21 @@ def test_the_served_openapi_says_what_the_server_enforces(gateway: Gateway) -> N
     assert {"oktaApiToken": []} in next(iter(okta.values()))["security"]
     assert doc["components"]["securitySchemes"]["oktaApiToken"]["description"].startswith(
         "SSWS")
+
+
+def test_of_concurrent_revokes_of_one_key_one_answers_204_the_rest_409(
+        gateway: Gateway, unique: str) -> None:
+    import asyncio
+
+    import httpx
+
+    key_id = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"}
+                   ).json()["issued_api_key"]["key_id"]
+
+    async def revoke_all() -> list[int]:
+        async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.auth) as client:
+            answers = await asyncio.gather(*(
+                client.post(f"{ISSUED}/{key_id}:revoke", json=COMPROMISE) for _ in range(12)))
+        return sorted(a.status_code for a in answers)
+
+    assert asyncio.run(revoke_all()) == [204] + [409] * 11

@@ -441,8 +441,10 @@ class KeyService:
         if key.revoke_time is not None:
             raise FailedPrecondition(f"API key {key_id!r} is already revoked")
         revoked = await self.store.revoke_key(key_id, reason, description, now_us())
-        if revoked is None:
-            raise NotFound(f"API key {key_id!r} not found")
+        if revoked is None:  # deleted or revoked since it was read: one revoke wins
+            if await self.store.get_key(key_id) is None:
+                raise NotFound(f"API key {key_id!r} not found")
+            raise FailedPrecondition(f"API key {key_id!r} is already revoked")
         await self.events.key_changed(revoked)
         return revoked
 

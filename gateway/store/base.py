@@ -300,12 +300,15 @@ class SqlStore:
     async def revoke_key(
         self, key_id: str, reason: RevocationReason, description: str, now_us: int
     ) -> ApiKey | None:
+        """The key as this call revoked it; None when it did not (no such key, or revoked
+        already: of two concurrent revokes exactly one gets the key)."""
         async with self._tx() as c:
             n = await c.execute(_REVOKE, now_us, reason.value, description, now_us, key_id)
+            if n != 1:
+                return None
             rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id)
-            if n == 1 and rows:
-                await _log_change(c, [(rows[0][3], key_id)])
-        return row_to_key(rows[0]) if rows else None
+            await _log_change(c, [(rows[0][3], key_id)])
+        return row_to_key(rows[0])
 
     async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None:
         """Revoke the old key and insert the new one atomically; None if old was not active."""

@@ -228,7 +228,18 @@ async def test_revoke_key_twice_keeps_the_first_revocation(store: Store, actor: 
     key = await store.insert_key(make_key(actor))
     first = await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1)
     again = await store.revoke_key(key.key_id, RevocationReason.SUPERSEDED, "", T0 + 2)
-    assert again == first
+    assert first is not None and again is None  # the second call revoked nothing
+    assert await store.get_key(key.key_id) == first
+
+
+async def test_of_concurrent_revokes_exactly_one_revokes(store: Store, actor: str) -> None:
+    key = await store.insert_key(make_key(actor))
+    results = await asyncio.gather(*(
+        store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + i)
+        for i in range(1, 9)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert await store.get_key(key.key_id) == winners[0]
 
 
 async def test_revoke_unknown_key_returns_none(store: Store) -> None:
@@ -390,7 +401,7 @@ async def test_every_change_writes_its_change_log_row_in_its_own_transaction(
     key = await store.insert_key(_batch_key(50_001))
     assert (await store.follow_changes(first))[1] == []  # a new key changes no answer
     assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 1)
-    assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 2)
+    assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", 2) is None
     other = await store.insert_key(_batch_key(50_002))
     assert await store.update_key(other.with_changes(name="renamed"), other.update_time)
     assert not await store.update_key(other.with_changes(name="again"), other.update_time - 1)
