@@ -281,3 +281,20 @@ def test_of_concurrent_revokes_of_one_key_one_answers_204_the_rest_409(
         return sorted(a.status_code for a in answers)
 
     assert asyncio.run(revoke_all()) == [204] + [409] * 11
+
+
+def test_an_update_keeps_the_expiry_within_the_longest_lifetime(gateway: Gateway,
+                                                                 unique: str) -> None:
+    key_id = _post(gateway, ISSUED, {"name": "k", "actor_id": f"a-{unique}"}
+                   ).json()["issued_api_key"]["key_id"]
+    with gateway.client() as client:
+        cleared = client.patch(f"{ISSUED}/{key_id}", json={},
+                               params={"update_mask": "expire_time"}, headers=gateway.auth)
+        beyond = client.patch(f"{ISSUED}/{key_id}", json={"expire_time": "2099-01-01T00:00:00Z"},
+                              params={"update_mask": "expire_time"}, headers=gateway.auth)
+        malformed = client.patch(f"{ISSUED}/{key_id}", json={"expire_time": {}, "name": "x"},
+                                 params={"update_mask": "name"}, headers=gateway.auth)
+    assert cleared.status_code == 400 and "cannot be cleared" in cleared.json()["message"]
+    assert beyond.status_code == 400 and "GATEWAY_MAX_KEY_TTL" in beyond.json()["message"]
+    # outside the mask, but malformed all the same
+    assert malformed.status_code == 400 and "expire_time" in malformed.json()["message"]

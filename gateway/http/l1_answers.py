@@ -12,13 +12,13 @@ from typing import Any, TypeGuard
 
 from gateway.cache.entry import EXPIRES, KEY_ID, PLAIN, Cached, unexpired
 from gateway.crypto import tokens
-from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.keys.fields import MAX_CREDENTIAL_LENGTH
 from gateway.observability.metrics import HotCounters
 
 
 def bare(credential: object) -> TypeGuard[str]:
     """A credential L1 may answer for: a root key's shape, not a derived token."""
-    return (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_BYTES
+    return (type(credential) is str and 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
             and not credential.startswith(tokens.TOKEN_STARTS))
 
 

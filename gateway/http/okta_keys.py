@@ -151,26 +151,35 @@ async def deactivate_resource_key(request: Request) -> Response:
     return JSONResponse(resource_key_wire(request, server, key))
 
 
+def _or_empty(value: str) -> dict[str, Any]:
+    """``value``, or left out (``""`` or ``null``), which reads as ``value``."""
+    return {"type": "string", "enum": [value, ""], "nullable": True}
+
+
 _HREF = obj(("href",), href=STR, hints=obj(allow={"type": "array", "items": STR}))
 _SCHEMAS = {
     "HrefObject": _HREF,
     "AuthorizationServerJsonWebKey": obj(
         kid=STR, kty=STR, alg=STR, use=STR, n=STR, e=STR, status=STR,
         _links=obj(self=ref("HrefObject"))),
-    "JwkUse": obj(use={"type": "string", "enum": ["sig"]}),
+    "JwkUse": obj(("use",), use={"type": "string", "enum": ["sig"]}),
     "OAuth2ResourceServerJsonWebKey": obj(
         id=STR, kid=STR, kty=STR, use=STR, e=STR, n=STR,
         status={"type": "string", "enum": ["ACTIVE", "INACTIVE"]},
         created=STR, lastUpdated=STR,
         _links=obj(activate=ref("HrefObject"), delete=ref("HrefObject"))),
+    # added INACTIVE (activated afterwards), an RSA key that encrypts; ``n`` and ``e`` must
+    # be a valid RSA public key, which a schema cannot say
     "OAuth2ResourceServerJsonWebKeyRequestBody": obj(
-        kid=STR, kty=STR, use=STR, e=STR, n=STR,
-        status={"type": "string", "enum": ["ACTIVE", "INACTIVE"]}),
+        ("kid", "e", "n"), kid={**STR, "minLength": 1}, kty=_or_empty("RSA"),
+        use=_or_empty("enc"), e={**STR, "minLength": 1}, n={**STR, "minLength": 1},
+        status=_or_empty("INACTIVE")),
     "AuthorizationServerJsonWebKeyList": {
         "type": "array", "items": ref("AuthorizationServerJsonWebKey")},
     "OAuth2ResourceServerJsonWebKeyList": {
         "type": "array", "items": ref("OAuth2ResourceServerJsonWebKey")},
-    "OktaError": obj(errorCode=STR, errorSummary=STR, errorLink=STR, errorId=STR,
+    "OktaError": obj(("errorCode", "errorSummary"), errorCode=STR, errorSummary=STR,
+                     errorLink=STR, errorId=STR,
                      errorCauses={"type": "array", "items": obj(errorSummary=STR)}),
 }
 _RS = f"{_BASE}/resourceservercredentials/keys"

@@ -6,12 +6,14 @@ fully, so the verb is split off the *raw* path, where a literal ``:`` can only b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from gateway.clock import now_us
 from gateway.errors import GatewayError, InvalidArgument, MethodNotAllowed, NotFound
@@ -83,7 +85,7 @@ async def issued_item(request: Request) -> Response:
     await require_admin(request)
     keys = _keys(request)
     key_id, verb = _split_tail(request, "issuedApiKeys")
-    method = request.method
+    method = _method(request)
     if verb == "" and method == "GET":
         return JSONResponse(key_wire(await keys.get(Kind.ISSUED, key_id), now_us()))
     if verb == "" and method == "PATCH":
@@ -98,7 +100,7 @@ async def issued_item(request: Request) -> Response:
         body = _issued(new)
         body["old_issued_api_key"] = key_wire(old, now_us())
         return _created(body, "issuedApiKeys", new.key.key_id)
-    raise _no_route(request, verb, {"": ("GET", "PATCH"), "revoke": ("POST",),
+    raise _no_route(request, verb, {"": ("GET", "HEAD", "PATCH"), "revoke": ("POST",),
                                     "rotate": ("POST",)})
 
 
@@ -119,7 +121,7 @@ async def imported_item(request: Request) -> Response:
     await require_admin(request)
     keys = _keys(request)
     key_id, verb = _split_tail(request, "importedApiKeys")
-    method = request.method
+    method = _method(request)
     if verb == "" and method == "GET":
         return JSONResponse(key_wire(await keys.get(Kind.IMPORTED, key_id), now_us()))
     if verb == "" and method == "PATCH":
@@ -132,7 +134,8 @@ async def imported_item(request: Request) -> Response:
     if verb == "revoke" and method == "POST":
         await keys.revoke((Kind.IMPORTED,), key_id, await _message(request))
         return Response(status_code=204)
-    raise _no_route(request, verb, {"": ("GET", "PATCH", "DELETE"), "revoke": ("POST",)})
+    raise _no_route(request, verb, {"": ("GET", "HEAD", "PATCH", "DELETE"),
+                                    "revoke": ("POST",)})
 
 
 def _batch_endpoint(enum_prefix: str) -> Any:
@@ -208,10 +211,26 @@ async def _list(request: Request, kind: Kind) -> Response:
                          "next_page_token": page.next_page_token})
 
 
+def _method(request: Request) -> str:
+    """The request's method, HEAD read as GET (the server sends no body for HEAD)."""
+    return "GET" if request.method == "HEAD" else request.method
+
+
 def _no_route(request: Request, verb: str, table: dict[str, tuple[str, ...]]) -> GatewayError:
     if verb in table:
         return MethodNotAllowed(request.method, request.url.path, ", ".join(table[verb]))
     return NotFound(f"no route for {request.url.path}")
+
+
+class AnyMethod:
+    """An endpoint that is handed every method: Starlette gives a function endpoint GET
+    alone unless told its methods, and answers the others itself."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def routes() -> list[BaseRoute]:
@@ -223,11 +242,11 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/importedApiKeys:batchImport", _batch_endpoint("BATCH_IMPORT_ERROR_"),
               methods=["POST"]),
         Route(f"{base}/importedApiKeys", imported_collection, methods=["GET", "POST"]),
-        Route(f"{base}/issuedApiKeys/{{tail:path}}", issued_item,
-              methods=["GET", "PATCH", "POST", "DELETE", "PUT"]),
-        Route(f"{base}/importedApiKeys/{{tail:path}}", imported_item,
-              methods=["GET", "PATCH", "POST", "DELETE", "PUT"]),
-        Route(f"{base}/apiKeys/{{tail:path}}", legacy_revoke, methods=["POST", "GET"]),
+        # every method: the handler knows which ones the resource under the path (the key,
+        # or one of its :verbs) takes, and answers the others 405 naming exactly those
+        Route(f"{base}/issuedApiKeys/{{tail:path}}", AnyMethod(issued_item)),
+        Route(f"{base}/importedApiKeys/{{tail:path}}", AnyMethod(imported_item)),
+        Route(f"{base}/apiKeys/{{tail:path}}", AnyMethod(legacy_revoke)),
         Route(f"{base}/apiKeys:derive", derive, methods=["POST"]),
         Route("/v2alpha1/apiKeys:selfRevoke", self_revoke, methods=["POST"]),
     ]

@@ -27,7 +27,7 @@ from gateway.keys.durations import parse_duration
 from gateway.keys.model import RateLimit
 
 MAX_METADATA_BYTES = 64 * 1024
-MAX_CREDENTIAL_BYTES = 8192
+MAX_CREDENTIAL_LENGTH = 8192
 MAX_TEXT = 512
 MAX_SCOPES = 256
 MAX_CIDRS = 256
@@ -66,13 +66,13 @@ def text(body: dict[str, Any], name: str, *, required: bool = False,
         raise InvalidArgument(f"{name}: expected a string, got {_kind(value)}")
     if required and not value:
         raise InvalidArgument(f"{name}: must not be empty")
-    if len(value.encode()) > max_len:
-        raise InvalidArgument(f"{name}: longer than {max_len} bytes")
+    if len(value) > max_len:  # characters, as the OpenAPI document's maxLength counts
+        raise InvalidArgument(f"{name}: longer than {max_len} characters")
     return value
 
 
 def credential(body: dict[str, Any], name: str = "credential") -> str:
-    value = text(body, name, required=True, max_len=MAX_CREDENTIAL_BYTES)
+    value = text(body, name, required=True, max_len=MAX_CREDENTIAL_LENGTH)
     assert value is not None
     return value
 
@@ -141,8 +141,8 @@ def string_list(body: dict[str, Any], name: str, *, max_items: int = MAX_SCOPES,
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             raise InvalidArgument(f"{name}[{i}]: expected a non-empty string")
-        if len(item.encode()) > MAX_TEXT:
-            raise InvalidArgument(f"{name}[{i}]: longer than {MAX_TEXT} bytes")
+        if len(item) > MAX_TEXT:
+            raise InvalidArgument(f"{name}[{i}]: longer than {MAX_TEXT} characters")
         if check is not None:
             check(item, f"{name}[{i}]")
         if item not in out:
@@ -211,7 +211,9 @@ def rate_limit(body: dict[str, Any], name: str = "rate_limit_policy") -> RateLim
     window = parse_duration(raw_window, f"{name}.window")
     if window != int(window) or window < 1:
         raise InvalidArgument(f"{name}.window: must be a whole number of seconds, at least 1s")
-    unit = obj.get("unit") or "requests"
+    unit = obj.get("unit")
+    if unit in (None, ""):
+        unit = "requests"
     if unit != "requests":
         raise InvalidArgument(f"{name}.unit: only \"requests\" is supported, got {unit!r}")
     return RateLimit(quota=quota, window_s=int(window), unit=unit)

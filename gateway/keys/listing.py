@@ -98,7 +98,7 @@ def parse_filter(expression: str | None) -> Filter:
 
 
 def parse_page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_PAGE_SIZE
     try:
         size = int(raw)

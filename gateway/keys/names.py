@@ -13,14 +13,16 @@ from typing import Any
 from gateway.errors import InvalidArgument
 
 _UPPER = re.compile(r"[A-Z]")
+_CAMEL = re.compile(r"[a-z][a-z0-9]*(?:[A-Z][a-z0-9]*)+")
 # message-typed fields whose own fields are renamed too (Structs are not)
 _MESSAGES = frozenset({"ip_restriction", "rate_limit_policy"})
 _LISTS_OF_MESSAGES = frozenset({"requests"})
 
 
 def snake(name: str) -> str:
-    """``actorId`` → ``actor_id``; a proto name is returned as it is."""
-    return _UPPER.sub(lambda m: "_" + m.group().lower(), name) if not name.islower() else name
+    """``actorId`` → ``actor_id``; any other name (a proto name, or one that is no field
+    at all, which the error then names as it was sent) is returned as it is."""
+    return _UPPER.sub(lambda m: "_" + m.group().lower(), name) if _CAMEL.fullmatch(name) else name
 
 
 def snake_fields(body: Any) -> Any:

@@ -103,6 +103,26 @@ def _check_output_only(body: dict[str, Any], key_id: str) -> None:
             f.timestamp(body[stamp], stamp)
 
 
+def _check_shapes(body: dict[str, Any]) -> None:
+    """Every field an update carries is well formed, in the mask or not (a field outside
+    the mask is ignored, but a malformed one is still a malformed request)."""
+    f.text(body, "name")
+    f.text(body, "actor_id")
+    f.string_list(body, "scopes")
+    f.metadata(body)
+    f.enum_value(body, "visibility", Visibility)
+    for name in ("ip_restriction", "rate_limit_policy"):
+        if body.get(name) is not None:
+            f.require_object(body[name], name)
+    expire = body.get("expire_time")
+    if expire is not None:
+        if expire == "":
+            raise InvalidArgument("expire_time: expected an RFC 3339 timestamp such as "
+                                  "\"2030-01-01T00:00:00Z\" (null, or a mask naming it with "
+                                  "none given, clears it)")
+        f.timestamp(expire, "expire_time")
+
+
 class KeyEvents(Protocol):
     """Told when a key changes in a way that can alter a verify answer."""
 
@@ -293,7 +313,7 @@ class KeyService:
         """The key an ImportApiKeyRequest describes, checked (no I/O)."""
         body = f.require_object(body, "ImportApiKeyRequest")
         f.check_known(body, _IMPORT_FIELDS, "ImportApiKeyRequest")
-        raw_key = f.text(body, "raw_key", required=True, max_len=f.MAX_CREDENTIAL_BYTES)
+        raw_key = f.text(body, "raw_key", required=True, max_len=f.MAX_CREDENTIAL_LENGTH)
         assert raw_key is not None
         f.text(body, "name", required=True)
         f.actor_id(body, required=True)
@@ -383,6 +403,7 @@ class KeyService:
         body, update_mask = _unwrap(kind, body, update_mask)
         f.check_known(body, _RESOURCE_FIELDS, f"{kind.value} API key")
         _check_output_only(body, key_id)
+        _check_shapes(body)
         mask = parse_mask(update_mask, body)
         current = await self.get(kind, key_id)
         if current.revoke_time is not None:
@@ -393,6 +414,8 @@ class KeyService:
             update = FIELD_UPDATES[path]
             changes[update.attribute] = update.read(body, current, now)
         changes.update(self._partial_changes(current, body, mask.parts))
+        if "expire_time" in changes:
+            self._check_lifetime(changes["expire_time"], now)
         updated = current.with_changes(**changes)
         if not await self.store.update_key(updated, current.update_time):
             raise FailedPrecondition(
@@ -400,6 +423,17 @@ class KeyService:
             )
         await self.events.key_changed(updated)
         return updated
+
+    def _check_lifetime(self, expire_time: int | None, now: int) -> None:
+        """An updated expiry keeps within GATEWAY_MAX_KEY_TTL, as a new key's ttl does."""
+        if self.max_ttl_s is None:
+            return
+        if expire_time is None:
+            raise InvalidArgument("expire_time: cannot be cleared: every key expires while "
+                                  "GATEWAY_MAX_KEY_TTL is set")
+        if expire_time > now + int(self.max_ttl_s * 1_000_000):
+            raise InvalidArgument(f"expire_time: further than the longest key lifetime, "
+                                  f"{self.max_ttl_s:g}s (GATEWAY_MAX_KEY_TTL), from now")
 
     @staticmethod
     def _partial_changes(current: ApiKey, body: dict[str, Any],

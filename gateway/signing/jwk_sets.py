@@ -81,14 +81,14 @@ class JwkSets:
         _check_set_id(set_id)
         if not isinstance(body, dict):
             raise InvalidArgument("request body must be a JSON object")
-        alg, use, kid = body.get("alg"), body.get("use"), body.get("kid") or None
+        alg, use, kid = body.get("alg"), body.get("use"), body.get("kid")
         if not isinstance(alg, str) or alg not in jwks_.GENERATE:
             raise InvalidArgument(f"alg: must be one of {', '.join(jwks_.GENERATE)}")
         if not isinstance(use, str) or use not in jwks_.USES:
             raise InvalidArgument(f"use: must be one of {', '.join(jwks_.USES)}")
         if kid is not None and not isinstance(kid, str):
             raise InvalidArgument("kid: must be a string")
-        kid = kid or secrets.token_hex(16)
+        kid = kid or secrets.token_hex(16)  # "" or null: one is made
         key = await asyncio.to_thread(jwks_.generate, alg, kid, use, rsa_bits=self._rsa_bits)
         entry = {"key": key.to_dict(), "public": key.to_dict(private=False)}
 

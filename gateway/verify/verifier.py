@@ -13,7 +13,7 @@ from gateway.cache.entry import Cached, Entry
 from gateway.cache.keycache import CacheMode, KeyCache
 from gateway.crypto.peppers import Peppers
 from gateway.errors import Unavailable
-from gateway.keys.fields import MAX_CREDENTIAL_BYTES
+from gateway.keys.fields import MAX_CREDENTIAL_LENGTH
 from gateway.verify.outcomes import Outcome, Result
 from gateway.verify.policy import Policy
 
@@ -58,7 +58,7 @@ class Verifier:
                  ) -> Result | tuple[str, ...] | None:
         """An early verdict, the digests to look up (``Peppers.candidates``), or None for a
         derived token. ``digest``: the credential's, when the caller has computed it."""
-        if not credential or len(credential) > MAX_CREDENTIAL_BYTES or not credential.isascii():
+        if not credential or len(credential) > MAX_CREDENTIAL_LENGTH or not credential.isascii():
             return Result(Outcome.INVALID_FORMAT)
         if self.derived is not None and self.derived.claims_token(credential):
             return None
