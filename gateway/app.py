@@ -6,16 +6,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import MethodNotAllowed, NotFound
-from gateway.http import health, jwk_admin, jwks, metrics, okta_keys, openapi, ory_keys
+from gateway.http import (
+    audit_routes,
+    health,
+    jwk_admin,
+    jwks,
+    metrics,
+    okta_keys,
+    openapi,
+    ory_keys,
+)
+from gateway.http.access_log import AccessLog
 from gateway.http.decisions import DecisionsRoute
 from gateway.http.errors import ORY, error_response
 from gateway.http.hot import ASGIApp, HotPath
 from gateway.http.l1_answers import L1Answers
+from gateway.http.request_ids import RequestIds, request_id_of
 from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
 from gateway.http.wire import SecurityHeaders
 from gateway.services import Services
@@ -24,7 +36,7 @@ CORS_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 CORS_HEADERS = ["Authorization", "Content-Type", "Cache-Control", "Pragma", "X-API-Key",
                 "X-Request-ID"]
 CORS_EXPOSED = ["Location", "X-Cache", "Ory-Talos-Cache", "RateLimit", "RateLimit-Policy",
-                "Retry-After"]
+                "Retry-After", "X-Request-ID"]
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -36,18 +48,32 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(MethodNotAllowed(request.method, request.url.path, allow), ORY)
 
 
+class _CORS(CORSMiddleware):
+    """Starlette's CORS middleware, its preflight answers with a request id too (it answers
+    them itself; every other answer has its id from the app within)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        response.headers["x-request-id"] = request_id_of(request_headers.raw).decode("ascii")
+        return response
+
+
 def create_app(services: Services) -> ASGIApp:
     """The Starlette app for every route, behind the plain-ASGI hot routes."""
     l1 = L1Answers(services)
     gate = services.admin_gate
-    app: ASGIApp = HotPath(SecurityHeaders(create_starlette_app(services)),
-                           (VerifyRoute(services, gate, l1),
-                            BatchVerifyRoute(services, gate, l1), DecisionsRoute(services, l1)))
+    starlette = create_starlette_app(services)
+    hot = (VerifyRoute(services, gate, l1), BatchVerifyRoute(services, gate, l1),
+           DecisionsRoute(services, l1))
+    access = AccessLog(services.trusted) if services.settings.access_log else None
+    app: ASGIApp = HotPath(RequestIds(SecurityHeaders(starlette), access), hot, access)
     origins = services.settings.cors_origins
     if origins:  # off by default: no browser origin may call, and nothing is paid for it
-        app = CORSMiddleware(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
+        app = _CORS(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
                              allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED,
                              max_age=600)
+    if services.tracing is not None:  # off by default (GATEWAY_OTEL_ENDPOINT): outermost
+        app = services.tracing.app(app, [(r.path, r.below) for r in hot], starlette.routes)
     return app
 
 
@@ -58,7 +84,7 @@ def worker_app() -> ASGIApp:
     from gateway.settings import load_settings
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.access_log)
     return create_app(build_services(settings))
 
 
@@ -72,7 +98,8 @@ def create_starlette_app(services: Services) -> Starlette:
             await services.stop()
 
     routes = [*health.routes(), *ory_keys.routes(), *openapi.routes(), *metrics.routes(),
-              *jwks.routes(), *jwk_admin.routes(), *okta_keys.routes()]
+              *jwks.routes(), *jwk_admin.routes(), *okta_keys.routes(),
+              *audit_routes.routes()]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _method_not_allowed})
     app.state.services = services

@@ -1,4 +1,5 @@
-"""``gateway serve | migrate | hash-token`` — the command-line entry point."""
+"""``gateway serve | migrate | hash-token`` — the command-line entry point; ``gateway keys |
+tokens | audit | usage`` talk to a running gateway's API (``gateway.admin_cli``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway import admin_cli
 from gateway.errors import ConfigError, GatewayError
 from gateway.observability.logging import configure_logging
 from gateway.settings import Settings, check_workers, load_settings
@@ -33,8 +35,11 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     options: dict[str, Any] = dict(
         host=host, port=port, loop="uvloop", http=BoundedHttpToolsProtocol,
-        log_level=settings.log_level, access_log=False, lifespan="on", proxy_headers=False,
-        server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
+        # uvicorn's loggers get no handlers of their own: the root's (configure_logging)
+        # formats their lines as the gateway's; its access log stays off (GATEWAY_ACCESS_LOG
+        # is the gateway's own, gateway.http.access_log)
+        log_config=None, log_level=settings.log_level, access_log=False, lifespan="on",
+        proxy_headers=False, server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
     if settings.workers > 1:
         from gateway.http.workers import Workers
 
@@ -121,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--argon2", action="store_true",
                      help="an argon2id hash (of TOKEN, or of a new random token) instead of "
                           "a generated gwa_ token's verifier")
+    admin_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if admin_cli.handles(args):  # HTTP clients of a running gateway: no server settings
+        return admin_cli.run(args)
     configure_logging("info")
     try:
         if args.command == "hash-token":
             return _hash_token(args.token, args.argon2)
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format, settings.access_log)
         if args.command == "migrate":
             return _migrate(settings)
         if args.workers is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -10,7 +11,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from gateway.audit.recorder import AuditRecorder
 from gateway.cache.changes import CONFIRM_S, ChangeFollower
 from gateway.cache.keycache import KeyCache, key_id_cache_key
 from gateway.cache.redis_backend import RedisBackend
@@ -36,6 +39,9 @@ from gateway.verify.policy import Policy
 from gateway.verify.ratelimit import RateLimiter
 from gateway.verify.usage import UsageRecorder
 from gateway.verify.verifier import Verifier
+
+if TYPE_CHECKING:  # imported by build_services only when tracing is on
+    from gateway.observability.tracing import Tracing
 
 log = logging.getLogger("gateway")
 SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing keys
@@ -87,7 +93,9 @@ class Services:
     trusted: Trusted
     unkeyed: UnkeyedFollower
     changes: ChangeFollower
+    audit: AuditRecorder
     redis: RedisBackend | None = None
+    tracing: Tracing | None = None  # GATEWAY_OTEL_ENDPOINT set (or handed in by a test)
     _unwatch_gc: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -104,6 +112,7 @@ class Services:
         if self.redis is not None:
             await self.redis.start_listener(self._on_invalidate)
         self.usage.start()
+        self.audit.start()
         self._unwatch_gc = self.metrics.watch_gc()
 
     async def _on_invalidate(self, items: list[str], added: bool = False) -> None:
@@ -127,11 +136,14 @@ class Services:
         await self.changes.stop()
         await self.signing.stop()
         await self.usage.stop()
+        await self.audit.stop()  # the last counts, while the store is open
         await self.cache.close()
         if self.redis is not None:
             await self.redis.close()
         await self.store.close()
         self.admin_tokens.close()
+        if self.tracing is not None:  # the last spans, exported off the event loop
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def _local_secret(path: Path, nbytes: int) -> Secret:
@@ -167,7 +179,10 @@ def resolve_admin_tokens(settings: Settings) -> tuple[Secret, ...]:
     return (token,)
 
 
-def build_services(settings: Settings, *, store: Store | None = None) -> Services:
+def build_services(settings: Settings, *, store: Store | None = None,
+                   tracing: Tracing | None = None) -> Services:
+    """``tracing``: spans to export (tests hand in one with an in-memory exporter); by
+    default OTLP to GATEWAY_OTEL_ENDPOINT when it is set, and none otherwise."""
     digester = Digester(resolve_pepper(settings))
     retired = tuple(Digester(p) for p in settings.pepper_retired)
     if not digests.NATIVE:
@@ -175,7 +190,15 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                     "at install): credential digests run in Python, several times slower")
     store = store or build_store(settings)
     metrics = Metrics()
-    redis = RedisBackend(settings.redis_url, metrics) if settings.redis_url else None
+    if tracing is None and settings.otel_endpoint:
+        from gateway.observability.tracing import Tracing
+
+        tracing = Tracing.otlp(settings.otel_endpoint)
+    redis_backend: Callable[[str, Metrics], RedisBackend] = RedisBackend
+    if tracing is not None:  # off by default: the plain store and Redis client
+        store = tracing.store(store, "sqlite" if settings.is_sqlite else "postgresql")
+        redis_backend = tracing.redis
+    redis = redis_backend(settings.redis_url, metrics) if settings.redis_url else None
     cache = KeyCache(store, metrics, issuer=settings.issuer, l1_ttl=settings.l1_ttl,
                      l1_size=settings.l1_size, l2_ttl=settings.l2_ttl,
                      negative_ttl=settings.negative_ttl, redis=redis)
@@ -188,7 +211,7 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                       public_key_prefix=settings.public_key_prefix,
                       default_ttl=settings.default_key_ttl, max_ttl=settings.max_key_ttl,
                       events=CacheInvalidator(cache, changes))
-    usage = UsageRecorder(store)
+    usage = UsageRecorder(store, retention_s=settings.usage_retention_s)
     policy = Policy(RateLimiter(redis), usage)
     signing = build_keyring(settings, store, digester, *retired)
     metrics.watch_signing(signing.schedule)
@@ -204,9 +227,12 @@ def build_services(settings: Settings, *, store: Store | None = None) -> Service
                     admin_tokens=admin_tokens, admin_gate=AdminGate(admin_tokens, trusted),
                     keys=keys,
                     metrics=metrics, cache=cache, verifier=verifier, derived=derived,
-                    usage=usage, redis=redis,
+                    usage=usage, redis=redis, tracing=tracing,
                     signing=signing, deriver=deriver, trusted=trusted,
                     jwk_sets=JwkSets(store, sealer_for(*peppers.all)),
                     resource_keys=ResourceServerKeys(store),
                     unkeyed=UnkeyedFollower(store, peppers.unkeyed),
-                    changes=changes)
+                    changes=changes,
+                    audit=AuditRecorder(store, admin_tokens.refusals,
+                                        lambda: metrics.hot.results,
+                                        settings.audit_retention_s))

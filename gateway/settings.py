@@ -93,6 +93,35 @@ def _rotation_period(raw: str) -> float:
     return seconds
 
 
+def _retention(name: str) -> Callable[[str], float | None]:
+    """How long records are kept: a duration (``90d``), or ``0`` for ever."""
+
+    def parse(raw: str) -> float | None:
+        from gateway.keys.durations import parse_duration
+
+        try:
+            seconds = parse_duration(raw, name)
+        except Exception as exc:
+            raise ConfigError(str(exc)) from exc
+        if 0 < seconds < 3600:
+            raise ConfigError(f"{name}: at least 1h (or 0: for ever), got {raw!r}")
+        return seconds or None
+
+    return parse
+
+
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise _Invalid(f"expected text or json, got {raw!r}")
+    return raw.lower()
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise _Invalid(f"expected true or false, got {raw!r}")
+    return raw.lower() == "true"
+
+
 def _database_url(url: str) -> None:
     if not url.startswith(("sqlite:", "postgresql://", "postgres://")):
         raise _Invalid("expected sqlite:///path or postgresql://…")
@@ -119,6 +148,20 @@ def _networks(entries: tuple[str, ...]) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise _Invalid(f"{entry!r} is not an address or CIDR range") from None
+
+
+def _otel_endpoint(url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise _Invalid("expected an OTLP/HTTP URL, e.g. http://collector:4318")
+    from importlib.util import find_spec
+
+    try:  # without importing OpenTelemetry itself
+        installed = all(find_spec(name) is not None for name in (
+            "opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"))
+    except ImportError:
+        installed = False
+    if not installed:
+        raise _Invalid("tracing needs the otel extra: pip install 'gateway[otel]'")
 
 
 def _at_least_one_second(seconds: float) -> None:
@@ -154,11 +197,16 @@ class Settings:
     signing_rotation: str = "MANUAL"  # Okta rotationMode: MANUAL or AUTO
     signing_rotation_period_s: float = DEFAULT_ROTATION_PERIOD_S  # AUTO: how often
     log_level: str = "info"
+    log_format: str = "text"  # every logger's lines: "text" (development) or "json"
+    access_log: bool = False  # one line per request on the gateway.access logger
     drain_seconds: float = 5.0  # after SIGTERM: not ready, still answering (Connection: close)
     # how long cached answers outlive the last read of the change log, while the Redis
     # invalidation subscription is up (rides out a store outage; see gateway.cache.changes)
     store_grace: float = 15.0
     workers: int = 1  # processes serving one port (gateway serve --workers)
+    otel_endpoint: str | None = None  # OTLP/HTTP collector: traces exported there (none: off)
+    audit_retention_s: float | None = 90 * 86_400  # audit events kept (None: for ever)
+    usage_retention_s: float | None = 30 * 86_400  # per-minute usage counts kept
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -221,7 +269,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIGNING_KEYS",            "signing_keys",              _split),
     Setting("SIGNING_ROTATION",        "signing_rotation",          _rotation_mode),
     Setting("SIGNING_ROTATION_PERIOD", "signing_rotation_period_s", _rotation_period),
+    Setting("AUDIT_RETENTION",         "audit_retention_s",
+            _retention("GATEWAY_AUDIT_RETENTION")),
+    Setting("USAGE_RETENTION",         "usage_retention_s",
+            _retention("GATEWAY_USAGE_RETENTION")),
     Setting("LOG_LEVEL",               "log_level",                 str.lower),
+    Setting("LOG_FORMAT",              "log_format",                _log_format),
+    Setting("ACCESS_LOG",              "access_log",                _bool),
+    Setting("OTEL_ENDPOINT",           "otel_endpoint",             str,    _otel_endpoint),
 )
 
 # every setting, by its name without the GATEWAY_ prefix (env, YAML and the k8s ConfigMap)

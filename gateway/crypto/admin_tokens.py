@@ -53,6 +53,7 @@ TOKEN_PREFIX = "gwa_"
 ID_LEN = 12
 SECRET_LEN = 43
 MIN_PLAIN = 16
+MAX_COUNTED_CLIENTS = 1000  # refusals counted by address; further addresses as "other"
 FORGET_S = 10.0  # a client's failures count towards its delay while they come this close
 _TOKEN = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})_[0-9A-Za-z]{{{SECRET_LEN}}}")
 _VERIFIER = re.compile(rf"gwa_([0-9A-Za-z]{{{ID_LEN}}})\.([0-9a-f]{{32}})\.([0-9a-f]{{64}})")
@@ -133,6 +134,7 @@ class AdminTokens:
         self._budget, self._budget_at = argon2_burst, time.monotonic()
         # client -> (failures, no argon2 before, last failure)
         self._backoff: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self.refusals: dict[str, int] = {}  # by client address, since the audit took them
         self._delay_base, self._delay_max, self._flood_rate = delay_base, delay_max, flood_rate
         self._window_at, self._window_count = 0.0, 0
 
@@ -205,6 +207,9 @@ class AdminTokens:
         answer sends nothing more on that connection, so a flood of wrong tokens costs the
         event loop a few requests a second per connection, and asleep they cost no CPU. A
         right token is never delayed. The client's next argon2 guess waits as long."""
+        counts = self.refusals  # taken by the audit trail, one event a minute
+        key = client if client in counts or len(counts) < MAX_COUNTED_CLIENTS else "other"
+        counts[key] = counts.get(key, 0) + 1
         now = time.monotonic()
         failures, _, last = self._backoff.get(client, (0, 0.0, 0.0))
         failures = failures + 1 if now - last < FORGET_S else 1

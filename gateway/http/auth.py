@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from gateway.audit import events as audit
 from gateway.crypto.admin_tokens import AdminTokens
 from gateway.errors import Unauthenticated
 from gateway.http.client_ip import Trusted, client_ip
@@ -26,6 +27,10 @@ class AdminGate:
     held in memory only, never logged: it is a credential the process trusts. Admin tokens
     are fixed for the life of the process, so a remembered header stays valid."""
 
+    def client(self, scope: MutableMapping[str, Any]) -> str:
+        """The client's address, as the trusted proxies say it."""
+        return client_ip(scope, dict(scope.get("headers") or ()), self._trusted) or ""
+
     def __init__(self, tokens: AdminTokens, trusted: Trusted) -> None:
         self._tokens = tokens
         self._trusted = trusted
@@ -41,7 +46,7 @@ class AdminGate:
             return last[1]
 
         def who() -> str:  # the client's address: only asked for when the token fails
-            return client_ip(scope, dict(scope.get("headers") or ()), self._trusted) or ""
+            return self.client(scope)
 
         token = bearer_token(raw.decode("latin-1") if raw else None, schemes)
         if raw is None or token is None:
@@ -57,8 +62,18 @@ class AdminGate:
 
 
 async def require_admin(request: Request, schemes: tuple[str, ...] = BEARER) -> str:
-    """The admin principal, or Unauthenticated unless the request carries an admin token."""
+    """The admin principal, or Unauthenticated unless the request carries an admin token.
+    The principal and the client's address are the actor of the audit events the request
+    causes (``gateway.audit``)."""
     gate: AdminGate = request.app.state.services.admin_gate
     raw = request.headers.get("authorization")
-    return await gate.principal(raw.encode("latin-1") if raw is not None else None,
-                                request.scope, schemes)
+    principal = await gate.principal(raw.encode("latin-1") if raw is not None else None,
+                                     request.scope, schemes)
+    audit.actor.set(audit.Actor(principal, gate.client(request.scope)))
+    return principal
+
+
+def key_holder(request: Request) -> None:
+    """The actor of a request made with a key of its own (self-revoke), not an admin's."""
+    gate: AdminGate = request.app.state.services.admin_gate
+    audit.actor.set(audit.Actor(audit.KEY_HOLDER, gate.client(request.scope)))

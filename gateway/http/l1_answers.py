@@ -31,6 +31,7 @@ class L1Answers:
         self.fresh: Callable[[str, float], Cached | None] = services.cache.l1.fresh
         self.digest: Callable[[str], str] = services.digester.digest
         self._used: dict[str, float] = services.usage.pending
+        self._valid: dict[str, int] = services.usage.valid
         self._counters: HotCounters = services.metrics.hot
 
     def yes(self, cached: Cached | None, now: float) -> TypeGuard[Cached]:
@@ -45,12 +46,20 @@ class L1Answers:
         key_id = cached[KEY_ID]
         if self._used.get(key_id, 0.0) < now:  # a later use may have been recorded
             self._used[key_id] = now
+        valid = self._valid
+        valid[key_id] = valid.get(key_id, 0) + 1  # usage analytics
         self._counters.l1_valid += 1
         return True
 
     def count(self, answered: int) -> None:
         """``answered`` yes answers given from L1 by a caller that recorded their uses."""
         self._counters.l1_valid += answered
+
+    @property
+    def valid(self) -> dict[str, int]:
+        """Key id → yes answers given since the usage flush, for callers that count in
+        bulk."""
+        return self._valid
 
     @property
     def used(self) -> dict[str, float]:

@@ -201,6 +201,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "DeriveTokenResponse": obj(token=ref("Token")),
     "Status": obj(("code", "message"), code={"type": "integer", "format": "int32"},
                   message=STR, details={"type": "array", "items": OBJ}),
+    # this gateway's own extension: a key's verifications by outcome over time
+    "ApiKeyUsage": obj(
+        key_id=STR, interval=enum("minute", "hour", "day"), start_time=TIME, end_time=TIME,
+        total={"type": "integer"}, buckets={"type": "array", "items": obj(
+            start_time=TIME, total={"type": "integer"},
+            counts={"type": "object", "additionalProperties": {"type": "integer"}})}),
     "Empty": obj(),
     "Version": obj(("version",), version=STR),
 }
@@ -240,6 +246,10 @@ OPERATIONS: list[Operation] = [
      None, True),
     ("post", f"{_B}/importedApiKeys/{{key_id}}:revoke", "adminRevokeImportedApiKey", 204,
      "AdminRevokeApiKeyBody", None, True),
+    ("get", f"{_B}/issuedApiKeys/{{key_id}}/usage", "adminGetIssuedApiKeyUsage", 200, None,
+     "ApiKeyUsage", True),
+    ("get", f"{_B}/importedApiKeys/{{key_id}}/usage", "adminGetImportedApiKeyUsage", 200,
+     None, "ApiKeyUsage", True),
     ("post", f"{_B}/importedApiKeys:batchCreate", "adminBatchCreateImportedApiKeys", 200,
      "BatchCreateImportedApiKeysRequest", "BatchCreateImportedApiKeysResponse", True),
     ("post", f"{_B}/importedApiKeys:batchImport", "adminBatchImportApiKeys", 200,
@@ -268,10 +278,16 @@ OPERATIONS: list[Operation] = [
 ]
 
 
-def add_operations(extra: list[Operation], schemas: dict[str, dict[str, Any]]) -> None:
+# query parameters of operations other modules register, by operationId
+_QUERY: dict[str, list[dict[str, Any]]] = {}
+
+
+def add_operations(extra: list[Operation], schemas: dict[str, dict[str, Any]],
+                   query: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Other route modules register their rows here at import time."""
     OPERATIONS.extend(extra)
     SCHEMAS.update(schemas)
+    _QUERY.update(query or {})
 
 
 # The statuses of forward auth (the body is never read; nothing is a 400).
@@ -345,7 +361,7 @@ def document() -> dict[str, Any]:
         params: list[dict[str, Any]] = [
             {"name": n, "in": "path", "required": True, "schema": STR}
             for n in re.findall(r"\{(\w+)\}", path)]
-        if op_id.startswith("adminList"):
+        if op_id in ("adminListIssuedApiKeys", "adminListImportedApiKeys"):
             params += [{"name": "page_size", "in": "query", "schema": {
                            "type": "integer", "minimum": 0,
                            "description": f"0: {DEFAULT_PAGE_SIZE}; at most {MAX_PAGE_SIZE}"}},
@@ -353,6 +369,12 @@ def document() -> dict[str, Any]:
                            "type": S, "format": "page-token"}},
                        {"name": "filter", "in": "query", "schema": {
                            "type": S, "format": "aip160-filter", "maxLength": 2048}}]
+        params += _QUERY.get(op_id, [])
+        if op_id.endswith("Usage"):
+            params += [{"name": "interval", "in": "query", "schema": enum("minute", "hour",
+                                                                          "day")},
+                       {"name": "start_time", "in": "query", "schema": TIME},
+                       {"name": "end_time", "in": "query", "schema": TIME}]
         if op_id.startswith("adminUpdate"):
             params.append({"name": "update_mask", "in": "query",
                            "schema": {"type": S, "format": "field-mask"}})

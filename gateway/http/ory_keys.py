@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.clock import now_us
 from gateway.errors import GatewayError, InvalidArgument, MethodNotAllowed, NotFound
-from gateway.http.auth import require_admin
+from gateway.http.auth import key_holder, require_admin
 from gateway.http.errors import ory
 from gateway.http.wire import JSONResponse, read_json
 from gateway.keys.fields import require_object
@@ -25,6 +25,7 @@ from gateway.keys.listing import parse_filter, parse_page_size
 from gateway.keys.model import Kind
 from gateway.keys.names import snake_fields
 from gateway.keys.service import BatchItem, Issued, KeyService
+from gateway.keys.usage_report import usage_report
 from gateway.keys.wire import key_wire
 
 # A batch of up to 1000 keys in at most 16 MiB and 500,000 JSON values: parsed, that is at
@@ -45,6 +46,8 @@ def _split_tail(request: Request, collection: str) -> tuple[str, str]:
     raw = request.scope.get("raw_path") or request.url.path.encode()
     tail = raw.decode("latin-1").split("?", 1)[0].split(f"/{collection}/", 1)[1]
     key_part, _, verb = tail.partition(":")
+    if not verb and key_part.endswith("/usage"):  # the key's usage, a sub-resource
+        key_part, verb = key_part[:-len("/usage")], "usage"
     key_id = unquote(key_part)
     if not key_id or "/" in key_part:
         raise NotFound(f"no route for {request.url.path}")
@@ -95,13 +98,15 @@ async def issued_item(request: Request) -> Response:
     if verb == "revoke" and method == "POST":
         await keys.revoke((Kind.ISSUED,), key_id, await _message(request))
         return Response(status_code=204)
+    if verb == "usage" and method == "GET":
+        return await _usage(request, Kind.ISSUED, key_id)
     if verb == "rotate" and method == "POST":
         new, old = await keys.rotate(key_id, await _message(request))
         body = _issued(new)
         body["old_issued_api_key"] = key_wire(old, now_us())
         return _created(body, "issuedApiKeys", new.key.key_id)
     raise _no_route(request, verb, {"": ("GET", "HEAD", "PATCH"), "revoke": ("POST",),
-                                    "rotate": ("POST",)})
+                                    "rotate": ("POST",), "usage": ("GET", "HEAD")})
 
 
 # -- imported keys ---------------------------------------------------------------------
@@ -134,8 +139,10 @@ async def imported_item(request: Request) -> Response:
     if verb == "revoke" and method == "POST":
         await keys.revoke((Kind.IMPORTED,), key_id, await _message(request))
         return Response(status_code=204)
+    if verb == "usage" and method == "GET":
+        return await _usage(request, Kind.IMPORTED, key_id)
     raise _no_route(request, verb, {"": ("GET", "HEAD", "PATCH", "DELETE"),
-                                    "revoke": ("POST",)})
+                                    "revoke": ("POST",), "usage": ("GET", "HEAD")})
 
 
 def _batch_endpoint(enum_prefix: str) -> Any:
@@ -198,8 +205,18 @@ async def derive(request: Request) -> Response:
 
 @ory
 async def self_revoke(request: Request) -> Response:
+    key_holder(request)
     await _keys(request).self_revoke(await _message(request))
     return JSONResponse({})
+
+
+async def _usage(request: Request, kind: Kind, key_id: str) -> Response:
+    """The key's verifications by outcome, in minute, hour or day buckets."""
+    keys = _keys(request)
+    await keys.get(kind, key_id)  # 404 for a key that is not there
+    q = request.query_params
+    return JSONResponse(await usage_report(keys.store, key_id, q.get("interval"),
+                                           q.get("start_time"), q.get("end_time")))
 
 
 async def _list(request: Request, kind: Kind) -> Response:

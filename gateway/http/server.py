@@ -44,6 +44,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import HANDLED_SIGNALS, ServerState
 
+from gateway.http.request_ids import new_id
+
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers (Envoy's default is 60 KiB)
 MAX_HEADERS = 128  # Envoy's default is 100; nginx forwards all of a client's headers
 _BODY = b'{"code":3,"message":"request header fields too large","details":[]}'
@@ -233,8 +235,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
-        self.logger.warning(msg)
-        self.send_400_response(msg)
+        rid = new_id()
+        self.logger.warning(msg, extra={"request_id": rid.decode("ascii")})
+        self._answer_and_close(400, b"text/plain; charset=utf-8", msg.encode(), rid)
         self._refused = True
 
     def _refuse(self) -> None:
@@ -246,10 +249,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:  # pipelined: just close
             self.transport.close()
             return
+        self._answer_and_close(431, b"application/json", _BODY, new_id())
+
+    def _answer_and_close(self, status: int, content_type: bytes, body: bytes,
+                          rid: bytes) -> None:
+        """An answer given before the app sees the request, then close. Its request id is
+        a new one: the request's own headers were not all read."""
         self.transport.write(b"".join([
-            STATUS_LINE[431], b"content-type: application/json\r\n",
-            b"content-length: " + str(len(_BODY)).encode() + b"\r\n",
-            b"connection: close\r\n\r\n", _BODY]))
+            STATUS_LINE[status],
+            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+            b"content-type: " + content_type + b"\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"x-request-id: " + rid + b"\r\n", b"connection: close\r\n\r\n", body]))
         self.transport.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.audit.events import event
 from gateway.clock import now_us, to_rfc3339
 from gateway.crypto import tokens
 from gateway.crypto.peppers import Peppers
@@ -102,6 +103,10 @@ class Deriver:
             minted = tokens.mint_macaroon(spec, root, tag_key=self.macaroon_tag_key)
         else:
             minted = tokens.mint_jwt(spec, self.keyring.active_signer())
+        await self.store.insert_audit([event(
+            "token.derived", f"{parent.kind.value}ApiKeys/{parent.key_id}",
+            token_id=minted.token_id, algorithm=label, ttl_seconds=ttl,
+            scopes=list(scopes), audiences=list(audiences))])
         token: dict[str, Any] = {"token": minted.token, "claims": minted.claims,
                                  "expire_time": to_rfc3339(minted.expire_time * 1_000_000),
                                  "scopes": list(scopes), "audiences": list(audiences)}

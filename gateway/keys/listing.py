@@ -33,13 +33,13 @@ class Filter:
         return hashlib.sha256(f"{self.actor_id}\x00{self.status}".encode()).hexdigest()[:12]
 
 
-def parse_filter(expression: str | None) -> Filter:
-    """``actor_id="u1" AND status=KEY_STATUS_ACTIVE``; anything else is a clear 400."""
-    if not expression or not expression.strip():
-        return Filter()
+def scan_terms(expression: str) -> list[tuple[str, str, str]]:
+    """The ``(field, operator, value)`` terms of an AIP-160 conjunction (``a="x" AND b>=3``),
+    quoted values unquoted; a clear 400 for anything else (OR, NOT, parentheses, a dangling
+    AND, text that is no term)."""
     if len(expression) > 2048:
         raise InvalidArgument("filter: longer than 2048 characters")
-    values: dict[str, str] = {}
+    terms: list[tuple[str, str, str]] = []
     text = expression.strip()
     pos = 0
     while True:
@@ -56,20 +56,12 @@ def parse_filter(expression: str | None) -> Filter:
                 "(e.g. actor_id=\"user_123\" AND status=KEY_STATUS_ACTIVE)"
             )
         pos = match.end()
-        field, op, value = match["field"], match["op"], match["value"]
-        if field not in FILTER_FIELDS:
-            raise InvalidArgument(
-                f"filter: field {field!r} cannot be filtered on; supported: actor_id, status"
-            )
-        if op != "=":
-            raise InvalidArgument(f"filter: operator {op!r} is not supported; use =")
-        if field in values:
-            raise InvalidArgument(f"filter: field {field!r} appears twice")
+        value = match["value"]
         if value.startswith('"'):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        values[field] = value
+        terms.append((match["field"], match["op"], value))
         if pos == len(text):
-            break
+            return terms
         joiner = _AND.match(text, pos)
         if joiner is None:
             rest = text[pos:]
@@ -81,6 +73,23 @@ def parse_filter(expression: str | None) -> Filter:
         pos = joiner.end()
         if pos == len(text):
             raise InvalidArgument("filter: AND must be followed by another term")
+
+
+def parse_filter(expression: str | None) -> Filter:
+    """``actor_id="u1" AND status=KEY_STATUS_ACTIVE``; anything else is a clear 400."""
+    if not expression or not expression.strip():
+        return Filter()
+    values: dict[str, str] = {}
+    for field, op, value in scan_terms(expression):
+        if field not in FILTER_FIELDS:
+            raise InvalidArgument(
+                f"filter: field {field!r} cannot be filtered on; supported: actor_id, status"
+            )
+        if op != "=":
+            raise InvalidArgument(f"filter: operator {op!r} is not supported; use =")
+        if field in values:
+            raise InvalidArgument(f"filter: field {field!r} appears twice")
+        values[field] = value
     status = None
     if "status" in values:
         raw = values["status"]
@@ -97,9 +106,11 @@ def parse_filter(expression: str | None) -> Filter:
     return Filter(actor_id=values.get("actor_id"), status=status, text=expression)
 
 
-def parse_page_size(raw: str | None) -> int:
+def parse_page_size(raw: str | None, default: int = DEFAULT_PAGE_SIZE,
+                    most: int = MAX_PAGE_SIZE) -> int:
+    """``page_size``: absent or 0, ``default``; more than ``most``, ``most``."""
     if raw is None:
-        return DEFAULT_PAGE_SIZE
+        return default
     try:
         size = int(raw)
     except ValueError:
@@ -107,8 +118,8 @@ def parse_page_size(raw: str | None) -> int:
     if size < 0:
         raise InvalidArgument("page_size: must not be negative")
     if size == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(size, MAX_PAGE_SIZE)
+        return default
+    return min(size, most)
 
 
 def make_page_token(last_seq: int, flt: Filter) -> str:

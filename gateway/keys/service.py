@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.clock import now_us
+from gateway.audit.events import AuditEvent, event
+from gateway.clock import now_us, to_rfc3339
 from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import imported_key_id
 from gateway.crypto.peppers import Peppers
@@ -50,6 +51,17 @@ _RESOURCE_FIELDS = frozenset({"key_id", "name", "actor_id", "scopes", "status", 
                               "revocation_reason", "revocation_description",
                               "revocation_reason_text"})
 MAX_BATCH_IMPORT = 1000
+
+
+def _target(key: ApiKey) -> str:
+    return f"{key.kind.value}ApiKeys/{key.key_id}"
+
+
+def _created(action: str, key: ApiKey) -> AuditEvent:
+    """A new key's event: who it is for and what it may do (never its secret or digest)."""
+    return event(action, _target(key), actor_id=key.actor_id, name=key.name,
+                 scopes=list(key.scopes), visibility=key.visibility.value,
+                 expire_time=None if key.expire_time is None else to_rfc3339(key.expire_time))
 
 
 async def find_by_credential(store: Store, peppers: Peppers, credential: str
@@ -301,7 +313,7 @@ class KeyService:
         key = ApiKey(key_id=key_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
                      request_fingerprint=fingerprint, **values)
         try:
-            stored = await self.store.insert_key(key)
+            stored = await self.store.insert_key(key, [_created("key.issued", key)])
         except AlreadyExists:
             replay = await self._replay(Kind.ISSUED, values["request_id"], body)
             if replay is None:
@@ -336,7 +348,7 @@ class KeyService:
         if replay is not None:
             return replay
         try:
-            stored = await self.store.insert_key(key)
+            stored = await self.store.insert_key(key, [_created("key.imported", key)])
         except AlreadyExists:
             replay = await self._replay(Kind.IMPORTED, key.request_id, body)
             if replay is not None:
@@ -373,7 +385,11 @@ class KeyService:
                     fresh.append((index, key))
             except GatewayError as exc:
                 results[index] = BatchItem(index, error=exc)
-        stored = await self.store.insert_new_keys([key for _, key in fresh]) if fresh else []
+        failed = sum(1 for item in results.values() if item.error is not None)
+        stored = await self.store.insert_new_keys(
+            [key for _, key in fresh],
+            [event("keys.batch_imported", "importedApiKeys", key_ids=[k.key_id for _, k in fresh],
+                   failed_items=failed)]) if fresh else []
         for (index, key), row in zip(fresh, stored, strict=True):
             results[index] = (BatchItem(index, key=row) if row is not None
                               else BatchItem(index, error=_exists(key)))
@@ -417,7 +433,11 @@ class KeyService:
         if "expire_time" in changes:
             self._check_lifetime(changes["expire_time"], now)
         updated = current.with_changes(**changes)
-        if not await self.store.update_key(updated, current.update_time):
+        changed = sorted({*mask.fields, *(f"{head}.{part}" for head, parts in mask.parts.items()
+                                           for part in parts)})
+        if not await self.store.update_key(updated, current.update_time,
+                                           [event("key.updated", _target(current),
+                                                  fields=changed)]):
             raise FailedPrecondition(
                 f"API key {key_id!r} changed concurrently or was revoked; retry the update"
             )
@@ -474,7 +494,9 @@ class KeyService:
             raise NotFound(f"API key {key_id!r} not found")
         if key.revoke_time is not None:
             raise FailedPrecondition(f"API key {key_id!r} is already revoked")
-        revoked = await self.store.revoke_key(key_id, reason, description, now_us())
+        revoked = await self.store.revoke_key(
+            key_id, reason, description, now_us(),
+            [event("key.revoked", _target(key), reason=reason.value)])
         if revoked is None:  # deleted or revoked since it was read: one revoke wins
             if await self.store.get_key(key_id) is None:
                 raise NotFound(f"API key {key_id!r} not found")
@@ -507,7 +529,8 @@ class KeyService:
         new = ApiKey(key_id=new_id, kind=Kind.ISSUED, digest=self.digester.digest(secret),
                      actor_id=old.actor_id, create_time=now, update_time=now,
                      expire_time=old.expire_time, **values)  # the same end, not a new life
-        stored = await self.store.rotate_key(key_id, new, now)
+        stored = await self.store.rotate_key(
+            key_id, new, now, [event("key.rotated", _target(old), new_key_id=new_id)])
         if stored is None:
             raise FailedPrecondition(f"API key {key_id!r} was revoked concurrently")
         old_now = await self.get(Kind.ISSUED, key_id)
@@ -516,7 +539,7 @@ class KeyService:
 
     async def delete_imported(self, key_id: str) -> None:
         key = await self.get(Kind.IMPORTED, key_id)
-        if not await self.store.delete_key(key_id):
+        if not await self.store.delete_key(key_id, [event("key.deleted", _target(key))]):
             raise NotFound(f"imported API key {key_id!r} not found")
         await self.events.key_changed(key)
 
@@ -541,7 +564,9 @@ class KeyService:
             return
         if key.visibility is Visibility.PUBLIC:
             raise PermissionDenied("public keys cannot be self-revoked")
-        revoked = await self.store.revoke_key(key.key_id, reason, "", now_us())
+        revoked = await self.store.revoke_key(
+            key.key_id, reason, "", now_us(),
+            [event("key.self_revoked", _target(key), reason=reason.value)])
         if revoked is not None:
             await self.events.key_changed(revoked)
 

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.audit.events import event
 from gateway.crypto import jwk as jwks_
 from gateway.crypto.jwk import JwkError
 from gateway.errors import AlreadyExists, InvalidArgument, NotFound
@@ -100,7 +101,8 @@ class JwkSets:
                 raise InvalidArgument(f"a set holds at most {MAX_KEYS} keys")
             return {"keys": [*entries, entry]}
 
-        await self._docs.update(document_name(set_id), change)
+        await self._docs.update(document_name(set_id), change, [
+            event("jwk.generated", f"jwk_sets/{set_id}/{kid}", alg=alg, use=use)])
         return _public([entry])
 
     async def get_set(self, set_id: str) -> list[dict[str, Any]]:
@@ -129,7 +131,8 @@ class JwkSets:
         if not _has_private(entries):
             raise InvalidArgument("the set would hold no private key; while private keys "
                                   "are not exposed a set must keep at least one")
-        await self._docs.update(document_name(set_id), lambda _doc: {"keys": entries})
+        await self._docs.update(document_name(set_id), lambda _doc: {"keys": entries},
+                                [event("jwk_set.replaced", f"jwk_sets/{set_id}", kids=kids)])
         return [e["key"] for e in entries]
 
     async def put_key(self, set_id: str, kid: str, body: Any) -> dict[str, Any]:
@@ -155,7 +158,8 @@ class JwkSets:
                     "are not exposed a set must keep at least one")
             return {"keys": updated}
 
-        await self._docs.update(document_name(set_id), change)
+        await self._docs.update(document_name(set_id), change,
+                                [event("jwk.replaced", f"jwk_sets/{set_id}/{kid}")])
         stored: dict[str, Any] = entry["key"]
         return stored
 
@@ -167,7 +171,8 @@ class JwkSets:
                 raise NotFound(f"JSON Web Key Set {set_id!r} was not found")
             return {"keys": []}
 
-        await self._docs.update(document_name(set_id), change)
+        await self._docs.update(document_name(set_id), change,
+                                [event("jwk_set.deleted", f"jwk_sets/{set_id}")])
 
     async def delete_key(self, set_id: str, kid: str) -> None:
         _check_set_id(set_id)
@@ -179,5 +184,6 @@ class JwkSets:
                 raise NotFound(f"JSON Web Key {kid!r} was not found in set {set_id!r}")
             return {"keys": kept}
 
-        await self._docs.update(document_name(set_id), change)
+        await self._docs.update(document_name(set_id), change,
+                                [event("jwk.deleted", f"jwk_sets/{set_id}/{kid}")])
 

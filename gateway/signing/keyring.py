@@ -59,6 +59,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from gateway.audit.events import event
 from gateway.clock import now_us
 from gateway.crypto import jwk as jwks_
 from gateway.crypto.jwk import Jwk, JwkError
@@ -405,8 +406,11 @@ class Keyring:
             out.append(fresh)
             return {"v": 1, "generations": [g.to_doc() for g in _sorted(out)]}
 
+        # automatic rotation is the gateway's own (principal "system"); keyRotate an admin's
+        audit = [event("signing_keys.rotated", f"authorizationServers/{DEFAULT_SERVER}",
+                       scheduled=due_only, next_kid=fresh.kid)]
         async with self._refresh_lock:
-            doc, raw = await self._docs.update(self._name, change)
+            doc, raw = await self._docs.update(self._name, change, audit)
             self._install(doc, raw)
         if rotated:
             view = self._current()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.audit.events import event
 from gateway.clock import now_us
 from gateway.crypto.jwk import JwkError, rsa_public_key
 from gateway.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -58,6 +59,11 @@ class ResourceKey:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> ResourceKey:
         return cls(**doc)
+
+
+def name_target(auth_server_id: str) -> str:
+    """The audit target of an authorization server's resource-server keys."""
+    return f"authorizationServers/{auth_server_id}/resourceServerKeys"
 
 
 def _string(body: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -140,7 +146,8 @@ class ResourceServerKeys:
                 raise InvalidArgument(f"an authorization server holds at most {MAX_KEYS} keys")
             return self._doc([*keys, key])
 
-        await self._docs.update(name, change)
+        await self._docs.update(name, change, [event(
+            "resource_server_key.added", f"{name_target(auth_server_id)}/{key.id}", kid=kid)])
         return key
 
     async def _set_status(self, auth_server_id: str, key_id: str, status: str) -> ResourceKey:
@@ -161,7 +168,9 @@ class ResourceServerKeys:
                 out.append(key)
             return self._doc(out)
 
-        doc, _ = await self._docs.update(name, change)
+        action = "activated" if status == ACTIVE else "deactivated"
+        doc, _ = await self._docs.update(name, change, [event(
+            f"resource_server_key.{action}", f"{name_target(auth_server_id)}/{key_id}")])
         return self._find(self._keys(doc), key_id)
 
     async def activate(self, auth_server_id: str, key_id: str) -> ResourceKey:
@@ -180,4 +189,5 @@ class ResourceServerKeys:
                                          "another key or deactivate this one first")
             return self._doc([k for k in keys if k.id != key_id])
 
-        await self._docs.update(name, change)
+        await self._docs.update(name, change, [event(
+            "resource_server_key.deleted", f"{name_target(auth_server_id)}/{key_id}")])

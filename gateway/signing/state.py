@@ -9,11 +9,12 @@ starting at once cannot both create a document: the loser re-reads the winner's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
 
+from gateway.audit.events import AuditEvent
 from gateway.errors import Internal, Unavailable
 from gateway.signing.seal import Sealer, SealError
 
@@ -25,7 +26,8 @@ class StateStore(Protocol):
     """The part of ``gateway.store.Store`` this package uses."""
 
     async def get_state(self, name: str) -> str | None: ...
-    async def put_state(self, name: str, value: str, expected: str | None) -> bool: ...
+    async def put_state(self, name: str, value: str, expected: str | None,
+                        audit: Sequence[AuditEvent] = ()) -> bool: ...
 
 
 class Unchanged:
@@ -69,11 +71,13 @@ class Documents:
                 raw = resealed
         return doc, raw
 
-    async def update(self, name: str, change: Callable[[Any], Any]) -> tuple[Any, str | None]:
+    async def update(self, name: str, change: Callable[[Any], Any],
+                     audit: Sequence[AuditEvent] = ()) -> tuple[Any, str | None]:
         """Apply ``change(current or None)`` by compare-and-set until it sticks.
 
         ``change`` may run more than once (after a lost race) and may raise a GatewayError
         to abort; returning ``UNCHANGED`` writes nothing. Returns ``(document, stored)``.
+        ``audit`` is written with the document, in its transaction (nothing when unchanged).
         """
         for _ in range(MAX_ATTEMPTS):
             current, raw = await self.read(name)
@@ -81,6 +85,6 @@ class Documents:
             if new is UNCHANGED:
                 return current, raw
             encoded = self.encode(name, new)
-            if await self._store.put_state(name, encoded, raw):
+            if await self._store.put_state(name, encoded, raw, audit):
                 return new, encoded
         raise Unavailable(f"too many concurrent updates of {name!r}; try again")

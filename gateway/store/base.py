@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.audit import events as audit_events
+from gateway.audit.events import AuditEvent
+from gateway.audit.query import AuditFilter
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RateLimit, RevocationReason, Visibility
 from gateway.store import migrations
 
@@ -25,6 +28,13 @@ COLUMNS = (
 SELECT = f"SELECT seq, {COLUMNS} FROM api_keys"
 
 
+# The audit events of a change, written in the change's own transaction (gateway.audit).
+Audit = Sequence[AuditEvent]
+
+
+USAGE_CHUNK = 500  # usage rows a statement (4 parameters each)
+
+
 class Store(Protocol):
     """What the gateway needs from persistent storage."""
 
@@ -33,8 +43,9 @@ class Store(Protocol):
     async def ping(self) -> None: ...
     async def migrate(self) -> list[str]: ...
     async def pending_migrations(self) -> list[str]: ...
-    async def insert_key(self, key: ApiKey) -> ApiKey: ...
-    async def insert_new_keys(self, keys: Sequence[ApiKey]) -> list[ApiKey | None]: ...
+    async def insert_key(self, key: ApiKey, audit: Audit = ()) -> ApiKey: ...
+    async def insert_new_keys(self, keys: Sequence[ApiKey], audit: Audit = ()
+                              ) -> list[ApiKey | None]: ...
     async def get_key(self, key_id: str) -> ApiKey | None: ...
     async def get_by_digest(self, digest: str) -> ApiKey | None: ...
     async def get_by_request_id(self, kind: Kind, request_id: str) -> ApiKey | None: ...
@@ -48,12 +59,15 @@ class Store(Protocol):
         after_seq: int,
         limit: int,
     ) -> list[ApiKey]: ...
-    async def update_key(self, key: ApiKey, expected_update_time: int) -> bool: ...
+    async def update_key(self, key: ApiKey, expected_update_time: int, audit: Audit = ()
+                         ) -> bool: ...
     async def revoke_key(
-        self, key_id: str, reason: RevocationReason, description: str, now_us: int
+        self, key_id: str, reason: RevocationReason, description: str, now_us: int,
+        audit: Audit = ()
     ) -> ApiKey | None: ...
-    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None: ...
-    async def delete_key(self, key_id: str) -> bool: ...
+    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int, audit: Audit = ()
+                         ) -> ApiKey | None: ...
+    async def delete_key(self, key_id: str, audit: Audit = ()) -> bool: ...
     async def prune_changes(self, before_us: int) -> None: ...
     async def first_change_since(self, at_us: int) -> int: ...
     async def follow_changes(self, after_id: int, limit: int = 10_000
@@ -67,8 +81,17 @@ class Store(Protocol):
                               ) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
+    async def add_usage_counts(self, counts: Sequence[tuple[str, int, str, int]]) -> None: ...
+    async def usage_counts(self, key_id: str, start_minute: int, end_minute: int
+                           ) -> list[tuple[int, str, int]]: ...
+    async def prune_usage(self, before_minute: int) -> int: ...
     async def get_state(self, name: str) -> str | None: ...
-    async def put_state(self, name: str, value: str, expected: str | None) -> bool: ...
+    async def put_state(self, name: str, value: str, expected: str | None,
+                        audit: Audit = ()) -> bool: ...
+    async def insert_audit(self, events: Audit) -> None: ...
+    async def list_audit(self, flt: AuditFilter, before_seq: int | None, limit: int
+                         ) -> list[AuditEvent]: ...
+    async def prune_audit(self, before_us: int) -> int: ...
 
 
 class Tx(Protocol):
@@ -191,6 +214,16 @@ async def _log_change(c: Tx, items: list[tuple[str, str]]) -> None:
                     orjson.dumps(items).decode(), int(datetime.now(UTC).timestamp() * 1e6))
 
 
+async def _write_audit(c: Tx, events: Audit) -> None:
+    """The change's audit events, in its own transaction."""
+    if events:
+        row = f"({', '.join('?' * 9)})"
+        await c.execute(
+            f"INSERT INTO audit_events ({audit_events.COLUMNS}) VALUES "
+            f"{', '.join([row] * len(events))}",
+            *(v for e in events for v in audit_events.row(e)))
+
+
 class SqlStore:
     """The store logic in portable SQL; subclasses supply connections and a backend name."""
 
@@ -233,15 +266,19 @@ class SqlStore:
         async with self._conn() as c:
             await c.fetch("SELECT 1")
 
-    async def insert_key(self, key: ApiKey) -> ApiKey:
+    async def insert_key(self, key: ApiKey, audit: Audit = ()) -> ApiKey:
         async with self._tx() as c:
             rows = await c.fetch(_INSERT, *key_params(key), _secret_format(key))
+            await _write_audit(c, audit)
+        audit_events.emit(audit)
         return key.with_changes(seq=rows[0][0])
 
-    async def insert_new_keys(self, keys: Sequence[ApiKey]) -> list[ApiKey | None]:
+    async def insert_new_keys(self, keys: Sequence[ApiKey], audit: Audit = ()
+                              ) -> list[ApiKey | None]:
         """Insert in one transaction, one statement per ``INSERT_CHUNK`` keys; each key as
         stored, or None where a key with its key_id or digest exists already (nothing is
-        written for it, nor for a second copy within ``keys``)."""
+        written for it, nor for a second copy within ``keys``). ``audit`` is written when
+        any key is."""
         stored: dict[str, int] = {}
         async with self._tx() as c:
             for start in range(0, len(keys), INSERT_CHUNK):
@@ -253,6 +290,10 @@ class SqlStore:
                     "ON CONFLICT DO NOTHING RETURNING key_id, seq",
                     *(v for key in chunk for v in (*key_params(key), _secret_format(key))))
                 stored.update((r[0], r[1]) for r in rows)
+            if stored:
+                await _write_audit(c, audit)
+        if stored:
+            audit_events.emit(audit)
         out: list[ApiKey | None] = []
         for key in keys:
             seq = stored.pop(key.key_id, None)  # a second copy of one key gets None
@@ -286,7 +327,8 @@ class SqlStore:
             rows = await c.fetch(sql, *args)
         return [row_to_key(r) for r in rows]
 
-    async def update_key(self, key: ApiKey, expected_update_time: int) -> bool:
+    async def update_key(self, key: ApiKey, expected_update_time: int, audit: Audit = ()
+                         ) -> bool:
         p = key_params(key)
         async with self._tx() as c:
             n = await c.execute(
@@ -295,10 +337,14 @@ class SqlStore:
             )
             if n == 1:
                 await _log_change(c, [(key.digest, key.key_id)])
+                await _write_audit(c, audit)
+        if n == 1:
+            audit_events.emit(audit)
         return n == 1
 
     async def revoke_key(
-        self, key_id: str, reason: RevocationReason, description: str, now_us: int
+        self, key_id: str, reason: RevocationReason, description: str, now_us: int,
+        audit: Audit = ()
     ) -> ApiKey | None:
         """The key as this call revoked it; None when it did not (no such key, or revoked
         already: of two concurrent revokes exactly one gets the key)."""
@@ -308,9 +354,12 @@ class SqlStore:
                 return None
             rows = await c.fetch(f"{SELECT} WHERE key_id = ?", key_id)
             await _log_change(c, [(rows[0][3], key_id)])
+            await _write_audit(c, audit)
+        audit_events.emit(audit)
         return row_to_key(rows[0])
 
-    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int) -> ApiKey | None:
+    async def rotate_key(self, old_key_id: str, new: ApiKey, now_us: int, audit: Audit = ()
+                         ) -> ApiKey | None:
         """Revoke the old key and insert the new one atomically; None if old was not active."""
         async with self._tx() as c:
             n = await c.execute(
@@ -321,6 +370,8 @@ class SqlStore:
             old = await c.fetch("SELECT digest FROM api_keys WHERE key_id = ?", old_key_id)
             await _log_change(c, [(old[0][0], old_key_id)])
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
+            await _write_audit(c, audit)
+        audit_events.emit(audit)
         return new.with_changes(seq=rows[0][0])
 
     async def prune_changes(self, before_us: int) -> None:
@@ -403,14 +454,16 @@ class SqlStore:
                 await _log_change(c, [(old, key_id), (new, key_id)])
         return row_to_key(rows[0]) if rows else None
 
-    async def delete_key(self, key_id: str) -> bool:
+    async def delete_key(self, key_id: str, audit: Audit = ()) -> bool:
         async with self._tx() as c:
             rows = await c.fetch("SELECT digest FROM api_keys WHERE key_id = ?", key_id)
             if not rows:
                 return False
             await c.execute("DELETE FROM api_keys WHERE key_id = ?", key_id)
             await _log_change(c, [(rows[0][0], key_id)])
-            return True
+            await _write_audit(c, audit)
+        audit_events.emit(audit)
+        return True
 
     async def record_usage(self, usage: dict[str, int]) -> None:
         if not usage:
@@ -424,22 +477,90 @@ class SqlStore:
                     used, key_id, used,
                 )
 
+    # -- usage analytics -----------------------------------------------------------------
+
+    async def add_usage_counts(self, counts: Sequence[tuple[str, int, str, int]]) -> None:
+        """Add ``(key_id, minute, outcome, count)`` rows to the buckets, in one
+        transaction, in key order (concurrent flushes of replicas cannot deadlock)."""
+        rows = sorted(counts)
+        async with self._tx() as c:
+            for start in range(0, len(rows), USAGE_CHUNK):
+                chunk = rows[start:start + USAGE_CHUNK]
+                await c.execute(
+                    "INSERT INTO key_usage (key_id, minute, outcome, count) VALUES "
+                    f"{', '.join(['(?, ?, ?, ?)'] * len(chunk))} "
+                    "ON CONFLICT (key_id, minute, outcome) "
+                    "DO UPDATE SET count = key_usage.count + excluded.count",
+                    *(v for r in chunk for v in r))
+
+    async def usage_counts(self, key_id: str, start_minute: int, end_minute: int
+                           ) -> list[tuple[int, str, int]]:
+        """``(minute, outcome, count)`` of one key with start <= minute < end, in order."""
+        async with self._conn() as c:
+            rows = await c.fetch(
+                "SELECT minute, outcome, count FROM key_usage WHERE key_id = ? "
+                "AND minute >= ? AND minute < ? ORDER BY minute, outcome",
+                key_id, start_minute, end_minute)
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def prune_usage(self, before_minute: int) -> int:
+        async with self._tx() as c:
+            return await c.execute("DELETE FROM key_usage WHERE minute < ?", before_minute)
+
     async def get_state(self, name: str) -> str | None:
         async with self._conn() as c:
             rows = await c.fetch("SELECT value FROM gateway_state WHERE name = ?", name)
         return rows[0][0] if rows else None
 
-    async def put_state(self, name: str, value: str, expected: str | None) -> bool:
-        """Compare-and-set of a named document (signing keys, JWK sets…)."""
+    async def put_state(self, name: str, value: str, expected: str | None,
+                        audit: Audit = ()) -> bool:
+        """Compare-and-set of a named document (signing keys, JWK sets…); ``audit`` is
+        written with it when it is set."""
         async with self._tx() as c:
             if expected is None:
                 rows = await c.fetch(
                     "INSERT INTO gateway_state (name, value) VALUES (?, ?) "
                     "ON CONFLICT (name) DO NOTHING RETURNING name", name, value,
                 )
-                return bool(rows)
-            n = await c.execute(
-                "UPDATE gateway_state SET value = ? WHERE name = ? AND value = ?",
-                value, name, expected,
-            )
-            return n == 1
+                done = bool(rows)
+            else:
+                done = await c.execute(
+                    "UPDATE gateway_state SET value = ? WHERE name = ? AND value = ?",
+                    value, name, expected,
+                ) == 1
+            if done:
+                await _write_audit(c, audit)
+        if done:
+            audit_events.emit(audit)
+        return done
+
+    # -- the audit trail ---------------------------------------------------------------
+
+    async def insert_audit(self, events: Audit) -> None:
+        """Events of no store change (a derived token, counted refusals)."""
+        async with self._tx() as c:
+            await _write_audit(c, events)
+        audit_events.emit(events)
+
+    async def list_audit(self, flt: AuditFilter, before_seq: int | None, limit: int
+                         ) -> list[AuditEvent]:
+        """Newest first, below ``before_seq``."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in sorted(flt.equals.items()):  # columns from a fixed list
+            where.append(f"{column} = ?")
+            args.append(value)
+        for clause, bound in (("at >= ?", flt.since), ("at < ?", flt.until),
+                              ("seq < ?", before_seq)):
+            if bound is not None:
+                where.append(clause)
+                args.append(bound)
+        sql = (f"SELECT seq, {audit_events.COLUMNS} FROM audit_events"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq DESC LIMIT ?")
+        async with self._conn() as c:
+            rows = await c.fetch(sql, *args, limit)
+        return [audit_events.from_row(r) for r in rows]
+
+    async def prune_audit(self, before_us: int) -> int:
+        async with self._tx() as c:
+            return await c.execute("DELETE FROM audit_events WHERE at < ?", before_us)

@@ -35,6 +35,9 @@ def judge(entry: Entry | None, level: str, client_ip: str | None,
     return Result(Outcome.VALID, entry, level)
 
 
+_COUNTED = {o: o.value.upper() for o in Outcome}  # the outcome names usage counts by
+
+
 class Policy:
     def __init__(self, limiter: RateLimiter, usage: UsageRecorder) -> None:
         self.limiter = limiter
@@ -46,7 +49,11 @@ class Policy:
         """``judge``, then the rate limit; a valid use is recorded (unless ``count`` is
         false: the rate limit is not spent either)."""
         result = judge(entry, level, client_ip, expected_audiences)
-        if not result.valid or not count:
+        if not count:
+            return result
+        if not result.valid:
+            if entry is not None:  # a known key's refusal: its usage counts it
+                self.usage.count(entry.key_id, _COUNTED[result.outcome])
             return result
         assert entry is not None
         if entry.rate_limit is not None:
@@ -54,6 +61,8 @@ class Policy:
             outcome = Outcome.VALID if limit.allowed else Outcome.RATE_LIMITED
             result = replace(result, outcome=outcome, limit=limit)
             if not limit.allowed:
+                self.usage.count(entry.key_id, "RATE_LIMITED")
                 return result
         self.usage.record(entry.key_id)
+        self.usage.count(entry.key_id, "VALID")
         return result

@@ -1,8 +1,11 @@
-"""last_used_time without writes on the verify path: aggregated in memory, flushed in
-batches by a background task and once more on shutdown.
+"""last_used_time and usage analytics without writes on the verify path: aggregated in
+memory, flushed in batches by a background task and once more on shutdown.
 
 Uses are stamped with the monotonic clock the caller already read (the L1 lookup needs
-it), and turned into wall-clock microseconds only when a batch is flushed."""
+it), and turned into wall-clock microseconds only when a batch is flushed. Verifications
+are counted per key and outcome (``valid``: the hot path's yes answers, one dict update;
+``outcomes``: the general path's, by outcome) and added to the minute bucket of their
+flush (so a count may land up to one flush interval, 5 s, late)."""
 
 from __future__ import annotations
 
@@ -16,13 +19,19 @@ from gateway.store.base import Store
 
 log = logging.getLogger("gateway.usage")
 CHUNK = 4_000  # keys a write
+PRUNE_S = 3600.0  # how often buckets older than the retention are deleted
 
 
 class UsageRecorder:
-    def __init__(self, store: Store, interval_s: float = 5.0) -> None:
+    def __init__(self, store: Store, interval_s: float = 5.0,
+                 retention_s: float | None = 30 * 86_400) -> None:
         self.store = store
         self.interval_s = interval_s
         self._pending: dict[str, float] = {}  # key id -> monotonic seconds of the last use
+        self.valid: dict[str, int] = {}  # key id -> yes answers since the last flush
+        self.outcomes: dict[tuple[str, str], int] = {}  # (key id, OUTCOME) -> answers
+        self.retention_s = retention_s
+        self._pruned_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -38,6 +47,35 @@ class UsageRecorder:
         used = time.monotonic() if monotonic is None else monotonic
         if self._pending.get(key_id, 0.0) < used:
             self._pending[key_id] = used
+
+    def count(self, key_id: str, outcome: str) -> None:
+        """One verification of the key with ``outcome`` (``VALID``, ``EXPIRED``…)."""
+        key = (key_id, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    async def flush_counts(self) -> None:
+        """Add the counts since the last flush to this minute's buckets."""
+        if not self.valid and not self.outcomes:
+            return
+        counts = {(k, "VALID"): n for k, n in self.valid.items()}
+        self.valid.clear()  # the same dict: the hot path holds it
+        for key, n in self.outcomes.items():
+            counts[key] = counts.get(key, 0) + n
+        self.outcomes.clear()
+        minute = int(time.time()) // 60 * 60
+        try:
+            await self.store.add_usage_counts(
+                [(key_id, minute, outcome, n) for (key_id, outcome), n in counts.items()])
+        except BaseException:  # the store is down, or shutdown: counted again next time
+            for key, n in counts.items():
+                self.outcomes[key] = self.outcomes.get(key, 0) + n
+            raise
+
+    async def prune(self) -> int:
+        self._pruned_at = time.monotonic()
+        if self.retention_s is None:
+            return 0
+        return await self.store.prune_usage(int(time.time() - self.retention_s) // 60 * 60)
 
     async def flush(self) -> None:
         """Write the uses recorded since the last flush, ``CHUNK`` keys a write, yielding
@@ -74,6 +112,12 @@ class UsageRecorder:
         while True:
             await asyncio.sleep(self.interval_s)
             await self.flush()
+            try:
+                await self.flush_counts()
+                if time.monotonic() - self._pruned_at >= PRUNE_S:
+                    await self.prune()
+            except GatewayError as exc:
+                log.warning("usage counts not written (%s); will retry", exc.message)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="usage-flush")
@@ -84,3 +128,7 @@ class UsageRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+        try:
+            await self.flush_counts()
+        except GatewayError as exc:
+            log.warning("usage counts lost at shutdown (%s)", exc.message)

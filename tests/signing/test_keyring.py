@@ -24,7 +24,8 @@ class MemoryState:
         await asyncio.sleep(0)
         return self.docs.get(name)
 
-    async def put_state(self, name: str, value: str, expected: str | None) -> bool:
+    async def put_state(self, name: str, value: str, expected: str | None,
+                        audit: object = ()) -> bool:
         await asyncio.sleep(0)
         if self.docs.get(name) != expected:
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.events import AuditEvent
+from gateway.audit.query import AuditFilter
 from gateway.errors import AlreadyExists
 from gateway.keys.model import ApiKey, KeyStatus, Kind, RateLimit, RevocationReason, Visibility
+from gateway.store import migrations
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -451,3 +455,96 @@ async def test_replicas_record_how_far_they_followed_the_change_log(store: Store
     assert await unconfirmed("x", at) == (at, ["a"])  # "c" (followed), "d" gone
     await store.prune_changes(2**62)
     assert await store.unconfirmed("x", at) == (at, [])
+
+
+# -- the audit trail -------------------------------------------------------------------
+
+
+def _event(n: int, *, at: int, action: str = "key.issued", principal: str = "p"
+           ) -> AuditEvent:
+    return AuditEvent(id=f"ev-{secrets.token_hex(6)}-{n}", at=at, action=action,
+                      target=f"t-{n}", principal=principal, client_address="10.0.0.1",
+                      request_id=f"r-{n}", outcome="success", details={"n": n})
+
+
+async def test_audit_events_list_newest_first_filtered_and_paged(store: Store) -> None:
+    base = T0 + secrets.randbelow(10**12)  # apart from other runs' events in the database
+    mine = f"p-{secrets.token_hex(4)}"
+    events = [_event(n, at=base + n, principal=mine,
+                     action="key.revoked" if n % 2 else "key.issued") for n in range(6)]
+    await store.insert_audit(events[:3])
+    await store.insert_audit(events[3:])
+    flt = AuditFilter({"principal": mine})
+    listed = await store.list_audit(flt, None, 10)
+    assert [e.id for e in listed] == [e.id for e in reversed(events)]
+    assert listed[0] == dataclasses.replace(events[-1], seq=listed[0].seq)  # as written
+    assert [e.id for e in await store.list_audit(flt, listed[1].seq, 2)] == [
+        events[3].id, events[2].id]
+    revoked = await store.list_audit(AuditFilter({"principal": mine, "action": "key.revoked"},
+                                                 since=base + 2, until=base + 5), None, 10)
+    assert [e.id for e in revoked] == [events[3].id]
+
+
+async def test_a_change_whose_event_cannot_be_written_is_not_made(store: Store, actor: str
+                                                                   ) -> None:
+    key = await store.insert_key(make_key(actor))
+    clash = _event(0, at=T0)
+    await store.insert_audit([clash])
+    with pytest.raises(Exception):  # noqa: B017 (the event's id exists: the write fails)
+        await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1,
+                               [clash])
+    got = await store.get_key(key.key_id)
+    assert got is not None and got.revoke_time is None
+    assert await store.revoke_key(key.key_id, RevocationReason.KEY_COMPROMISE, "", T0 + 1,
+                                  [_event(1, at=T0)]) is not None
+
+
+async def test_audit_events_are_pruned_by_age(store: Store) -> None:
+    mine = f"p-{secrets.token_hex(4)}"
+    await store.insert_audit([_event(0, at=5, principal=mine),
+                              _event(1, at=T0 * 2, principal=mine)])
+    assert await store.prune_audit(6) >= 1
+    assert [e.at for e in await store.list_audit(AuditFilter({"principal": mine}), None, 10)
+            ] == [T0 * 2]
+
+
+async def test_a_database_of_the_previous_release_migrates(tmp_path: Path) -> None:
+    """0006 (the audit trail) applies over a database that 0001 to 0005 made and that holds
+    keys: they stay, and changes are recorded from then on."""
+    import sqlite3
+
+    path = tmp_path / "previous.db"
+    db = sqlite3.connect(path)
+    db.execute(migrations.CREATE_TABLE)
+    for version, name, sql in migrations.available("sqlite"):
+        if version >= 6:
+            break
+        for stmt in migrations.statements(sql):
+            db.execute(stmt)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, "then"))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        key = await store.insert_key(make_key("old-actor"))  # opened: migrated already
+        assert await store.pending_migrations() == []
+        assert await store.delete_key(key.key_id, [_event(0, at=T0)])
+        assert len(await store.list_audit(AuditFilter(), None, 10)) == 1
+    finally:
+        await store.close()
+
+
+# -- usage analytics -------------------------------------------------------------------
+
+
+async def test_usage_counts_add_up_per_minute_and_outcome(store: Store, actor: str) -> None:
+    key_id = f"usage-{actor}"
+    await store.add_usage_counts([(key_id, 600, "VALID", 3), (key_id, 600, "REVOKED", 1),
+                                  (key_id, 660, "VALID", 2)])
+    await store.add_usage_counts([(key_id, 600, "VALID", 4)])  # a later flush adds
+    assert await store.usage_counts(key_id, 0, 10**9) == [
+        (600, "REVOKED", 1), (600, "VALID", 7), (660, "VALID", 2)]
+    assert await store.usage_counts(key_id, 660, 720) == [(660, "VALID", 2)]
+    assert await store.prune_usage(660) >= 2
+    assert await store.usage_counts(key_id, 0, 10**9) == [(660, "VALID", 2)]
