@@ -5,9 +5,11 @@ formats (``GATEWAY_LOG_FORMAT``) of every logger, uvicorn's too; the access log
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -38,7 +40,7 @@ BATCH = "/v2alpha1/admin/apiKeys:batchVerify"
 DECISIONS = "/v2alpha1/decisions"
 ISSUED = "/v2alpha1/admin/issuedApiKeys"
 ROTATE = "/api/v1/authorizationServers/default/credentials/lifecycle/keyRotate"
-GENERATED = re.compile(r"[0-9a-f]{32}")
+GENERATED = re.compile(r"[0-9a-f]{24,32}")
 SAFE_IDS = ["abc", "req-1_2.3:4/5+6=7", "A" * MAX_LENGTH,
             "4bf92f3577b34da6a3ce929d0e0e4736", "00-4bf92f35-01"]
 UNSAFE_IDS = [b"a b", b'a"b', b"a'b", b"a\tb", b"a,b", b"a;b", b"<script>", b"a\\b",
@@ -345,8 +347,8 @@ def test_configure_logging_formats_every_logger_and_holds_the_drivers() -> None:
         ours = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
         assert len(ours) == 1
         stream = io.StringIO()
-        ours[0].setStream(stream)  # type: ignore[attr-defined]
-        logging.getLogger("uvicorn.error").info("started")
+        with contextlib.redirect_stderr(stream):  # the handler writes to sys.stderr of now
+            logging.getLogger("uvicorn.error").info("started")
         assert json.loads(stream.getvalue())["logger"] == "uvicorn.error"
         for name in DRIVER_LOGGERS:
             assert logging.getLogger(name).level == logging.INFO
@@ -464,3 +466,20 @@ def test_the_hot_routes_tag_their_answers_and_set_the_id_for_the_general_half() 
     assert call((b"x-request-id", b"general-1"))[b"x-request-id"] == b"general-1"
     generated = call()[b"x-request-id"].decode()
     assert GENERATED.fullmatch(generated) and seen == ["general-1", generated]
+
+
+def test_new_ids_are_unique_in_a_process_and_across_forked_workers() -> None:
+    from gateway.http.request_ids import new_id
+
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked from this process draws its own prefix
+        os.write(write, new_id())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64)
+    os.close(read)
+    os.close(write)
+    assert child not in ids and child[:16] != next(iter(ids))[:16]

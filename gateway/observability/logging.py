@@ -13,6 +13,7 @@ does), and those parameters are digests: their loggers are held at INFO or above
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -79,7 +80,17 @@ def rfc3339(created: float) -> str:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler ``configure_logging`` installs (and replaces when called again)."""
+    """The handler ``configure_logging`` installs (and replaces when called again). It
+    writes to whatever ``sys.stderr`` is when a line is written, not the stream of when it
+    was made (one replaced since, as a test's captured stderr, may be closed)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it
+        pass
 
 
 def configure_logging(level: str, log_format: str = "text", access_log: bool = False) -> None:
