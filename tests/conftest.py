@@ -227,3 +227,18 @@ def fresh_pg_database() -> Iterator[str]:
         yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
     finally:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that configures logging in-process (``gateway.cli.main``) leaves the root
+    logger as it found it: its handler would write later tests' lines (httpx's requests)
+    into their captured stderr."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
