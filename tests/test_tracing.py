@@ -394,3 +394,15 @@ def test_a_real_gateway_exports_its_spans_over_otlp_http(tmp_path: Path) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_key_routes_below_a_key_are_named_by_their_template() -> None:
+    from gateway.observability.tracing import _key_route
+
+    def name(raw: bytes) -> str:
+        return _key_route(f"{ISSUED}/{{tail}}", {"raw_path": raw, "path": raw.decode()})
+
+    assert name(f"{ISSUED}/01ABC/usage?interval=hour".encode()) == f"{ISSUED}/{{key_id}}/usage"
+    assert name(f"{ISSUED}/01ABC:rotate".encode()) == f"{ISSUED}/{{key_id}}:rotate"
+    assert name(f"{ISSUED}/01ABC:secret".encode()) == f"{ISSUED}/{{key_id}}:{{verb}}"
+    assert name(f"{ISSUED}/01ABC".encode()) == f"{ISSUED}/{{key_id}}"

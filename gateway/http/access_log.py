@@ -11,10 +11,9 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from gateway.http.client_ip import Trusted, client_ip
+from gateway.http.ory_keys import KEY_TAIL, key_route
 
 log = logging.getLogger("gateway.access")
-_TAIL = "/{tail}"  # ory_keys' ``{tail:path}``: a key id, maybe with a verb
-_VERBS = {"revoke": ":revoke", "rotate": ":rotate", "usage": "/usage"}  # its routes' own
 
 
 def route_template(scope: Mapping[str, Any]) -> str | None:
@@ -22,12 +21,9 @@ def route_template(scope: Mapping[str, Any]) -> str | None:
     the router; None: none), its parameters as ``{name}``; ory_keys' ``…/{tail}`` as
     ``…/{key_id}``, with the verb when it is one of the routes' own."""
     template: str | None = getattr(scope.get("route"), "path_format", None)
-    if template is None or not template.endswith(_TAIL):
+    if template is None or not template.endswith(KEY_TAIL):
         return template
-    key, _, verb = str((scope.get("path_params") or {}).get("tail", "")).partition(":")
-    if not verb and key.endswith("/usage"):
-        verb = "usage"
-    return template.removesuffix(_TAIL) + "/{key_id}" + _VERBS.get(verb, "")
+    return key_route(template, str((scope.get("path_params") or {}).get("tail", "")))
 
 
 class AccessLog:

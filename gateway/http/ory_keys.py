@@ -41,13 +41,33 @@ def _keys(request: Request) -> KeyService:
     return keys
 
 
+KEY_TAIL = "/{tail}"  # the routes below: a key id, maybe with a verb
+KEY_VERBS = {"revoke": ":revoke", "rotate": ":rotate", "usage": "/usage"}
+
+
+def split_key_tail(tail: str) -> tuple[str, str]:
+    """``(key part, verb)`` of what follows a key collection: ``KEY:verb`` or
+    ``KEY/usage`` (the key's usage, a sub-resource); the verb is "" when there is none."""
+    key_part, _, verb = tail.partition(":")
+    if not verb and key_part.endswith("/usage"):
+        key_part, verb = key_part[:-len("/usage")], "usage"
+    return key_part, verb
+
+
+def key_route(template: str, tail: str, unknown: str = "") -> str:
+    """The template of a request below a key route (``…/{tail}``): ``…/{key_id}`` with
+    its verb when it is one of the routes' own, else ``unknown`` (never the path's text,
+    which holds a key id and could hold anything)."""
+    _, verb = split_key_tail(tail)
+    base = template.removesuffix(KEY_TAIL) + "/{key_id}"
+    return base + (KEY_VERBS.get(verb, unknown) if verb else "")
+
+
 def _split_tail(request: Request, collection: str) -> tuple[str, str]:
     """``(key_id, verb)`` from the raw path below ``/v2alpha1/admin/<collection>/``."""
     raw = request.scope.get("raw_path") or request.url.path.encode()
     tail = raw.decode("latin-1").split("?", 1)[0].split(f"/{collection}/", 1)[1]
-    key_part, _, verb = tail.partition(":")
-    if not verb and key_part.endswith("/usage"):  # the key's usage, a sub-resource
-        key_part, verb = key_part[:-len("/usage")], "usage"
+    key_part, verb = split_key_tail(tail)
     key_id = unquote(key_part)
     if not key_id or "/" in key_part:
         raise NotFound(f"no route for {request.url.path}")

@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Match
 
 from gateway.cache.redis_backend import RedisBackend
 from gateway.http.hot import ASGIApp, Message, Receive, Scope, Send
+from gateway.http.ory_keys import KEY_TAIL, key_route
 from gateway.observability.metrics import Metrics
 from gateway.store.base import Store
 from gateway.version import VERSION
@@ -45,9 +46,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNTRACED = frozenset({"/health/alive", "/health/ready", "/metrics"})
 # the verbs of ``…/{key_id}:<verb>`` (gateway.http.ory_keys); any other text is a caller's
-_VERBS = frozenset({"revoke", "rotate"})
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
-_TAIL = "/{tail}"  # ory_keys' ``{tail:path}``: a key id and maybe its verb
 
 
 def traces_url(endpoint: str) -> str:
@@ -138,19 +137,16 @@ class RouteNames:
                 return name
         for route, template in self._routes:
             if route.matches(scope)[0] is not Match.NONE:
-                return _key_route(template, scope) if template.endswith(_TAIL) else template
+                return _key_route(template, scope) if template.endswith(KEY_TAIL) else template
         return None
 
 
 def _key_route(template: str, scope: Scope) -> str:
     """``…/{tail}`` → ``…/{key_id}``, with the verb when the path has one."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
-    _, colon, verb = raw.rsplit(b"/", 1)[-1].partition(b":")
-    base = template.removesuffix(_TAIL) + "/{key_id}"
-    if not colon:
-        return base
-    text = verb.decode("latin-1")
-    return f"{base}:{text}" if text in _VERBS else base + ":{verb}"
+    prefix = template.removesuffix(KEY_TAIL) + "/"
+    tail = raw.decode("latin-1").split("?", 1)[0].removeprefix(prefix)
+    return key_route(template, tail, unknown=":{verb}")
 
 
 class TracingMiddleware:
