@@ -24,16 +24,14 @@ and the id is not set in ``request_context``; the general half runs with it set,
 from __future__ import annotations
 
 import logging
-from binascii import hexlify
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from os import urandom
 from time import monotonic
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.http.access_log import AccessLog
 from gateway.http.errors import ORY, error_answer, internal_error
-from gateway.http.request_ids import HEADER, MAX_LENGTH, SAFE_MAP, Tagged, request_id_of
+from gateway.http.request_ids import HEADER, IDS, MAX_LENGTH, SAFE_MAP, Tagged, request_id_of
 from gateway.http.wire import Header, send_bytes
 from gateway.observability.request_context import request_id
 
@@ -104,7 +102,7 @@ class HotPath:
             status, headers, body, rid = step
             # request_ids.accepted and new_id, inlined (a call is ~400 instructions)
             if rid is None or len(rid) > MAX_LENGTH or not rid.translate(SAFE_MAP).isalnum():
-                rid = hexlify(urandom(16))
+                rid = b"%s%08x" % (IDS.prefix, next(IDS.counter))
             await send({"type": "http.response.start", "status": status,
                         "headers": headers + ((HEADER, rid),)})  # noqa: RUF005 (cheaper)
             await send(body)
