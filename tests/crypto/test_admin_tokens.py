@@ -272,6 +272,6 @@ def test_the_k8s_secret_example_placeholder_fails_closed() -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[2]
-    data = yaml.safe_load((root / "k8s" / "secret.example.yaml").read_text())["stringData"]
+    data = yaml.safe_load((root / "k8s/examples/secret.example.yaml").read_text())["stringData"]
     with pytest.raises(ConfigError, match="GATEWAY_ADMIN_TOKENS"):
         load_settings({"GATEWAY_ADMIN_TOKENS": data["GATEWAY_ADMIN_TOKENS"]})
