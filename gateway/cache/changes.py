@@ -18,12 +18,19 @@ Rows are read again ``LAG`` ids back (a PostgreSQL transaction can commit after 
 and each is applied once; rows older than ``KEEP_S`` are pruned. At start a replica applies
 the changes of the last L2 TTL (an L2 copy that no replica could drop when it changed must
 not be served by a newcomer).
+
+After a Redis failover (Sentinel named another primary, ``RedisBackend.on_switch``) the
+same changes are dropped from L2 again, on the new primary, before this replica uses L2
+there (``_replay_to_l2``): the drops and tombstones this replica wrote to the old primary
+may not have been replicated, and it reads L2 only where it writes its own drops. Changes
+made after the switch are dropped on the new primary as they are read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,6 +48,8 @@ LAG = 200
 PAGE = 10_000
 KEEP_S = 3600.0
 PRUNE_EVERY_S = 60.0
+REPLAY_RETRY_S = 0.2  # after a failover: pause between attempts to re-drop L2
+log = logging.getLogger("gateway.redis")
 
 
 class ChangeFollower(StoreFollower):
@@ -59,6 +68,9 @@ class ChangeFollower(StoreFollower):
         self._applied: OrderedDict[int, None] = OrderedDict()
         self._pruned_at = 0.0
         cache.trust_until(float("-inf"))  # nothing is answered from the caches before
+        self._replay: asyncio.Task[None] | None = None
+        if cache.redis is not None:
+            cache.redis.on_switch = self._primary_switched
 
     async def start(self) -> None:
         since = int((time.time() - self.l2_ttl) * 1e6)
@@ -101,6 +113,42 @@ class ChangeFollower(StoreFollower):
         await self.store.heartbeat(self.replica_id, at, at + int(lease * 1e6))
         self.cache.trust_until(started + lease)
         return True
+
+    def _primary_switched(self) -> None:
+        """Redis has another primary: L2 is held (``RedisBackend.l2_held``) until
+        ``_replay_to_l2`` has run for it."""
+        redis = self.cache.redis
+        assert redis is not None
+        if self._replay is None or self._replay.done():
+            self._replay = redis.spawn(self._replay_to_l2(), "redis-failover-replay")
+
+    async def _replay_to_l2(self) -> None:
+        """Drop from L2, on the current primary, every change of the last L2 TTL (an L2
+        copy written before a change is gone by then), then use L2 again; once more if the
+        primary changed meanwhile."""
+        redis = self.cache.redis
+        assert redis is not None
+        while (epoch := redis.l2_held) is not None:
+            started = time.monotonic()
+            try:
+                after = await self.store.first_change_since(
+                    int((time.time() - self.l2_ttl) * 1e6))
+                after = max(0, after - LAG)
+                cache_keys: list[str] = []
+                while True:
+                    _, rows = await self.store.follow_changes(after, PAGE)
+                    cache_keys += [k for _, items in rows for digest, key_id in items
+                                   for k in (digest, key_id_cache_key(key_id))]
+                    if len(rows) < PAGE:
+                        break
+                    after = rows[-1][0]
+                if await self.cache.drop_l2_all(cache_keys) and redis.release_l2(epoch):
+                    log.info("%d change(s) dropped from L2 on the new primary in %.2fs",
+                             len(cache_keys) // 2, time.monotonic() - started)
+                    return
+            except GatewayError as exc:
+                log.warning("re-dropping L2 after a failover failed: %s", exc.message)
+            await asyncio.sleep(REPLAY_RETRY_S)
 
     async def confirm(self, acked: set[str], deadline: float) -> None:
         """Return once every replica trusted past now has applied the change just made

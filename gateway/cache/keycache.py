@@ -23,6 +23,7 @@ from gateway.store.base import Store
 _NEGATIVE = b"-"
 DECODED_MEMO = 4096
 REFRESH_RETRY_S = 1.0  # pause after a refresh round that failed (store or Redis down)
+DROP_BATCH = 1000  # cache keys a command when many are dropped at once (drop_l2_all)
 KEY_ID_PREFIX = "kid:"  # cache keys of parents looked up by key id rather than by digest
 
 
@@ -136,7 +137,7 @@ class KeyCache:
         # A digest whose invalidation has not reached Redis yet may have a stale L2 copy:
         # it is read from the store meanwhile. A lookup never pushes or waits for an
         # invalidation itself (the admin call and one background task do).
-        if (self.redis is not None and self.redis.available
+        if (self.redis is not None and self.redis.l2_ready
                 and started < self.l1.trusted_until and digest not in self._unsynced):
             hit, entry = self._decode(await self.redis.get(_l2_key(digest)))
             self.metrics.cache("L2", hit)
@@ -281,6 +282,18 @@ class KeyCache:
             self._unsynced.update(digests)
             self._retry_sync()
 
+    async def drop_l2_all(self, cache_keys: list[str]) -> bool:
+        """Delete the L2 copies of ``cache_keys`` (with tombstones), in batches, whatever
+        else is pending (after a failover, see ``ChangeFollower``): False when some could
+        not be, or the primary changed meanwhile."""
+        assert self.redis is not None
+        epoch = self.redis.epoch
+        for i in range(0, len(cache_keys), DROP_BATCH):
+            if not await self.redis.delete_with_tombstone(
+                    [(_l2_key(d), _tomb_key(d)) for d in cache_keys[i:i + DROP_BATCH]]):
+                return False
+        return self.redis.epoch == epoch
+
     async def _sync(self) -> set[str] | None:
         """Push the pending invalidations to Redis: the replicas that acknowledged them, or
         None when some are left (Redis could not be reached)."""
@@ -290,9 +303,14 @@ class KeyCache:
             if not pending:
                 return set()
             acked = None
+            epoch = self.redis.epoch
             if await self.redis.delete_with_tombstone(
                     [(_l2_key(d), _tomb_key(d)) for d in pending]):
                 acked = await self.redis.publish_invalidation(pending)
+                if acked is not None and self.redis.epoch != epoch:
+                    # the drop may be on the old primary and the acks from the new one,
+                    # whose replicas would read L2 there: not done
+                    acked = None
                 if acked is not None:
                     self._unsynced.difference_update(pending)
             return acked if not self._unsynced else None

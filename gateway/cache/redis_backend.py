@@ -13,6 +13,16 @@ is not per database: two deployments on one Redis server must not wait for each 
 acks); each replica applies it to its L1 and pushes an ack, and the publisher collects as
 many acks as PUBLISH reported receivers (polling, with commands that do not block: a
 blocking pop that outlived the socket timeout used to open the breaker).
+
+With a Sentinel address (``redis+sentinel://``, see ``gateway.cache.redis_url``) every
+connection asks the Sentinels for the primary, and a watch asks them every ``WATCH_S``.
+When they name another server (a failover), the backend's ``epoch`` moves on: a command
+that was in flight across the change counts as failed (its write may have landed on the
+old primary and be lost with it, its read may be the old primary's), no connection to the
+old address is used again, the subscription moves to the new primary, and L2 is neither
+read nor filled until ``on_switch``'s handler (``ChangeFollower``) has dropped, on the new
+primary, every change of the last L2 TTL (``release_l2``): writes the old primary
+acknowledged but never replicated, tombstones among them, are lost in a failover.
 """
 
 from __future__ import annotations
@@ -27,8 +37,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.cache.redis_url import SentinelUrl, is_sentinel, parse_sentinel_url
 from gateway.observability.metrics import Metrics
 
 log = logging.getLogger("gateway.redis")
@@ -37,6 +51,8 @@ BREAKER_S = 1.0
 TOMBSTONE_S = 60
 ACK_WAIT_S = 2.0
 ACK_POLL_S = 0.01
+WATCH_S = 1.0  # Sentinel mode: how often the Sentinels are asked which server is the primary
+LISTEN_POLL_S = 0.5  # how often the subscriber looks up from its socket (to follow a failover)
 # One L2 read in flight at a time: lookups that arrive meanwhile ride on the next MGET,
 # so under load an MGET carries all the lookups of one round trip. Measured beside the
 # floor with L1 off: 0.47 -> 0.50 of its req/s against one MGET per loop tick, and a
@@ -64,12 +80,50 @@ return {n, redis.call('PTTL', KEYS[1])}
 """
 
 
+Address = tuple[str, int]
+
+
+class _PrimaryPool(SentinelConnectionPool):
+    """A pool of connections to the primary Sentinel names. ``watcher`` hears every address
+    the Sentinels give, before any connection is made to it; a connection still open to an
+    earlier address (it was in use when the primary changed) is closed when it is next
+    taken from the pool, not reused (redis-py's own pool would reuse it)."""
+
+    watcher: Callable[[Address], None] | None = None
+
+    async def get_master_address(self) -> Any:
+        address = await self.sentinel_manager.discover_master(self.service_name)
+        if self.watcher is not None:
+            self.watcher((str(address[0]), int(address[1])))
+        if self.master_address != address:
+            self.master_address = address
+            await self.disconnect(inuse_connections=False)
+        return address
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if (self.master_address is not None and connection.is_connected
+                and (connection.host, connection.port) != tuple(self.master_address)):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
+
+
 class RedisBackend:
     def __init__(self, url: str, metrics: Metrics, *, timeout: float = 0.25) -> None:
         self._url = url
         self._timeout = timeout
         self.metrics = metrics
         self.replica_id = uuid.uuid4().hex[:12]
+        # Sentinel mode: the address, the Sentinels' clients, the primary last named
+        self._sentinel_url: SentinelUrl | None = (
+            parse_sentinel_url(url) if is_sentinel(url) else None)
+        self._sentinel: Sentinel | None = None
+        self._primary: Address | None = None
+        self.epoch = 0  # moves on whenever the primary changes
+        self._l2_held: int | None = None  # the epoch whose L2 is not trusted yet
+        # Called when the primary changed: L2 stays held until it calls release_l2(epoch).
+        self.on_switch: Callable[[], None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._moved = asyncio.Event()  # wakes a subscriber waiting to retry
         self._client = self._make_client()
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         self.channel = f"{CHANNEL}:{db}"
@@ -90,10 +144,81 @@ class RedisBackend:
         self.subscribed = asyncio.Event()
 
     def _make_client(self) -> aioredis.Redis:
+        if self._sentinel_url is not None:
+            client = self._primary_client(
+                socket_timeout=self._timeout, health_check_interval=0, max_connections=64)
+            pool = client.connection_pool
+            assert isinstance(pool, _PrimaryPool)
+            pool.watcher = self._primary_named
+            return client
         return aioredis.Redis.from_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
             health_check_interval=0, retry_on_timeout=False, max_connections=64,
         )
+
+    def _primary_client(self, **kwargs: Any) -> aioredis.Redis:
+        """A client of the primary the Sentinels name (Sentinel mode)."""
+        url = self._sentinel_url
+        assert url is not None
+        if self._sentinel is None:
+            # bounded: a Sentinel that does not answer costs one timeout, and no retries
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(url.sentinels), sentinel_kwargs={
+                    "socket_timeout": self._timeout, "socket_connect_timeout": self._timeout,
+                    "password": url.sentinel_password, "retry": Retry(NoBackoff(), 0)})
+        client: aioredis.Redis = self._sentinel.master_for(
+            url.service, connection_pool_class=_PrimaryPool, db=url.db,
+            username=url.username, password=url.password,
+            socket_connect_timeout=self._timeout, retry=Retry(NoBackoff(), 0), **kwargs)
+        return client
+
+    # -- failover (Sentinel mode) ----------------------------------------------------
+
+    def _primary_named(self, address: Address) -> None:
+        """Every address the Sentinels name, before it is connected to."""
+        if address == self._primary:
+            return
+        previous, self._primary = self._primary, address
+        if previous is None:  # the first: not a change
+            return
+        self.epoch += 1
+        self._l2_held = self.epoch
+        self.metrics.redis_primary_changes.inc()
+        self._moved.set()
+        log.warning("redis primary moved from %s:%s to %s:%s; L2 held back until the recent "
+                    "changes are applied there", *previous, *address)
+        if self.on_switch is not None:
+            self.on_switch()
+        else:
+            self._l2_held = None
+
+    def release_l2(self, epoch: int) -> bool:
+        """L2 may be used again: every change that might be missing on the primary of
+        ``epoch`` has been applied there. False when the primary changed again since."""
+        if self._l2_held != epoch:
+            return self._l2_held is None
+        self._l2_held = None
+        log.info("redis L2 in use again on the new primary")
+        return True
+
+    @property
+    def l2_held(self) -> int | None:
+        """The epoch whose primary may lack changes (None: L2 can be trusted)."""
+        return self._l2_held
+
+    @property
+    def l2_ready(self) -> bool:
+        return self._l2_held is None and time.monotonic() >= self._broken_until
+
+    async def _watch_primary(self) -> None:
+        assert isinstance(self._client.connection_pool, _PrimaryPool)
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                async with asyncio.timeout(self._timeout * 4):
+                    await self._client.connection_pool.get_master_address()
+            except (RedisError, OSError, TimeoutError):
+                pass  # no Sentinel answered: the commands find out for themselves
 
     # -- breaker ---------------------------------------------------------------------
 
@@ -110,11 +235,17 @@ class RedisBackend:
 
     async def _call(self, op: str, coro: Any) -> Any:
         start = time.perf_counter()
+        epoch = self.epoch
         try:
             async with asyncio.timeout(self._timeout * 2):  # no extra task, unlike wait_for
                 result = await coro
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
+            return None
+        if self.epoch != epoch:
+            # the primary changed under this call: a read may be the old primary's, a
+            # write may be lost with it. A failure (retried where it matters), no breaker.
+            self.metrics.redis_errors.labels(op).inc()
             return None
         self.metrics.redis_latency.labels(op).observe(time.perf_counter() - start)
         return result
@@ -123,7 +254,7 @@ class RedisBackend:
 
     async def get(self, key: str) -> bytes | None:
         """The cached bytes or None (miss, or Redis unavailable)."""
-        if not self.available:
+        if not self.l2_ready:
             return None
         loop = asyncio.get_running_loop()
         # One future per caller, so a cancelled caller cancels only its own wait.
@@ -157,7 +288,7 @@ class RedisBackend:
         keys = list(batch)
         values = None
         try:
-            if self.available:  # the breaker may have opened while these waited
+            if self.l2_ready:  # the breaker may have opened while these waited
                 values = await self._call("mget", self._client.mget(keys))
         finally:  # also when cancelled (shutdown): no caller is left waiting
             for key, value in zip(keys, values or [None] * len(keys), strict=True):
@@ -166,7 +297,7 @@ class RedisBackend:
                         fut.set_result(value)
 
     async def fill(self, key: str, tombstone: str, value: bytes, ttl_s: float) -> None:
-        if self.available and ttl_s > 0:
+        if self.l2_ready and ttl_s > 0:
             await self._call("fill", self._fill(keys=[key, tombstone],
                                                 args=[value, max(1, int(ttl_s * 1000))]))
 
@@ -228,6 +359,8 @@ class RedisBackend:
                              ) -> None:
         self._on_invalidate = on_invalidate
         self._listener = asyncio.create_task(self._listen(), name="redis-invalidation")
+        if self._sentinel_url is not None:
+            self._watch = asyncio.create_task(self._watch_primary(), name="redis-sentinel")
         try:
             await asyncio.wait_for(self.subscribed.wait(), 2.0)
         except TimeoutError:
@@ -239,22 +372,38 @@ class RedisBackend:
             client = self._make_listener_client()
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                async with asyncio.timeout(max(1.0, self._timeout * 8)):
+                    await pubsub.subscribe(self.channel)
+                epoch = self.epoch
+                conn = getattr(pubsub, "connection", None)
+                address = (getattr(conn, "host", None), getattr(conn, "port", None))
                 if self.on_resubscribe is not None:
                     self.on_resubscribe()
                 self.subscribed.set()
                 backoff = 0.1
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while True:
+                    message = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                    if message is not None and message.get("type") == "message":
                         await self._apply(message["data"])
+                    if self.epoch != epoch and address != self._primary:
+                        # a failover: this socket may be to the old primary, which need
+                        # not close it. Resubscribe on the primary the Sentinels name.
+                        raise _PrimaryMoved("the primary moved")
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 self.subscribed.clear()
                 self.metrics.redis_errors.labels("subscribe").inc()
-                log.warning("invalidation subscription lost (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                if isinstance(exc, _PrimaryMoved):
+                    log.warning("invalidation subscription moving to the new primary")
+                else:
+                    log.warning("invalidation subscription lost (%s); retrying",
+                                type(exc).__name__)
+                    # a new primary named meanwhile is tried at once
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._moved.wait(), backoff)
+                    backoff = min(backoff * 2, 2.0)
+                self._moved.clear()
             finally:
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -263,9 +412,13 @@ class RedisBackend:
                     pass
 
     def _make_listener_client(self) -> aioredis.Redis:
-        # no read timeout: the subscription idles between messages
+        # No read timeout: the subscription idles between messages. No retries: redis-py
+        # would resubscribe by itself after a lost connection, and the messages published
+        # meanwhile would be missed without on_resubscribe hearing of it.
+        if self._sentinel_url is not None:
+            return self._primary_client(socket_keepalive=True)
         return aioredis.Redis.from_url(self._url, socket_connect_timeout=self._timeout,
-                                       socket_keepalive=True)
+                                       socket_keepalive=True, retry=Retry(NoBackoff(), 0))
 
     async def _apply(self, raw: bytes) -> None:
         try:
@@ -292,9 +445,16 @@ class RedisBackend:
             await self._call("ack", pipe.execute())
 
     async def close(self) -> None:
-        for task in [*self._background, self._listener]:
+        for task in [*self._background, self._listener, self._watch]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._client.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._sentinel.aclose()
+
+
+class _PrimaryMoved(RedisError):
+    """The subscriber's socket is not to the primary the Sentinels now name."""

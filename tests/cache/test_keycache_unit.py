@@ -822,14 +822,12 @@ class DroppableListener:
     async def subscribe(self, *channels: str) -> None:
         await self.pubsub_inner.subscribe(*channels)
 
-    async def listen(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            if self.drop.is_set():
-                self.drop.clear()
-                raise RedisConnectionError("connection lost")
-            message = await self.pubsub_inner.get_message(timeout=0.02)
-            if message is not None:
-                yield message
+    async def get_message(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if self.drop.is_set():
+            self.drop.clear()
+            raise RedisConnectionError("connection lost")
+        message: dict[str, Any] | None = await self.pubsub_inner.get_message(timeout=0.02)
+        return message
 
     async def aclose(self) -> None:
         if self.pubsub_inner is not None:
