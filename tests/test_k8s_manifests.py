@@ -25,6 +25,7 @@ import configparser
 import functools
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +202,9 @@ def test_kustomize_renders_valid_kubernetes_objects(name: str, tmp_path: Path) -
         else:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
 
-    # everything kubernetes-validate has a schema for; the ServiceMonitor is checked below
-    core = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    # everything kubernetes-validate has a schema for; the Prometheus Operator's kinds are
+    # checked below
+    core = [d for d in docs if d["kind"] not in ("ServiceMonitor", "PrometheusRule")]
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(core, sort_keys=False), encoding="utf-8")
     validator = find_binary("kubernetes-validate")
@@ -456,6 +458,25 @@ def test_production_servicemonitor_scrapes_metrics(production: list[Doc]) -> Non
     assert all(d.endswith("s") and d.removesuffix("s").isdigit() for d in durations)
     if "scrapeTimeout" in endpoint:
         assert int(endpoint["scrapeTimeout"][:-1]) <= int(endpoint["interval"][:-1])
+
+
+def test_production_prometheusrule_holds_the_shipped_rules(production: list[Doc]) -> None:
+    """The PrometheusRule (a CRD kubernetes-validate has no schema for) is the rules file
+    that promtool checks (tests/test_prometheus_rules.py), written by its script."""
+    sys.path.insert(0, str(ROOT / "deploy" / "prometheus"))
+    try:
+        import prometheusrule
+    finally:
+        sys.path.pop(0)
+    rule = _one(production, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {
+        "groups"}
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    shipped = yaml.safe_load((ROOT / "deploy/prometheus/gateway.rules.yml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    on_disk = (K8S / "overlays/production/prometheusrule.yaml").read_text(encoding="utf-8")
+    assert on_disk == prometheusrule.render(), "run deploy/prometheus/prometheusrule.py"
 
 
 def _policy_for(policies: list[Doc], labels: dict[str, str]) -> Doc:
