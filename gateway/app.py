@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import MethodNotAllowed, NotFound
+from gateway.ext_authz import grpc_ext_authz
 from gateway.http import (
     audit_routes,
     health,
@@ -66,7 +67,8 @@ def create_app(services: Services) -> ASGIApp:
     hot = (VerifyRoute(services, gate, l1), BatchVerifyRoute(services, gate, l1),
            DecisionsRoute(services, l1))
     access = AccessLog(services.trusted) if services.settings.access_log else None
-    app: ASGIApp = HotPath(RequestIds(SecurityHeaders(starlette), access), hot, access)
+    app: ASGIApp = HotPath(RequestIds(SecurityHeaders(starlette), access,
+                                      services.metrics.http_request), hot, access)
     origins = services.settings.cors_origins
     if origins:  # off by default: no browser origin may call, and nothing is paid for it
         app = _CORS(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
@@ -93,7 +95,8 @@ def create_starlette_app(services: Services) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         try:
-            yield
+            async with grpc_ext_authz(services):  # GATEWAY_GRPC_PORT: Envoy ext_authz (gRPC)
+                yield
         finally:
             await services.stop()
 

@@ -128,8 +128,16 @@ def _database_url(url: str) -> None:
 
 
 def _redis_url(url: str) -> None:
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise _Invalid("expected redis://host:port/db")
+    from gateway.cache.redis_url import InvalidRedisUrl, is_sentinel, parse_sentinel_url
+
+    if is_sentinel(url):
+        try:
+            parse_sentinel_url(url)
+        except InvalidRedisUrl as exc:
+            raise _Invalid(f"redis+sentinel: {exc}") from None
+    elif not url.startswith(("redis://", "rediss://", "unix://")):
+        raise _Invalid("expected redis://host:port/db, rediss://…, unix://… or "
+                       "redis+sentinel://host:port[,host:port…]/service_name[/db]")
 
 
 def _port(port: int) -> None:
@@ -164,6 +172,18 @@ def _otel_endpoint(url: str) -> None:
         raise _Invalid("tracing needs the otel extra: pip install 'gateway[otel]'")
 
 
+def _grpc_port(port: int) -> None:
+    _port(port)
+    from importlib.util import find_spec
+
+    try:  # without importing grpc itself
+        installed = all(find_spec(name) is not None for name in ("grpc", "google.rpc.status_pb2"))
+    except ImportError:
+        installed = False
+    if not installed:
+        raise _Invalid("gRPC ext_authz needs the grpc extra: pip install 'gateway[grpc]'")
+
+
 def _at_least_one_second(seconds: float) -> None:
     if seconds < 1:
         raise _Invalid("must be at least 1 (seconds)")
@@ -180,6 +200,8 @@ class Settings:
     pepper_retired: tuple[Secret, ...] = ()  # still accepted; keys move off them on use
     host: str = "127.0.0.1"
     port: int = 4470
+    grpc_port: int | None = None  # Envoy ext_authz over gRPC listens here (none: off)
+    grpc_host: str | None = None  # its address (none: GATEWAY_HOST's)
     key_prefix: str = "ory_ak"
     public_key_prefix: str = "ory_pk"
     default_key_ttl: str | None = None
@@ -249,6 +271,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PEPPER_RETIRED",          "pepper_retired",            _peppers),
     Setting("HOST",                    "host"),
     Setting("PORT",                    "port",                      _int,   _port),
+    Setting("GRPC_PORT",               "grpc_port",                 _int,   _grpc_port),
+    Setting("GRPC_HOST",               "grpc_host"),
     Setting("KEY_PREFIX",              "key_prefix",                str,    _key_prefix),
     Setting("PUBLIC_KEY_PREFIX",       "public_key_prefix",         str,    _key_prefix),
     Setting("DEFAULT_KEY_TTL",         "default_key_ttl"),  # parse_ttl after the loop
@@ -301,6 +325,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**kw)
     _check_key_ttls(settings)
     check_workers(settings)
+    if settings.grpc_port is not None and settings.grpc_port == settings.port:
+        raise ConfigError("GATEWAY_GRPC_PORT: must differ from GATEWAY_PORT")
     return settings
 
 

@@ -54,6 +54,7 @@ ROOT = LOAD.parent
 LUA = LOAD / "request.lua"
 ATTACK_LUA = LOAD / "admin_attack.lua"     # a new random wrong admin token per request
 CREDENTIALS_LUA = LOAD / "credentials.lua"  # the next credential of a file per request
+GRPC_LOAD = LOAD / "grpc_load.py"  # the gRPC rows' load, run in wrk's place (HttpRequest.driver)
 RESULTS = LOAD / "results"
 
 VERIFY = "/v2alpha1/admin/apiKeys:verify"
@@ -117,6 +118,7 @@ class Server:
     token: str = ""
     secrets: list[str] = field(default_factory=list)
     redis_url: str = ""
+    grpc_port: int = 0  # GATEWAY_GRPC_PORT (the gRPC rows' servers)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -280,7 +282,8 @@ def wrk_command(wrk: str, url: str, request: HttpRequest, workdir: Path, tag: st
         headers = workdir / f"{tag}.headers"
         headers.write_text("".join(f"{k}: {v}\n" for k, v in request.headers.items()))
         env["BENCH_HEADERS_FILE"] = str(headers)
-    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+    cmd = [*([sys.executable, str(request.driver)] if request.driver else [wrk]),
+           "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
            "--timeout", "5s", "--latency", "-s", str(request.script), url + request.path]
     return cmd, env
 
@@ -346,6 +349,9 @@ class HttpRequest:
     # ``body`` and ``headers`` are then also the one request ``check_once`` sends by hand
     script: Path = LUA
     script_env: dict[str, str] = field(default_factory=dict)
+    # a Python script run in wrk's place, with wrk's arguments, printing wrk's summary
+    # (load/grpc_load.py); ``check_once`` still sends the request above over HTTP
+    driver: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -488,6 +494,36 @@ def forward_auth(server: Server) -> HttpRequest:
             return f"X-Cache {resp.headers.get('x-cache')!r}, expected 'L1'"
         return None
     return HttpRequest("GET", DECISIONS, None, {"X-API-Key": server.secrets[0]}, check)
+
+
+def grpc_once(server: Server, headers: dict[str, str]) -> None:
+    """One gRPC Check by hand (load/grpc_load.py): it must pass with X-Actor-Id."""
+    if str(LOAD) not in sys.path:
+        sys.path.insert(0, str(LOAD))
+    try:
+        from grpc_load import check_once as grpc_check_once
+    except ImportError as exc:
+        raise Unsupported(f"gRPC rows need the grpc extra: {exc}") from exc
+    allowed, status, answer = grpc_check_once(f"127.0.0.1:{server.grpc_port}", headers)
+    if not allowed or not answer.get("x-actor-id"):
+        raise BenchError(f"gRPC Check on {server.name}: allowed={allowed}, status {status}, "
+                         f"headers {sorted(answer)}")
+
+
+def grpc_floor_request(server: Server) -> HttpRequest:
+    """The floor for grpc-check: the same load generator against a bare grpc.aio Check."""
+    grpc_once(server, {"X-API-Key": "ory_ak_v1_" + "x" * 49})
+    return dataclasses.replace(floor_get_request(server), driver=GRPC_LOAD, script_env={
+        "BENCH_GRPC_TARGET": f"127.0.0.1:{server.grpc_port}"})
+
+
+def grpc_check(server: Server) -> HttpRequest:
+    """Envoy's ext_authz Check over gRPC of a cached key. Checked once by hand over gRPC
+    here, and before and after every run as forward auth over HTTP: the same key, answered
+    from the same L1."""
+    grpc_once(server, {"X-API-Key": server.secrets[0]})
+    return dataclasses.replace(forward_auth(server), driver=GRPC_LOAD, script_env={
+        "BENCH_GRPC_TARGET": f"127.0.0.1:{server.grpc_port}"})
 
 
 def admin_list(server: Server) -> HttpRequest:
@@ -712,6 +748,12 @@ SCENARIOS: list[Scenario] = [
              credentials=BATCH_SIZE, target=Target(20, "verify-cached", per_credential=True)),
     Scenario("forward-auth", "forward-auth GET, cached (X-API-Key)", "sqlite", forward_auth,
              target=Target(0.8, "floor-get")),
+    # Issue 15: Envoy ext_authz over gRPC (GATEWAY_GRPC_PORT), load/grpc_load.py in wrk's
+    # place against both: the ratio is the gateway's own work per Check
+    Scenario("grpc-floor", "gRPC floor, Check (bare grpc.aio)", "grpc-floor",
+             grpc_floor_request, baseline_only=True),
+    Scenario("grpc-check", "gRPC ext_authz Check, cached (X-API-Key)", "grpc", grpc_check,
+             target=Target(0.8, "grpc-floor")),
     Scenario("verify-nocache-sqlite", "verify no-cache, SQLite", "sqlite", verify_no_cache),
     Scenario("verify-nocache-pg", "verify no-cache, PostgreSQL", "postgres", verify_no_cache),
     # Derived tokens: skipped (with the reason) until :derive answers.
@@ -858,6 +900,13 @@ class Bench:
             return self.procs.start(name, [sys.executable, str(LOAD / "floor.py"),
                                            "--port", str(port), "--workers", str(workers)],
                                     dict(os.environ), port=port, ready_path="/")
+        if name == "grpc-floor":
+            grpc_port = free_port()
+            server = self.procs.start(name, [sys.executable, str(LOAD / "grpc_floor.py"),
+                                             "--port", str(port), "--grpc-port", str(grpc_port)],
+                                      dict(os.environ), port=port, ready_path="/")
+            server.grpc_port = grpc_port
+            return server
         if name == "stall":  # SQLite only, no Redis; L1 holds the whole working set
             (workdir / name).mkdir(exist_ok=True)
             env, token = gateway_env({
@@ -870,9 +919,11 @@ class Bench:
         if not reachable(self.options.redis_url, 6379):
             raise Unsupported(f"Redis at {self.options.redis_url} is not reachable")
         extra = {"GATEWAY_REDIS_URL": self.options.redis_url}
-        if name in ("sqlite", "l1off", "argon2", "flood", "workers"):
+        if name in ("sqlite", "l1off", "argon2", "flood", "workers", "grpc"):
             (workdir / name).mkdir(exist_ok=True)
             extra["GATEWAY_DATABASE_URL"] = f"sqlite:///{workdir / name / 'gateway.db'}"
+            if name == "grpc":  # the "sqlite" server and Envoy ext_authz over gRPC
+                extra["GATEWAY_GRPC_PORT"] = str(free_port())
             if name == "workers":
                 extra["GATEWAY_WORKERS"] = str(WORKERS)
             if name == "l1off":
@@ -897,6 +948,7 @@ class Bench:
                                          "--port", str(port)],
                                   env, port=port, ready_path="/health/ready", token=token)
         server.redis_url = extra["GATEWAY_REDIS_URL"]
+        server.grpc_port = int(extra.get("GATEWAY_GRPC_PORT", 0))
         seed(server, BATCH_SIZE if name == "sqlite" else self.options.seed)
         return server
 

@@ -244,10 +244,12 @@ StartProxy = Callable[[str, Path, int, int], Proxy]
 
 
 @contextmanager
-def forward_auth_stack(tmp: Path, start: Callable[[Path, int, int], Proxy]) -> Iterator[Stack]:
-    """A gateway, an echo upstream and ``start``'s proxy in front of both, until exit."""
+def forward_auth_stack(tmp: Path, start: Callable[[Path, int, int], Proxy],
+                       gateway_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A gateway (with ``gateway_env`` set), an echo upstream and ``start``'s proxy in
+    front of both, until exit."""
     with echo_upstream() as upstream_port:
-        gateway = start_gateway(tmp, {})
+        gateway = start_gateway(tmp, gateway_env or {})
         try:
             proxy = start(tmp, int(gateway.url.rsplit(":", 1)[1]), upstream_port)
             try:
@@ -258,15 +260,16 @@ def forward_auth_stack(tmp: Path, start: Callable[[Path, int, int], Proxy]) -> I
             gateway.stop()
 
 
-def stack_fixture(name: str, binary: Callable[[], str], start: StartProxy) -> Any:
+def stack_fixture(name: str, binary: Callable[[], str], start: StartProxy,
+                  gateway_env: dict[str, str] | None = None) -> Any:
     """The module-scoped ``stack`` fixture of a proxy's test module (``binary`` finds the
-    proxy, or skips / fails)."""
+    proxy, or skips / fails; ``gateway_env``: the gateway's settings besides the tests')."""
 
     @pytest.fixture(scope="module")
     def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         path = binary()
         tmp = tmp_path_factory.mktemp(f"{name}-forward-auth")
-        with forward_auth_stack(tmp, lambda *a: start(path, *a)) as running:
+        with forward_auth_stack(tmp, lambda *a: start(path, *a), gateway_env) as running:
             yield running
 
     return stack

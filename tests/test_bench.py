@@ -266,3 +266,35 @@ def test_a_row_may_fix_its_connections_and_a_minimum_duration():
     assert runner.load_for(stall).duration == 20
     cached = {s.id: s for s in bench.SCENARIOS}["verify-cached"]
     assert runner.load_for(cached) == runner.load
+
+
+def test_the_grpc_row_brings_its_floor_and_runs_the_grpc_load_generator_in_wrks_place(
+        tmp_path: Path) -> None:
+    assert [s.id for s in bench.select("grpc-check")] == ["floor", "grpc-floor", "grpc-check"]
+    request = bench.HttpRequest("GET", "/v2alpha1/decisions", headers={"X-API-Key": "k"},
+                                driver=bench.GRPC_LOAD,
+                                script_env={"BENCH_GRPC_TARGET": "127.0.0.1:9"})
+    cmd, env = bench.wrk_command("/usr/bin/wrk", "http://127.0.0.1:8", request, tmp_path, "g",
+                                 connections=64, threads=2, seconds=3)
+    assert cmd[:2] == [sys.executable, str(_PATH.with_name("grpc_load.py"))]
+    assert cmd[2:8] == ["-t", "2", "-c", "64", "-d", "3s"]
+    assert env["BENCH_GRPC_TARGET"] == "127.0.0.1:9"
+    assert Path(env["BENCH_HEADERS_FILE"]).read_text() == "X-API-Key: k\n"
+
+
+def test_the_grpc_load_generators_summary_reads_as_wrks() -> None:
+    """load/grpc_load.py prints what parse_wrk reads: requests/s, p50/p99 (in wrk's units),
+    denied answers as non-2xx, failed calls as socket errors."""
+    sys.path.insert(0, str(_PATH.parent))
+    try:
+        import grpc_load
+    finally:
+        sys.path.remove(str(_PATH.parent))
+    latencies = [0.0005] * 60 + [0.002] * 39 + [1.5]
+    text = grpc_load.summary("grpc://x", 1, 64, 2.0, denied=3, failed=2, latencies=latencies)
+    result = bench.parse_wrk(text)
+    assert result.requests == 100 and result.requests_per_s == 50.0
+    assert result.p50_ms == pytest.approx(0.5) and result.p99_ms == pytest.approx(1500.0)
+    assert (result.non_2xx, result.socket_errors) == (3, 2)
+    clean = bench.parse_wrk(grpc_load.summary("grpc://x", 1, 64, 1.0, 0, 0, [0.0123] * 4))
+    assert (clean.non_2xx, clean.socket_errors, clean.p99_ms) == (0, 0, pytest.approx(12.3))

@@ -40,7 +40,7 @@ BATCH = "/v2alpha1/admin/apiKeys:batchVerify"
 DECISIONS = "/v2alpha1/decisions"
 ISSUED = "/v2alpha1/admin/issuedApiKeys"
 ROTATE = "/api/v1/authorizationServers/default/credentials/lifecycle/keyRotate"
-GENERATED = re.compile(r"[0-9a-f]{24,32}")
+GENERATED = re.compile(r"[0-9a-f]{32}")
 SAFE_IDS = ["abc", "req-1_2.3:4/5+6=7", "A" * MAX_LENGTH,
             "4bf92f3577b34da6a3ce929d0e0e4736", "00-4bf92f35-01"]
 UNSAFE_IDS = [b"a b", b'a"b', b"a'b", b"a\tb", b"a,b", b"a;b", b"<script>", b"a\\b",
@@ -431,6 +431,9 @@ def test_the_hot_routes_tag_their_answers_and_set_the_id_for_the_general_half() 
         def observe(self, seconds: float) -> None:
             pass
 
+        def observe_status(self, status: int, seconds: float) -> None:
+            pass
+
         def fast(self, scope: Any, message: Any, now: float) -> Any:
             headers = dict(scope["headers"])
             if b"l1" in headers:  # an answer of the fast half, with the caller's id as sent
@@ -483,3 +486,29 @@ def test_new_ids_are_unique_in_a_process_and_across_forked_workers() -> None:
     os.close(read)
     os.close(write)
     assert child not in ids and child[:16] != next(iter(ids))[:16]
+
+
+def test_the_openapi_document_declares_the_id_on_every_operation_and_answer() -> None:
+    from gateway.http.openapi import document
+
+    ops = [op for item in document()["paths"].values() for op in item.values()]
+    assert len(ops) > 40
+    for op in ops:
+        assert [p for p in op["parameters"] if p["name"] == "X-Request-ID"] == [{
+            "name": "X-Request-ID", "in": "header", "required": False,
+            "schema": {"type": "string"}, "description": ANY_TEXT}], op["operationId"]
+        for code, answer in op["responses"].items():
+            header = answer["headers"]["X-Request-ID"]
+            assert header["required"] is True, (op["operationId"], code)
+            pattern = re.compile(header["schema"]["pattern"])
+            assert pattern.match("4bf92f3577b34da6a3ce929d0e0e4736")
+            assert pattern.match("req-1_2.3:4/5+6=7") and pattern.match("A" * MAX_LENGTH)
+            assert not pattern.match("A" * (MAX_LENGTH + 1)) and not pattern.match("a b")
+
+
+class _AnyText:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_TEXT = _AnyText()

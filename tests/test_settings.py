@@ -118,7 +118,8 @@ def test_more_workers_with_redis():
 
 @pytest.mark.parametrize(("name", "raw", "message"), [
     ("DATABASE_URL", "mysql://db", "expected sqlite:///path or postgresql://…"),
-    ("REDIS_URL", "http://cache", "expected redis://host:port/db"),
+    ("REDIS_URL", "http://cache", "expected redis://host:port/db, rediss://…, unix://… or "
+                                  "redis+sentinel://host:port[,host:port…]/service_name[/db]"),
     ("ADMIN_TOKENS", "short", "entry 1 is 5 characters; a plain token needs at least 16"),
     ("PEPPER", "short", "a pepper must be at least 16 characters"),
     ("PEPPER_RETIRED", f"{PEPPER},short", "a pepper must be at least 16 characters"),

@@ -53,7 +53,11 @@ class Route(Protocol):
     below: bool  # also every path below ``path`` (forward auth behind a path prefix)
     methods: frozenset[str] | None  # None: any method
     reads_body: bool  # ``fast`` is handed the first body message
-    observe: Callable[[float], None]  # records one request's latency
+    # records the latency of an answer of ``fast``: every one is a 200, so no status is
+    # looked at on the L1 path (gateway_request_duration_seconds adds it at scrape time)
+    observe: Callable[[float], None]
+    # records the latency of an answer of ``general`` (and of a 405), with its status
+    observe_status: Callable[[int, float], None]
 
     def fast(self, scope: Scope, message: Message | None, now: float) -> Answer | Any:
         """The whole answer (a tuple), or what ``general`` is handed (never a tuple)."""
@@ -83,6 +87,11 @@ class HotPath:
             (route.path + "/", (route.methods, route.reads_body, route.fast, route.general,
                                 route.observe, route.path + "/{path}"))
             for route in routes if route.below)
+        # template → the route's observe_status, for the general half (not in the entries:
+        # the L1 path unpacks those)
+        self._answered: dict[str, Callable[[int, float], None]] = {
+            **{route.path: route.observe_status for route in routes},
+            **{route.path + "/{path}": route.observe_status for route in routes if route.below}}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = self._exact.get(scope.get("path"))  # type: ignore[arg-type]
@@ -93,7 +102,7 @@ class HotPath:
         methods, reads_body, fast, general, observe, template = entry
         if methods is not None and scope["method"] not in methods:
             await self._general(scope, None, receive, send, template, monotonic(),
-                                _not_allowed, None, methods)
+                                _not_allowed, methods)
             return
         start = monotonic()  # also the routes' "now" for L1: one clock read
         message = await receive() if reads_body else None
@@ -102,7 +111,7 @@ class HotPath:
             status, headers, body, rid = step
             # request_ids.accepted and new_id, inlined (a call is ~400 instructions)
             if rid is None or len(rid) > MAX_LENGTH or not rid.translate(SAFE_MAP).isalnum():
-                rid = b"%s%08x" % (IDS.prefix, next(IDS.counter))
+                rid = next(IDS.ids)
             await send({"type": "http.response.start", "status": status,
                         "headers": headers + ((HEADER, rid),)})  # noqa: RUF005 (cheaper)
             await send(body)
@@ -111,13 +120,11 @@ class HotPath:
                 self._access.record(scope, template, status, headers, monotonic() - start,
                                     rid.decode("ascii"))
             return
-        await self._general(scope, message, receive, send, template, start, general, observe,
-                            step)
+        await self._general(scope, message, receive, send, template, start, general, step)
 
     async def _general(self, scope: Scope, message: Message | None, receive: Receive,
                        send: Send, template: str, start: float,
-                       general: Callable[..., Awaitable[None]],
-                       observe: Callable[[float], None] | None, learned: Any) -> None:
+                       general: Callable[..., Awaitable[None]], learned: Any) -> None:
         """The general half of a route, with the request id set; its faults answered."""
         tagged = Tagged(send, request_id_of(scope["headers"]))
         token = request_id.set(tagged.id)
@@ -128,12 +135,11 @@ class HotPath:
         except Exception as exc:
             await _send_error(tagged, internal_error(scope["method"], scope["path"], exc))
         finally:
-            if observe is not None:
-                observe(monotonic() - start)
+            status, headers = tagged.answered()
+            seconds = monotonic() - start
+            self._answered[template](status, seconds)
             if self._access is not None:
-                status, headers = tagged.answered()
-                self._access.record(scope, template, status, headers, monotonic() - start,
-                                    tagged.id)
+                self._access.record(scope, template, status, headers, seconds, tagged.id)
             request_id.reset(token)
 
     def _route_below(self, path: str | None) -> _Entry | None:

@@ -335,6 +335,16 @@ add_links({
 })
 
 
+# X-Request-ID (gateway.http.request_ids): any value may be sent; one of at most 128
+# characters of [A-Za-z0-9-_.:/+=] is echoed, any other is replaced by a new id
+_REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False, "schema": STR,
+               "description": "echoed when it is at most 128 characters of "
+                              "[A-Za-z0-9-_.:/+=]; otherwise a new id (32 hex digits)"}
+_REQUEST_ID_HEADER = {"X-Request-ID": {
+    "description": "the request's id: the caller's when echoed, else a new one",
+    "required": True, "schema": {"type": S, "pattern": "^[A-Za-z0-9_.:/+=-]{1,128}$"}}}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, op_id, status, req, resp, admin in OPERATIONS:
@@ -357,8 +367,10 @@ def document() -> dict[str, Any]:
         else:
             responses["405"] = {**error, "headers": {"Allow": {
                 "description": "the methods the route takes", "schema": STR}}}
+        for response in responses.values():  # every answer carries it
+            response["headers"] = {**response.get("headers", {}), **_REQUEST_ID_HEADER}
         op: dict[str, Any] = {"operationId": op_id, "responses": responses}
-        params: list[dict[str, Any]] = [
+        params: list[dict[str, Any]] = [_REQUEST_ID] + [
             {"name": n, "in": "path", "required": True, "schema": STR}
             for n in re.findall(r"\{(\w+)\}", path)]
         if op_id in ("adminListIssuedApiKeys", "adminListImportedApiKeys"):
@@ -378,8 +390,7 @@ def document() -> dict[str, Any]:
         if op_id.startswith("adminUpdate"):
             params.append({"name": "update_mask", "in": "query",
                            "schema": {"type": S, "format": "field-mask"}})
-        if params:
-            op["parameters"] = params
+        op["parameters"] = params
         if req is not None:
             op["requestBody"] = {"required": op_id not in _OPTIONAL_BODY,
                                  "content": {"application/json": {"schema": ref(req)}}}

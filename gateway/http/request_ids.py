@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import string
 from binascii import hexlify
-from collections.abc import Awaitable, Callable, Iterable
-from itertools import count
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from itertools import chain, count
 from os import urandom
 from time import monotonic
 from typing import Any
@@ -33,10 +33,17 @@ SAFE_MAP = bytes(c if c in SAFE and chr(c).isalnum() else ord("a") if c in SAFE 
                  for c in range(256))
 
 
+# an id's last three hex digits, by its counter's low 12 bits
+_LOW = tuple(b"%03x" % low for low in range(4096))
+
+
 class _Ids:
-    """New ids: 16 random hex digits per process (drawn again in a forked child), then a
-    counter. Unique without a system call per request: hexlify(urandom(16)) cost about
-    1,400 instructions a call under callgrind, and a getrandom call."""
+    """New ids, ``ids``: 16 random hex digits per process (drawn again in a forked child),
+    then a counter in 16 hex digits. Unique without a system call per request
+    (hexlify(urandom(16)) cost about 1,400 instructions a call under callgrind, and a
+    getrandom call). The counter is formatted once per 4,096 ids and each id is one
+    concatenation with a digit table (``_LOW``): formatting each, b"%s%016x" % (prefix, n),
+    cost 2,140 instructions an id under callgrind, this 880."""
 
     def __init__(self) -> None:
         self.reseed()
@@ -44,15 +51,19 @@ class _Ids:
 
     def reseed(self) -> None:
         self.prefix = hexlify(urandom(8))
-        self.counter = count(1)
+        self.ids: Iterator[bytes] = chain.from_iterable(map(self._block, count()))
+
+    def _block(self, high: int) -> Iterator[bytes]:
+        """Ids 4,096 * ``high`` to 4,096 * ``high`` + 4,095."""
+        return map((b"%s%013x" % (self.prefix, high)).__add__, _LOW)
 
 
 IDS = _Ids()  # gateway.http.hot draws from it inline
 
 
 def new_id() -> bytes:
-    """A request id no other request of any process has: 24 or more hex digits."""
-    return b"%s%08x" % (IDS.prefix, next(IDS.counter))
+    """A request id no other request of any process has: 32 hex digits."""
+    return next(IDS.ids)
 
 
 def accepted(raw: bytes) -> bool:
@@ -98,12 +109,15 @@ class Tagged:
 class RequestIds:
     """ASGI middleware (the Starlette app's): each HTTP request's id set for its duration
     and on its response; with ``access``, one access-log line per request, naming the
-    route's template (``route_template``), never its path."""
+    route's template (``route_template``), never its path; with ``observe``
+    (``Metrics.http_request``), each answer's route template, method, status and seconds."""
 
     def __init__(self, app: Callable[[Any, Receive, Send], Awaitable[None]],
-                 access: AccessLog | None = None) -> None:
+                 access: AccessLog | None = None,
+                 observe: Callable[[str | None, str, int, float], None] | None = None) -> None:
         self.app = app
         self.access = access
+        self.observe = observe
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,8 +129,11 @@ class RequestIds:
         try:
             await self.app(scope, receive, tagged)
         finally:
+            seconds = monotonic() - start
+            status, headers = tagged.answered()
+            route = route_template(scope)
+            if self.observe is not None:
+                self.observe(route, scope["method"], status, seconds)
             if self.access is not None:
-                status, headers = tagged.answered()
-                self.access.record(scope, route_template(scope), status, headers,
-                                   monotonic() - start, tagged.id)
+                self.access.record(scope, route, status, headers, seconds, tagged.id)
             request_id.reset(token)

@@ -48,7 +48,8 @@ from gateway.http.request_ids import new_id
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers (Envoy's default is 60 KiB)
 MAX_HEADERS = 128  # Envoy's default is 100; nginx forwards all of a client's headers
-_BODY = b'{"code":3,"message":"request header fields too large","details":[]}'
+# the 431 body (also gRPC ext_authz's, gateway.ext_authz.server)
+HEAD_TOO_LARGE = b'{"code":3,"message":"request header fields too large","details":[]}'
 STATUS_LINE.setdefault(431, b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
 # Once the drain is over: the longest the shutdown waits for in-flight requests (a refused
 # admin authentication may be answered GATEWAY_ADMIN_REFUSAL_DELAY, 5 s, late).
@@ -249,7 +250,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:  # pipelined: just close
             self.transport.close()
             return
-        self._answer_and_close(431, b"application/json", _BODY, new_id())
+        self._answer_and_close(431, b"application/json", HEAD_TOO_LARGE, new_id())
 
     def _answer_and_close(self, status: int, content_type: bytes, body: bytes,
                           rid: bytes) -> None:

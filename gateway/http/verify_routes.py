@@ -98,6 +98,7 @@ class VerifyRoute:
         self._issued_starts = services.peppers.format.starts
         self._forged: Any = services.peppers.candidates
         self.observe = self._metrics.latency("verify")
+        self.observe_status = self._metrics.answered("verify")
         not_found = response_body(Result(Outcome.NOT_FOUND))
         self._not_found_headers = ((b"content-length", str(len(not_found)).encode()), JSON,
                                    (b"x-cache", b"NONE"), (b"ory-talos-cache", b"MISS"),
@@ -180,6 +181,7 @@ class BatchVerifyRoute:
         self._digest_many = services.digester.digest_many
         self._fresh_many = services.cache.l1.fresh_many
         self.observe = self._metrics.latency("batch_verify")
+        self.observe_status = self._metrics.answered("batch_verify")
 
     def fast(self, scope: Scope, message: Message | None, now: float) -> None:
         return None  # a batch is never one L1 answer: see general

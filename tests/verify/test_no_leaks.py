@@ -8,8 +8,10 @@ every verdict, malformed requests and failing backends.
 
 from __future__ import annotations
 
+import platform
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -28,18 +30,31 @@ from verify_helpers import (
     revoke,
 )
 
+from gateway.http.openapi import document
 from gateway.verify.outcomes import Outcome
+from gateway.version import VERSION
 
 LABEL_VALUES = {
     "outcome": {o.value for o in Outcome} | {"missing"},
     "cache": {"L1", "L2", "STORE", "NONE", "BYPASS"},
     "level": {"L1", "L2"},
     "result": {"hit", "miss"},
-    "route": {"verify", "batch_verify", "forward_auth"},
+    # the hot routes and gRPC Check by name, every other route by its template
+    "route": {"verify", "batch_verify", "forward_auth", "grpc_check", "unmatched"}
+    | set(document()["paths"]),
+    "method": {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"},
+    # gateway_build_info, python_info (prometheus-client's PlatformCollector)
+    "version": {VERSION, platform.python_version()},
+    "python": {platform.python_version()},
+    "implementation": {platform.python_implementation()},
+    "major": {str(sys.version_info.major)},
+    "minor": {str(sys.version_info.minor)},
+    "patchlevel": {str(sys.version_info.micro)},
     "kind": {"jwt", "macaroon"},
     "generation": {"0", "1", "2"},
     "algorithm": {"jwt", "macaroon", "TOKEN_ALGORITHM_JWT", "TOKEN_ALGORITHM_MACAROON"},
 }
+STATUS = re.compile(r"^[1-5][0-9][0-9]$")
 OPERATION = re.compile(r"^[a-z][a-z_]{1,30}$")  # the op label: a fixed operation name
 
 
@@ -161,6 +176,9 @@ def test_metric_labels_are_closed_vocabularies(gateways: tuple[Gateway, Gateway]
                 for label, value in sample.labels.items():
                     seen.add((label, value))
                     if label == "le":
+                        continue
+                    if label == "status":
+                        assert STATUS.match(value), (family.name, value)
                         continue
                     if label == "op":
                         assert OPERATION.match(value), (family.name, value)
