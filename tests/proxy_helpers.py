@@ -451,3 +451,18 @@ class ForwardAuthContract:
         """Warnings at start are about the shipped config (or the proxy's defaults it
         should override): keep it clean so a new one is noticed."""
         assert stack.proxy.startup_warnings() == [], stack.proxy.logs()[:3000]
+
+
+def launch_envoy(binary: str, config: str, tmp: Path, port: int, name: str = "envoy"
+                 ) -> Proxy:
+    """Envoy on ``config`` (written to ``tmp``/``name``.yaml; checked with
+    ``--mode validate`` first), listening on ``port``; warnings in its log fail the test."""
+    conf = tmp / f"{name}.yaml"
+    conf.write_text(config)
+    # No shared memory for hot restart: several envoys (or test runs) may share the host.
+    cmd = [binary, "-c", str(conf), "--disable-hot-restart", "--concurrency", "1",
+           "-l", "info"]
+    check = subprocess.run([*cmd, "--mode", "validate"], capture_output=True, text=True)
+    assert check.returncode == 0, f"envoy --mode validate failed:\n{check.stdout}{check.stderr}"
+    return launch(cmd, port=port, output=tmp / f"{name}.log",
+                  warning=r"\[(warning|error|critical)\]")

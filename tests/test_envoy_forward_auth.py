@@ -49,16 +49,9 @@ def render_config(template: str, *, gateway_port: int, upstream_port: int, liste
 def start_envoy(binary: str, tmp: Path, gateway_port: int, upstream_port: int
                 ) -> proxies.Proxy:
     port = free_port()
-    conf = tmp / "envoy.yaml"
-    conf.write_text(render_config(TEMPLATE.read_text(), gateway_port=gateway_port,
-                                  upstream_port=upstream_port, listen_port=port))
-    # No shared memory for hot restart: several envoys (or test runs) may share the host.
-    cmd = [binary, "-c", str(conf), "--disable-hot-restart", "--concurrency", "1",
-           "-l", "info"]
-    check = subprocess.run([*cmd, "--mode", "validate"], capture_output=True, text=True)
-    assert check.returncode == 0, f"envoy --mode validate failed:\n{check.stdout}{check.stderr}"
-    return proxies.launch(cmd, port=port, output=tmp / "envoy.log",
-                          warning=r"\[(warning|error|critical)\]")
+    config = render_config(TEMPLATE.read_text(), gateway_port=gateway_port,
+                           upstream_port=upstream_port, listen_port=port)
+    return proxies.launch_envoy(binary, config, tmp, port)
 
 
 stack = proxies.stack_fixture("envoy", _envoy_binary, start_envoy)

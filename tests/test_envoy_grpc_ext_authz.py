@@ -17,7 +17,6 @@ Skipped when envoy is not installed, except on CI (``CI=true``), where that is a
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -45,16 +44,9 @@ def render_config(template: str, *, grpc_port: int, upstream_port: int, listen_p
 def start_envoy(binary: str, tmp: Path, grpc_port: int, upstream_port: int,
                 name: str = "envoy-grpc") -> proxies.Proxy:
     port = free_port()
-    conf = tmp / f"{name}.yaml"
-    conf.write_text(render_config(TEMPLATE.read_text(), grpc_port=grpc_port,
-                                  upstream_port=upstream_port, listen_port=port))
-    # No shared memory for hot restart: several envoys (or test runs) may share the host.
-    cmd = [binary, "-c", str(conf), "--disable-hot-restart", "--concurrency", "1",
-           "-l", "info"]
-    check = subprocess.run([*cmd, "--mode", "validate"], capture_output=True, text=True)
-    assert check.returncode == 0, f"envoy --mode validate failed:\n{check.stdout}{check.stderr}"
-    return proxies.launch(cmd, port=port, output=tmp / f"{name}.log",
-                          warning=r"\[(warning|error|critical)\]")
+    config = render_config(TEMPLATE.read_text(), grpc_port=grpc_port,
+                           upstream_port=upstream_port, listen_port=port)
+    return proxies.launch_envoy(binary, config, tmp, port, name)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
