@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,21 @@ def _preflight(settings: Settings) -> None:
     if pending:
         raise ConfigError(f"GATEWAY_DATABASE_URL: the schema is not migrated "
                           f"({', '.join(pending)} pending): run `gateway migrate`")
+    if settings.grpc_port is not None and settings.workers == 1:  # workers share it
+        _port_free("GATEWAY_GRPC_PORT", settings.grpc_host or settings.host, settings.grpc_port)
+
+
+def _port_free(name: str, host: str, port: int) -> None:
+    """A ConfigError naming ``name`` when ``host``:``port`` cannot be listened on now (in
+    use, or an address not of this machine)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from exc
 
 
 def _migrate(settings: Settings) -> int:

@@ -521,3 +521,27 @@ async def test_the_credential_header_is_the_configured_one(tmp_path: Path) -> No
         await channel.close()
         await server.stop(0)
         await services.stop()
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """``gateway serve`` checks the gRPC port before serving: a port in use is one line
+    naming the setting (exit 2), not the lifespan's traceback."""
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db",
+               "GATEWAY_PEPPER": PEPPER, "GATEWAY_ADMIN_TOKENS": "t" * 32,
+               "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(free_port()),
+               "GATEWAY_GRPC_PORT": str(port)}
+        run = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith(
+        f"gateway: GATEWAY_GRPC_PORT: cannot listen on 127.0.0.1:{port}: "), run.stderr
+    assert "Traceback" not in run.stderr
