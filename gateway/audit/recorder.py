@@ -11,13 +11,13 @@ than the retention are deleted once an hour. A clean shutdown writes the last co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from gateway.audit.events import SYSTEM, AuditEvent, event
 from gateway.store.base import Store
+from gateway.tasks import cancel
 
 log = logging.getLogger("gateway.audit")
 
@@ -43,11 +43,8 @@ class AuditRecorder:
         self._task = asyncio.create_task(self._run(), name="audit-recorder")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
 
     async def _run(self) -> None:

@@ -9,7 +9,6 @@ concurrent L2 reads share one MGET (see ``RedisBackend.get``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 
@@ -19,6 +18,7 @@ from gateway.cache.redis_backend import RedisBackend
 from gateway.errors import GatewayError
 from gateway.observability.metrics import Metrics
 from gateway.store.base import Store
+from gateway.tasks import cancel
 
 _NEGATIVE = b"-"
 DECODED_MEMO = 4096
@@ -188,10 +188,7 @@ class KeyCache:
                 await asyncio.sleep(REFRESH_RETRY_S)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await cancel(self._refresher)
 
     async def _from_store(self, digest: str, mode: CacheMode) -> Entry | None:
         started = time.monotonic()

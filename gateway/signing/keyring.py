@@ -49,7 +49,6 @@ to move a signer it cannot move.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -66,6 +65,7 @@ from gateway.crypto.jwk import Jwk, JwkError
 from gateway.errors import ConfigError, FailedPrecondition, GatewayError, Internal, NotFound
 from gateway.signing.seal import Sealer
 from gateway.signing.state import UNCHANGED, Documents, StateStore
+from gateway.tasks import cancel
 
 log = logging.getLogger("gateway.signing")
 
@@ -204,9 +204,7 @@ class Keyring:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         self._tasks.clear()
 
     async def _refresh_loop(self) -> None:

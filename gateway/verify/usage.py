@@ -10,12 +10,12 @@ flush (so a count may land up to one flush interval, 5 s, late)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from gateway.errors import GatewayError
 from gateway.store.base import Store
+from gateway.tasks import cancel
 
 log = logging.getLogger("gateway.usage")
 CHUNK = 4_000  # keys a write
@@ -123,10 +123,7 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._loop(), name="usage-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         await self.flush()
         try:
             await self.flush_counts()
