@@ -18,6 +18,7 @@ from gateway.http.auth import require_admin
 from gateway.http.errors import ory
 from gateway.http.openapi import STR, TIME, Operation, add_operations, obj, ref
 from gateway.http.wire import JSONResponse
+from gateway.keys.listing import MAX_FILTER_LENGTH
 from gateway.store.base import Store
 
 PATH = "/v2alpha1/admin/auditEvents"
@@ -51,7 +52,7 @@ add_operations(_OPERATIONS, _SCHEMAS, query={"adminListAuditEvents": [
         "type": "integer", "minimum": 0, "description": f"at most {MAX_PAGE_SIZE}"}},
     {"name": "page_token", "in": "query", "schema": {"type": "string", "format": "page-token"}},
     {"name": "filter", "in": "query", "schema": {
-        "type": "string", "format": "aip160-audit-filter", "maxLength": 2048,
+        "type": "string", "format": "aip160-audit-filter", "maxLength": MAX_FILTER_LENGTH,
         "description": 'action, target, principal, outcome with =; time with >=, >, <=, < '
                        '(action="key.revoked" AND time >= "2026-12-01T00:00:00Z")'}}]})
 

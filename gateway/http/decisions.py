@@ -133,7 +133,7 @@ class DecisionsRoute:
         self._auth = ForwardAuth(services, l1)
         self._metrics: Metrics = services.metrics
         self._trusted: Trusted = services.trusted
-        self._credential_header = services.settings.credential_header.encode()
+        self._credential_header = self._auth.credential_header  # bound for the fast half
         self.observe = self._metrics.latency("forward_auth")
         self.observe_status = self._metrics.answered("forward_auth")
 

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.http.verify_routes import MAX_BATCH as MAX_BATCH_VERIFY
 from gateway.http.wire import JSONResponse
 from gateway.keys.fields import MAX_CIDRS, MAX_CREDENTIAL_LENGTH, MAX_INT64, MAX_SCOPES, MAX_TEXT
-from gateway.keys.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from gateway.keys.listing import DEFAULT_PAGE_SIZE, MAX_FILTER_LENGTH, MAX_PAGE_SIZE
 from gateway.keys.service import MAX_BATCH_IMPORT
 
 S = "string"
@@ -380,7 +380,7 @@ def document() -> dict[str, Any]:
                        {"name": "page_token", "in": "query", "schema": {
                            "type": S, "format": "page-token"}},
                        {"name": "filter", "in": "query", "schema": {
-                           "type": S, "format": "aip160-filter", "maxLength": 2048}}]
+                           "type": S, "format": "aip160-filter", "maxLength": MAX_FILTER_LENGTH}}]
         params += _QUERY.get(op_id, [])
         if op_id.endswith("Usage"):
             params += [{"name": "interval", "in": "query", "schema": enum("minute", "hour",

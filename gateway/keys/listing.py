@@ -12,6 +12,7 @@ from gateway.keys.model import KeyStatus
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_FILTER_LENGTH = 2048  # characters of an AIP-160 filter (keys and audit events)
 FILTER_FIELDS = ("actor_id", "status")
 _TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.]*)\s*(?P<op>=|!=|<=|>=|<|>|:)\s*
@@ -37,8 +38,8 @@ def scan_terms(expression: str) -> list[tuple[str, str, str]]:
     """The ``(field, operator, value)`` terms of an AIP-160 conjunction (``a="x" AND b>=3``),
     quoted values unquoted; a clear 400 for anything else (OR, NOT, parentheses, a dangling
     AND, text that is no term)."""
-    if len(expression) > 2048:
-        raise InvalidArgument("filter: longer than 2048 characters")
+    if len(expression) > MAX_FILTER_LENGTH:
+        raise InvalidArgument(f"filter: longer than {MAX_FILTER_LENGTH} characters")
     terms: list[tuple[str, str, str]] = []
     text = expression.strip()
     pos = 0
