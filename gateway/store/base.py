@@ -271,7 +271,7 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(key), _secret_format(key))
             await _write_audit(c, audit)
         audit_events.emit(audit)
-        return key.with_changes(seq=rows[0][0])
+        return key.with_seq(rows[0][0])
 
     async def insert_new_keys(self, keys: Sequence[ApiKey], audit: Audit = ()
                               ) -> list[ApiKey | None]:
@@ -297,7 +297,7 @@ class SqlStore:
         out: list[ApiKey | None] = []
         for key in keys:
             seq = stored.pop(key.key_id, None)  # a second copy of one key gets None
-            out.append(None if seq is None else key.with_changes(seq=seq))
+            out.append(None if seq is None else key.with_seq(seq))
         return out
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -372,7 +372,7 @@ class SqlStore:
             rows = await c.fetch(_INSERT, *key_params(new), _secret_format(new))
             await _write_audit(c, audit)
         audit_events.emit(audit)
-        return new.with_changes(seq=rows[0][0])
+        return new.with_seq(rows[0][0])
 
     async def prune_changes(self, before_us: int) -> None:
         """Drop change-log rows, and replicas trusted until, before ``before_us``."""

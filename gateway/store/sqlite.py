@@ -49,6 +49,13 @@ class SqliteStore(SqlStore):
 
     BACKEND = "sqlite"
     USAGE_CHUNK = 4_000  # keys per UPDATE of a usage flush (2 parameters each)
+    # The writer's pages: a 64 MiB cache (default 2 MiB) and a checkpoint every 16,000 WAL
+    # pages (64 MiB; default 1,000). A bulk import dirties index pages all over the
+    # key_id and digest indexes (both random); with the defaults each 1,000-key commit
+    # re-read them and a checkpoint wrote them back almost every commit. The INSERTs of
+    # 1,000,000 keys in 1,000-key transactions, alone: 72.7 -> 52.3 us of CPU per key,
+    # 100.7 -> 67.9 s (either setting alone: 60.5 us); a 256 MiB cache measured the same.
+    WRITER_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=16000")
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -67,6 +74,8 @@ class SqliteStore(SqlStore):
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
+        for pragma in self.WRITER_PRAGMAS:
+            await self._writer.execute(pragma)
         self._db = await self._connect()
         await self.migrate()
 

@@ -74,3 +74,20 @@ def test_metadata_limit_counts_serialized_bytes() -> None:
     assert f.metadata({"metadata": at_limit}) == at_limit
     with pytest.raises(InvalidArgument, match=r"^metadata: "):
         f.metadata({"metadata": {"k": "\u00e9" * (f.MAX_METADATA_BYTES // 2)}})
+
+
+def test_with_seq_copies_every_field_and_sets_seq() -> None:
+    from dataclasses import fields
+
+    from gateway.keys.model import ApiKey, Kind, RateLimit
+
+    key = ApiKey(key_id="k", kind=Kind.IMPORTED, digest="d", create_time=1, update_time=2,
+                 name="n", actor_id="a", scopes=("s",), metadata={"m": 1},
+                 allowed_cidrs=("10.0.0.0/8",), rate_limit=RateLimit(5, 60), expire_time=3,
+                 last_used_time=4, revoke_time=5, revocation_description="r",
+                 request_id="q", request_fingerprint="f", seq=7)
+    stored = key.with_seq(42)
+    assert stored.seq == 42
+    assert all(getattr(stored, f.name) == getattr(key, f.name)
+               for f in fields(ApiKey) if f.name != "seq")
+    assert stored == key.with_changes(seq=42)

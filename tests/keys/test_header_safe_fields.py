@@ -399,3 +399,20 @@ def test_a_stored_crlf_actor_id_reaches_forward_auth_percent_encoded(
     verified = client.post("/v2alpha1/admin/apiKeys:verify", json={"credential": secret})
     assert verified.status_code == 200
     assert verified.json()["actor_id"] == actor  # JSON carries the stored value as it is
+
+
+def test_control_check_refuses_exactly_cc_zl_zp() -> None:
+    """The actor-id check (one regex search) refuses exactly the code points Unicode puts
+    in Cc, Zl and Zp, and names the first one and its index."""
+    import unicodedata
+
+    for code in range(0x110000):
+        char = chr(code)
+        bad = unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        try:
+            f.actor_id({"actor_id": f"ab{char}"})
+        except InvalidArgument as exc:
+            assert bad, f"U+{code:04X} refused"
+            assert f"U+{code:04X} at index 2" in exc.message
+        else:
+            assert not bad, f"U+{code:04X} let through"
