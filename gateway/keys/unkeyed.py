@@ -3,9 +3,10 @@
 A credential without a keyed checksum is looked up only when its digest is in that set, so
 every replica must learn a new imported key before its import returns (the invalidation
 broadcast carries the digest: ``Services._on_invalidate``), and without Redis within
-``FOLLOW_S``: the keys written since the last read are read again every ``FOLLOW_S``
-(reaching ``LAG`` sequence numbers back, for transactions that committed out of order), and
-all of them every ``RELOAD_S`` (digests moved by a pepper rotation).
+``FOLLOW_S``: the keys written since the last read are read every ``FOLLOW_S`` (reaching
+the store's ``seq_lag`` sequence numbers back, for transactions that committed out of
+order: none on SQLite), and all of them every ``RELOAD_S`` (digests moved by a pepper
+rotation).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from gateway.store.follower import StoreFollower
 
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
-LAG = 2_000
 PAGE = 20_000  # digests a read of the full reload (sorted on the event loop: about 10 ms)
 FOLLOW_PAGE = 2_000
 
@@ -49,13 +49,13 @@ class UnkeyedFollower(StoreFollower):
         self._loaded_at = time.monotonic()
 
     async def follow(self) -> None:
-        """The ones written since the last read (and ``LAG`` before it), ``FOLLOW_PAGE``
+        """The ones written since the last read (and ``seq_lag`` before it), ``FOLLOW_PAGE``
         a read with the loop free between: a bulk import writes thousands a second, and
         reading them in one go held every request on this replica for milliseconds."""
         if time.monotonic() - self._loaded_at >= RELOAD_S:
             await self.load()
             return
-        after = max(0, self._seq - LAG)
+        after = max(0, self._seq - self.store.seq_lag)
         while rows := await self.store.unkeyed_digests(after, FOLLOW_PAGE):
             self.digests.add_many([digest for _, digest in rows])
             after = rows[-1][0]

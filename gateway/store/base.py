@@ -38,6 +38,11 @@ USAGE_CHUNK = 500  # usage rows a statement (4 parameters each)
 class Store(Protocol):
     """What the gateway needs from persistent storage."""
 
+    # How many sequence numbers (``seq``) back a key can become visible after later ones
+    # were read: a transaction that took its numbers before another and committed after
+    # it. Followers of new keys re-read that far back on every read.
+    seq_lag: int
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...

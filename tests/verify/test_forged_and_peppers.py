@@ -296,3 +296,34 @@ async def test_the_digests_of_imported_keys_are_read_a_page_at_a_time(
         known = services.peppers.unkeyed
         assert len(known) == 30 and list(known._sorted) == sorted(known._sorted)
         assert [await outcome(services, raw) for raw in raws] == [Outcome.VALID] * 30
+
+
+async def test_on_sqlite_the_imported_digests_are_followed_without_reading_back(
+        tmp_path: Path) -> None:
+    """SQLite commits one writer at a time, so a follow starts after the last key read
+    (PostgreSQL's reads ``seq_lag`` back): an idle replica reads no digest again, and a
+    key imported meanwhile is still learned."""
+    db = tmp_path / "g.db"
+    async with running(db, NEW_PEPPER) as a, running(db, NEW_PEPPER) as b:
+        assert b.store.seq_lag == 0
+        raws = [f"sk_live_{n}_{secrets.token_hex(8)}" for n in range(5)]
+        await a.keys.batch_import({"requests": [
+            {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
+        await b.unkeyed.follow()
+        read: list[int] = []
+        real = b.store.unkeyed_digests
+
+        async def recorded(after_seq: int = 0, limit: int = 100_000) -> list[tuple[int, str]]:
+            rows = await real(after_seq, limit)
+            read.extend(seq for seq, _ in rows)
+            return rows
+
+        b.store.unkeyed_digests = recorded  # type: ignore[method-assign]
+        await b.unkeyed.follow()
+        assert read == []
+        late = "sk_live_late_" + secrets.token_hex(8)
+        await a.keys.import_key({"name": "i", "actor_id": "a", "raw_key": late})
+        await b.unkeyed.follow()
+        assert len(read) == 1
+        assert b.digester.digest(late) in b.peppers.unkeyed
+        assert all(b.digester.digest(raw) in b.peppers.unkeyed for raw in raws)
