@@ -33,6 +33,7 @@ class UnkeyedFollower(StoreFollower):
         self.store = store
         self.digests = digests
         self._seq = 0
+        self._seen: list[int] = []  # seqs above ``_seq - seq_lag`` read by ``follow``
         self._loaded_at = 0.0
 
     async def load(self) -> None:
@@ -56,10 +57,15 @@ class UnkeyedFollower(StoreFollower):
             await self.load()
             return
         after = max(0, self._seq - self.store.seq_lag)
-        while rows := await self.store.unkeyed_digests(after, FOLLOW_PAGE):
+        # the keys read already within the lag are not sent again: an idle PostgreSQL
+        # replica read the last 2,000 imported keys' rows every second
+        seen = self._seen = [seq for seq in self._seen if seq > after]
+        while rows := await self.store.unkeyed_digests(after, FOLLOW_PAGE, seen):
             self.digests.add_many([digest for _, digest in rows])
             after = rows[-1][0]
             self._seq = max(self._seq, after)
+            if self.store.seq_lag:
+                seen.extend(seq for seq, _ in rows)
             await asyncio.sleep(0)
         if self.digests.merge_due:
             await self.digests.merge()

@@ -82,8 +82,8 @@ class Store(Protocol):
     async def unconfirmed(self, replica_id: str, at_us: int | None = None
                           ) -> tuple[int, list[str]]: ...
     async def leave(self, replica_id: str) -> None: ...
-    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
-                              ) -> list[tuple[int, str]]: ...
+    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000,
+                              skip: Sequence[int] = ()) -> list[tuple[int, str]]: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
     async def add_usage_counts(self, counts: Sequence[tuple[str, int, str, int]]) -> None: ...
@@ -233,6 +233,12 @@ class SqlStore:
     """The store logic in portable SQL; subclasses supply connections and a backend name."""
 
     BACKEND = ""  # the folder of gateway/store/migrations this backend reads
+    # ``seq`` is not among a list of them, the list one parameter (``_seqs``)
+    _NOT_AMONG = "seq NOT IN (SELECT value FROM json_each(?))"
+
+    @staticmethod
+    def _seqs(seqs: Sequence[int]) -> Any:
+        return orjson.dumps(list(seqs)).decode()
 
     async def _lock_migrations(self, c: Tx) -> None:
         """Serialise concurrent ``migrate`` runs (the transaction suffices for SQLite)."""
@@ -437,15 +443,18 @@ class SqlStore:
         async with self._tx() as c:
             await c.execute("DELETE FROM replicas WHERE replica_id = ?", replica_id)
 
-    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000
-                              ) -> list[tuple[int, str]]:
+    async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000,
+                              skip: Sequence[int] = ()) -> list[tuple[int, str]]:
         """``(seq, digest)`` of the keys whose credentials carry no keyed checksum (v1
         secrets, imported keys) written after ``after_seq``, in seq order, at most
-        ``limit`` of them (a page)."""
+        ``limit`` of them (a page); none whose seq is in ``skip`` (read already)."""
+        where, args = "seq > ? AND secret_format <> 'v2'", [after_seq]
+        if skip:
+            where += f" AND {self._NOT_AMONG}"
+            args.append(self._seqs(skip))
         async with self._conn() as c:
-            rows = await c.fetch("SELECT seq, digest FROM api_keys WHERE seq > ? AND "
-                                 "secret_format <> 'v2' ORDER BY seq LIMIT ?", after_seq,
-                                 limit)
+            rows = await c.fetch(f"SELECT seq, digest FROM api_keys WHERE {where} "
+                                 "ORDER BY seq LIMIT ?", *args, limit)
         return [(r[0], r[1]) for r in rows]
 
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None:

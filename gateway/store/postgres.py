@@ -75,6 +75,11 @@ class PostgresStore(SqlStore):
     # among concurrent transactions: a bound, not a guarantee (one import of 1,000 keys
     # takes 1,000 numbers; a few in flight stay well under it)
     seq_lag = 2_000
+    _NOT_AMONG = "NOT (seq = ANY(?::bigint[]))"
+
+    @staticmethod
+    def _seqs(seqs: Sequence[int]) -> Any:
+        return list(seqs)
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._dsn = dsn

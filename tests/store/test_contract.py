@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -548,3 +548,67 @@ async def test_usage_counts_add_up_per_minute_and_outcome(store: Store, actor: s
     assert await store.usage_counts(key_id, 660, 720) == [(660, "VALID", 2)]
     assert await store.prune_usage(660) >= 2
     assert await store.usage_counts(key_id, 0, 10**9) == [(660, "VALID", 2)]
+
+
+async def test_unkeyed_digests_leave_out_the_seqs_read_already(store: Store, actor: str
+                                                               ) -> None:
+    """The imported-digest follower's read: the keys after a seq, in seq order, but those
+    whose seqs it names (read already within the store's ``seq_lag``)."""
+    keys = [await store.insert_key(make_key(actor, kind=Kind.IMPORTED)) for _ in range(4)]
+    seqs = [k.seq for k in keys]
+    mine = {k.seq: k.digest for k in keys}
+
+    async def read(skip: list[int]) -> list[tuple[int, str]]:
+        rows = await store.unkeyed_digests(seqs[0] - 1, 1000, skip)
+        return [row for row in rows if row[0] in mine]
+
+    assert await read([]) == [(s, mine[s]) for s in seqs]
+    assert await read([seqs[1], seqs[3], 10**12]) == [(s, mine[s]) for s in (seqs[0], seqs[2])]
+    assert await read(seqs) == []
+    assert store.seq_lag == (0 if isinstance(store, SqliteStore) else 2_000)
+
+
+async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_still(
+        pg_database: str, actor: str) -> None:
+    """On PostgreSQL a key can commit after a later one (its seq taken first): the follower
+    reaches ``seq_lag`` back for it, but does not read again the rows it has read."""
+    from gateway.crypto.secrets_format import DigestSet
+    from gateway.keys.unkeyed import UnkeyedFollower
+    from gateway.store.base import _INSERT, _secret_format, key_params
+
+    store = PostgresStore(pg_database)
+    await store.open()
+    await store.migrate()
+    try:
+        for _ in range(3):
+            await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+        digests = DigestSet()
+        follower = UnkeyedFollower(store, digests)
+        await follower.load()
+        await follower.follow()  # the lag window, once
+        read: list[int] = []
+        real = store.unkeyed_digests
+
+        async def recorded(after_seq: int = 0, limit: int = 100_000,
+                           skip: Sequence[int] = ()) -> list[tuple[int, str]]:
+            rows = await real(after_seq, limit, skip)
+            read.extend(seq for seq, _ in rows)
+            return rows
+
+        store.unkeyed_digests = recorded  # type: ignore[method-assign]
+        await follower.follow()
+        assert read == []  # idle: nothing read again
+        late, later = (make_key(actor, kind=Kind.IMPORTED) for _ in range(2))
+        async with store._tx() as c:  # late takes its seq, and commits last
+            late_seq = (await c.fetch(_INSERT, *key_params(late), _secret_format(late)))[0][0]
+            later_seq = (await store.insert_key(later)).seq
+            await follower.follow()
+            assert read == [later_seq] and later.digest in digests
+            assert late.digest not in digests
+        await follower.follow()
+        assert read == [later_seq, late_seq] and late_seq < later_seq
+        assert late.digest in digests
+        await follower.follow()
+        assert read == [later_seq, late_seq]
+    finally:
+        await store.close()

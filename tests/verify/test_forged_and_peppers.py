@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -313,8 +313,9 @@ async def test_on_sqlite_the_imported_digests_are_followed_without_reading_back(
         read: list[int] = []
         real = b.store.unkeyed_digests
 
-        async def recorded(after_seq: int = 0, limit: int = 100_000) -> list[tuple[int, str]]:
-            rows = await real(after_seq, limit)
+        async def recorded(after_seq: int = 0, limit: int = 100_000,
+                           skip: Sequence[int] = ()) -> list[tuple[int, str]]:
+            rows = await real(after_seq, limit, skip)
             read.extend(seq for seq, _ in rows)
             return rows
 
