@@ -56,17 +56,21 @@ class UnkeyedFollower(StoreFollower):
         if time.monotonic() - self._loaded_at >= RELOAD_S:
             await self.load()
             return
-        after = max(0, self._seq - self.store.seq_lag)
-        # the keys read already within the lag are not sent again: an idle PostgreSQL
-        # replica read the last 2,000 imported keys' rows every second
-        seen = self._seen = [seq for seq in self._seen if seq > after]
-        while rows := await self.store.unkeyed_digests(after, FOLLOW_PAGE, seen):
+        lag = self.store.seq_lag
+        after = max(0, self._seq - lag)
+        # the keys read already within the lag are not sent again (an idle PostgreSQL
+        # replica read the last 2,000 imported keys' rows every second); only those above
+        # a page's start are named, so the list shrinks as the pages move past them
+        seen, read = self._seen, []
+        while rows := await self.store.unkeyed_digests(
+                after, FOLLOW_PAGE, [seq for seq in seen if seq > after]):
             self.digests.add_many([digest for _, digest in rows])
             after = rows[-1][0]
             self._seq = max(self._seq, after)
-            if self.store.seq_lag:
-                seen.extend(seq for seq, _ in rows)
+            if lag:
+                read += [seq for seq, _ in rows]
             await asyncio.sleep(0)
+        self._seen = [seq for seq in (*seen, *read) if seq > self._seq - lag]
         if self.digests.merge_due:
             await self.digests.merge()
 

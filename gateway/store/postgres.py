@@ -75,7 +75,9 @@ class PostgresStore(SqlStore):
     # among concurrent transactions: a bound, not a guarantee (one import of 1,000 keys
     # takes 1,000 numbers; a few in flight stay well under it)
     seq_lag = 2_000
-    _NOT_AMONG = "NOT (seq = ANY(?::bigint[]))"
+    # a hashed subplan in every plan (``<> ALL($n)`` is hashed only where the array is a
+    # constant, not in a prepared statement's generic plan)
+    _NOT_AMONG = "seq NOT IN (SELECT unnest(?::bigint[]))"
 
     @staticmethod
     def _seqs(seqs: Sequence[int]) -> Any:
