@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,6 +122,36 @@ class Gateway:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def record_unkeyed_reads(store: Any) -> list[int]:
+    """From now on, the seq of every row ``store.unkeyed_digests`` returns (the imported-
+    digest follower's reads), in order."""
+    read: list[int] = []
+    real = store.unkeyed_digests
+
+    async def recorded(after_seq: int = 0, limit: int = 100_000,
+                       skip: Sequence[int] = ()) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = await real(after_seq, limit, skip)
+        read.extend(seq for seq, _ in rows)
+        return rows
+
+    store.unkeyed_digests = recorded
+    return read
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The ``/metrics`` of a real gateway (SQLite, AUTO signing-key rotation, so the
+    rotation schedule is exported too) after some traffic (``prometheus_helpers``)."""
+    from prometheus_helpers import exercise  # it imports this module
+
+    gw = start_gateway(tmp_path_factory.mktemp("gw-metrics"),
+                       {"GATEWAY_SIGNING_ROTATION": "AUTO"})
+    try:
+        yield exercise(gw)
+    finally:
+        gw.stop()
 
 
 def sqlite_last_used(db: Path, key_id: str) -> int | None:

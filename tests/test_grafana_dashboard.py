@@ -6,19 +6,15 @@ a variable), over series a running gateway exports, in PromQL that Prometheus pa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from conftest import start_gateway
 from prometheus_helpers import (
     DASHBOARD,
     as_promql,
     dashboard,
     dashboard_exprs,
-    exercise,
     exported,
     metric_names,
     panels,
@@ -29,15 +25,6 @@ from prometheus_helpers import (
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-
-@pytest.fixture(scope="module")
-def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    gw = start_gateway(tmp_path_factory.mktemp("gw-dashboard"),
-                       {"GATEWAY_SIGNING_ROTATION": "AUTO"})
-    try:
-        yield exercise(gw)
-    finally:
-        gw.stop()
 
 
 def test_the_dashboard_is_json_grafana_imports() -> None:

@@ -10,16 +10,12 @@ on CI (``CI=true``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
-from conftest import start_gateway
 from prometheus_helpers import (
     RULE_TESTS,
     RULES,
-    exercise,
     exported,
     metric_names,
     recorded,
@@ -29,18 +25,6 @@ from prometheus_helpers import (
     selectors,
     unknown_names,
 )
-
-
-@pytest.fixture(scope="module")
-def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The ``/metrics`` of a real gateway (SQLite, AUTO signing-key rotation, so the
-    rotation schedule is exported too) after some traffic."""
-    gw = start_gateway(tmp_path_factory.mktemp("gw-rules"),
-                       {"GATEWAY_SIGNING_ROTATION": "AUTO"})
-    try:
-        yield exercise(gw)
-    finally:
-        gw.stop()
 
 
 def test_the_names_of_an_expression_are_read() -> None:

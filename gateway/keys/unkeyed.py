@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from array import array
+from collections import deque
 
 from gateway.crypto.secrets_format import DigestSet, sorted_runs
 from gateway.store.base import Store
@@ -61,14 +62,16 @@ class UnkeyedFollower(StoreFollower):
         # the keys read already within the lag are not sent again (an idle PostgreSQL
         # replica read the last 2,000 imported keys' rows every second); only those above
         # a page's start are named, so the list shrinks as the pages move past them
-        seen, read = self._seen, []
+        # (of the seqs read now, at most the last ``lag`` can be within it at the end: a
+        # backlog of a million keys is not held)
+        seen = self._seen
+        read: deque[int] = deque(maxlen=lag)
         while rows := await self.store.unkeyed_digests(
                 after, FOLLOW_PAGE, [seq for seq in seen if seq > after]):
             self.digests.add_many([digest for _, digest in rows])
             after = rows[-1][0]
             self._seq = max(self._seq, after)
-            if lag:
-                read += [seq for seq, _ in rows]
+            read.extend(seq for seq, _ in rows)
             await asyncio.sleep(0)
         self._seen = [seq for seq in (*seen, *read) if seq > self._seq - lag]
         if self.digests.merge_due:

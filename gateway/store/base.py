@@ -40,7 +40,7 @@ class Store(Protocol):
 
     # How many sequence numbers (``seq``) back a key can become visible after later ones
     # were read: a transaction that took its numbers before another and committed after
-    # it. Followers of new keys re-read that far back on every read.
+    # it. Followers of new keys reach that far back on every read.
     seq_lag: int
 
     async def open(self) -> None: ...
@@ -233,12 +233,12 @@ class SqlStore:
     """The store logic in portable SQL; subclasses supply connections and a backend name."""
 
     BACKEND = ""  # the folder of gateway/store/migrations this backend reads
-    # ``seq`` is not among a list of them, the list one parameter (``_seqs``)
-    _NOT_AMONG = "seq NOT IN (SELECT value FROM json_each(?))"
+    # a condition: ``seq`` is not among a list of them, passed as one parameter (``_seqs``)
+    _NOT_AMONG = ""
 
     @staticmethod
     def _seqs(seqs: Sequence[int]) -> Any:
-        return orjson.dumps(list(seqs)).decode()
+        raise NotImplementedError
 
     async def _lock_migrations(self, c: Tx) -> None:
         """Serialise concurrent ``migrate`` runs (the transaction suffices for SQLite)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from gateway.errors import AlreadyExists, Unavailable
 from gateway.store import migrations
@@ -61,6 +62,11 @@ class SqliteStore(SqlStore):
     # 1,000,000 keys in 1,000-key transactions, alone: 72.7 -> 52.3 us of CPU per key,
     # 100.7 -> 67.9 s (either setting alone: 60.5 us); a 256 MiB cache measured the same.
     WRITER_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=16000")
+    _NOT_AMONG = "seq NOT IN (SELECT value FROM json_each(?))"
+
+    @staticmethod
+    def _seqs(seqs: Sequence[int]) -> Any:
+        return orjson.dumps(list(seqs)).decode()
 
     def __init__(self, path: Path) -> None:
         self._path = path

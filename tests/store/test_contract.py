@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -572,6 +572,8 @@ async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_s
         pg_database: str, actor: str) -> None:
     """On PostgreSQL a key can commit after a later one (its seq taken first): the follower
     reaches ``seq_lag`` back for it, but does not read again the rows it has read."""
+    from conftest import record_unkeyed_reads
+
     from gateway.crypto.secrets_format import DigestSet
     from gateway.keys.unkeyed import UnkeyedFollower
     from gateway.store.base import _INSERT, _secret_format, key_params
@@ -586,16 +588,7 @@ async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_s
         follower = UnkeyedFollower(store, digests)
         await follower.load()
         await follower.follow()  # the lag window, once
-        read: list[int] = []
-        real = store.unkeyed_digests
-
-        async def recorded(after_seq: int = 0, limit: int = 100_000,
-                           skip: Sequence[int] = ()) -> list[tuple[int, str]]:
-            rows = await real(after_seq, limit, skip)
-            read.extend(seq for seq, _ in rows)
-            return rows
-
-        store.unkeyed_digests = recorded  # type: ignore[method-assign]
+        read = record_unkeyed_reads(store)
         await follower.follow()
         assert read == []  # idle: nothing read again
         late, later = (make_key(actor, kind=Kind.IMPORTED) for _ in range(2))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REDIS_URL, require_service
+from conftest import REDIS_URL, record_unkeyed_reads, require_service
 
 from gateway.crypto import secrets_format, tokens
 from gateway.crypto.digests import Digester
@@ -310,16 +310,7 @@ async def test_on_sqlite_the_imported_digests_are_followed_without_reading_back(
         await a.keys.batch_import({"requests": [
             {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
         await b.unkeyed.follow()
-        read: list[int] = []
-        real = b.store.unkeyed_digests
-
-        async def recorded(after_seq: int = 0, limit: int = 100_000,
-                           skip: Sequence[int] = ()) -> list[tuple[int, str]]:
-            rows = await real(after_seq, limit, skip)
-            read.extend(seq for seq, _ in rows)
-            return rows
-
-        b.store.unkeyed_digests = recorded  # type: ignore[method-assign]
+        read = record_unkeyed_reads(b.store)
         await b.unkeyed.follow()
         assert read == []
         late = "sk_live_late_" + secrets.token_hex(8)
