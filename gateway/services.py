@@ -43,6 +43,10 @@ from gateway.verify.verifier import Verifier
 if TYPE_CHECKING:  # imported by build_services only when tracing is on
     from gateway.observability.tracing import Tracing
 
+# Invalidated items applied between two yields to the loop. A 1,000-key import batch applied
+# at once held replica B's requests 0.9 ms (p99 4.6 ms), about five times a second: its
+# cached verifies' p99 went from 3.1 to 6.5 ms during an import (load/bulk_import.py).
+APPLY_SLICE = 200
 log = logging.getLogger("gateway")
 SIGNING_CHANGED = "signing:refresh"  # an invalidation item: re-read the signing keys
 
@@ -116,10 +120,15 @@ class Services:
         self._unwatch_gc = self.metrics.watch_gc()
 
     async def _on_invalidate(self, items: list[str], added: bool = False) -> None:
-        """Applied on every replica, before it acks the invalidation."""
-        self.cache.forget(items, added=added)
-        # a new imported key's digest, say: look it up from now on
-        self.peppers.unkeyed.add_many([i for i in items if i.startswith(DIGEST_PREFIX)])
+        """Applied on every replica, before it acks the invalidation: ``APPLY_SLICE`` items
+        at a time, with the loop free between (an import's batch names 1,000 keys)."""
+        for start in range(0, len(items), APPLY_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            part = items[start:start + APPLY_SLICE]
+            self.cache.forget(part, added=added)
+            # a new imported key's digest, say: look it up from now on
+            self.peppers.unkeyed.add_many([i for i in part if i.startswith(DIGEST_PREFIX)])
         if SIGNING_CHANGED in items:
             await self.signing.refresh()
             self.derived.forget()
