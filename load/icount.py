@@ -10,6 +10,12 @@ callgrind, calls one route N times with fake ``receive``/``send`` (no sockets, n
 and prints the instructions per call, beside the floor app's (``load/floor.py``) in the
 same harness. Use it to compare commits; use ``load/bench.py`` for the real figures.
 
+``--uvicorn``: each call's ``send`` is that of a fresh uvicorn request-response cycle
+(writing to a transport that drops the bytes), the class the servers run: uvicorn's for
+the floor, ``gateway.http.server.GatewayCycle`` for the gateway (uvicorn's before it
+existed). That counts uvicorn's handling of the response too (its cycle, the checks and
+joins of the head), still without sockets, parsing or the event loop.
+
 Callgrind counts only inside the measured loop: each call runs as the key function of a
 ``sorted()``, and collection is toggled on ``builtin_sorted``. Hash randomisation is fixed
 (``PYTHONHASHSEED=0``) so dict layouts repeat. One caveat: valgrind's CPU has no SHA
@@ -21,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +44,41 @@ BATCH = 100
 TOKEN = "icount-admin-token-" + "x" * 16
 
 
-async def _harness(case: str, calls: int) -> None:
+class _Dropped:
+    """A transport that takes the bytes and drops them."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def _cycle_sends(floor_case: bool, scope: dict[str, Any]) -> Callable[[], Any]:
+    """A new cycle's ``send`` per call, as the server runs it."""
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    cycle_class: Any = RequestResponseCycle
+    if not floor_case:
+        with contextlib.suppress(ImportError):  # before GatewayCycle: uvicorn's
+            from gateway.http.server import GatewayCycle as cycle_class
+    transport, event = _Dropped(), asyncio.Event()
+    flow = FlowControl(transport)  # type: ignore[arg-type]
+    headers = [(b"date", b"Thu, 03 Dec 2026 21:00:00 GMT")]
+
+    def send() -> Any:
+        return cycle_class(
+            scope=scope, transport=transport, flow=flow, logger=None, access_logger=None,
+            access_log=False, default_headers=headers, message_event=event,
+            expect_100_continue=False, keep_alive=True, on_response=lambda: None).send
+    return send
+
+
+async def _harness(case: str, calls: int, through_uvicorn: bool = False) -> None:
     """The child: build the app, warm L1, then run ``calls`` calls inside sorted()."""
     import orjson
 
@@ -91,8 +133,10 @@ async def _harness(case: str, calls: int) -> None:
             async def drop(m: dict[str, Any]) -> None:
                 pass
 
+            fresh_send = _cycle_sends(case == "floor", scope) if through_uvicorn else None
+
             def one(_: int) -> int:
-                coroutine = app(scope, receive, drop)
+                coroutine = app(scope, receive, drop if fresh_send is None else fresh_send())
                 try:
                     coroutine.send(None)  # nothing here suspends: one send runs it all
                 except StopIteration:
@@ -107,14 +151,15 @@ async def _harness(case: str, calls: int) -> None:
             await services.stop()
 
 
-def count(case: str, calls: int) -> float:
+def count(case: str, calls: int, through_uvicorn: bool = False) -> float:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     out = subprocess.run(
         [valgrind, "--tool=callgrind", "--collect-atstart=no",
          "--toggle-collect=builtin_sorted", "--callgrind-out-file=/dev/null",
-         sys.executable, __file__, "--child", case, "--calls", str(calls)],
+         sys.executable, __file__, "--child", case, "--calls", str(calls),
+         *(["--uvicorn"] if through_uvicorn else [])],
         env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
         timeout=1800)
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -127,10 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per route (batch: /10)")
     parser.add_argument("--only", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument("--uvicorn", action="store_true",
+                        help="send through a uvicorn request-response cycle (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        asyncio.run(_harness(args.child, args.calls))
+        asyncio.run(_harness(args.child, args.calls, args.uvicorn))
         return
     cases = [c for c in args.only.split(",") if c]
     unknown = set(cases) - set(CASES)
@@ -139,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for case in cases:
         calls = max(1, args.calls // 10) if case == "batch" else args.calls
-        results[case] = count(case, calls)
+        results[case] = count(case, calls, args.uvicorn)
         print(f"icount: {case} done", file=sys.stderr, flush=True)
     floor = results.get("floor")
     print(f"{'route':<14} {'instructions/call':>18} {'x floor':>8}")

@@ -24,13 +24,13 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from gateway.cache.entry import auth_headers
+from gateway.cache.entry import AUTH_HEADERS_MEMO, auth_headers
 from gateway.cache.keycache import CacheMode
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.hot import Answer, Message, Receive, Scope, Send
 from gateway.http.l1_answers import L1Answers, bare
 from gateway.http.verify_routes import cache_header, rate_limit_headers
-from gateway.http.wire import SECURITY_HEADERS, Header, bearer_token, send_bytes
+from gateway.http.wire import SECURITY_HEADERS, Head, Header, bearer_token, head, send_bytes
 from gateway.keys.header_values import header_value, scopes_value
 from gateway.observability.metrics import Metrics
 from gateway.verify.outcomes import TABLE, Outcome, Result
@@ -40,6 +40,18 @@ DECISIONS = "/v2alpha1/decisions"
 _INVALID_TOKEN = b'{"error":"invalid_token","error_description":"the credential is not valid"}'
 _EMPTY_END = {"type": "http.response.body", "body": b""}
 _DECISION_HEAD = ((b"content-length", b"0"), (b"x-cache", b"L1"), *SECURITY_HEADERS)
+# a "yes" from L1's headers, by its identity headers (made once per key state:
+# gateway.cache.entry.auth_headers), as many as that keeps
+_DECISION_HEADS: dict[tuple[Header, ...], Head] = {}
+
+
+def _decision_head(identity: tuple[Header, ...]) -> Head:
+    rendered = _DECISION_HEADS.get(identity)
+    if rendered is None:
+        if len(_DECISION_HEADS) >= AUTH_HEADERS_MEMO:
+            _DECISION_HEADS.clear()
+        rendered = _DECISION_HEADS[identity] = head(_DECISION_HEAD + identity)
+    return rendered
 
 
 @dataclass(slots=True)
@@ -148,7 +160,7 @@ class DecisionsRoute:
         digest = self._l1.digest(credential)
         cached = self._l1.fresh(digest, now)
         if self._l1.yes(cached, now):
-            return (200, _DECISION_HEAD + auth_headers(cached), _EMPTY_END,
+            return (200, _decision_head(auth_headers(cached)), _EMPTY_END,
                     headers.get(b"x-request-id"))  # for HotPath (see Answer)
         return Presented(headers, credential, L1Probe(digest, cached))
 

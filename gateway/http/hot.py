@@ -32,7 +32,7 @@ from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.http.access_log import AccessLog
 from gateway.http.errors import ORY, error_answer, internal_error
 from gateway.http.request_ids import HEADER, IDS, MAX_LENGTH, SAFE_MAP, Tagged, request_id_of
-from gateway.http.wire import Header, send_bytes
+from gateway.http.wire import RENDERED, Head, send_bytes
 from gateway.observability.request_context import request_id
 
 log = logging.getLogger("gateway.hot")
@@ -41,11 +41,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# A whole answer from ``fast``: its status, headers and body message, and the caller's
-# X-Request-ID as sent (None: none), read with the other headers ``fast`` reads (a scan of
-# the headers for it here cost 1,550 instructions a call, icount verify). The start message
-# is made here, with the request id.
-Answer = tuple[int, tuple[Header, ...], Message, bytes | None]
+_RID_LINE = HEADER + b": "
+# A whole answer from ``fast``: its status, headers (checked and rendered once: ``Head``)
+# and body message, and the caller's X-Request-ID as sent (None: none), read with the other
+# headers ``fast`` reads (a scan of the headers for it here cost 1,550 instructions a call,
+# icount verify). The start message is made here, with the request id, as ASGI headers and
+# as the lines our server writes as they are (``RENDERED``).
+Answer = tuple[int, Head, Message, bytes | None]
 
 
 class Route(Protocol):
@@ -108,17 +110,18 @@ class HotPath:
         message = await receive() if reads_body else None
         step = fast(scope, message, start)
         if type(step) is tuple:  # the hot case: answered from L1
-            status, headers, body, rid = step
+            status, head, body, rid = step
             # request_ids.accepted and new_id, inlined (a call is ~400 instructions)
             if rid is None or len(rid) > MAX_LENGTH or not rid.translate(SAFE_MAP).isalnum():
                 rid = next(IDS.ids)
             await send({"type": "http.response.start", "status": status,
-                        "headers": headers + ((HEADER, rid),)})  # noqa: RUF005 (cheaper)
+                        "headers": head.headers + ((HEADER, rid),),  # noqa: RUF005 (cheaper)
+                        RENDERED: (head.lines + _RID_LINE + rid + b"\r\n", head.length)})
             await send(body)
             observe(monotonic() - start)
             if self._access is not None:
-                self._access.record(scope, template, status, headers, monotonic() - start,
-                                    rid.decode("ascii"))
+                self._access.record(scope, template, status, head.headers,
+                                    monotonic() - start, rid.decode("ascii"))
             return
         await self._general(scope, message, receive, send, template, start, general, step)
 

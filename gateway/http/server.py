@@ -41,10 +41,15 @@ from typing import Any, cast
 import httptools
 import uvicorn
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import HANDLED_SIGNALS, ServerState
 
 from gateway.http.request_ids import new_id
+from gateway.http.wire import RENDERED
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers (Envoy's default is 60 KiB)
 MAX_HEADERS = 128  # Envoy's default is 100; nginx forwards all of a client's headers
@@ -132,6 +137,34 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class GatewayCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, but a start message that carries its headers
+    rendered (``RENDERED``: a fast answer's, checked when they were made, see
+    ``gateway.http.wire.Head``) has its head written from them: uvicorn checks, lowercases
+    and joins each header of each response (a cached verify has ten). Anything else, and
+    a response uvicorn must wait or log for, takes uvicorn's own path."""
+
+    async def send(self, message: Any) -> None:
+        rendered = message.get(RENDERED)
+        if (rendered is None or self.response_started or self.disconnected
+                or self.flow.write_paused or self.access_log):
+            await super().send(message)
+            return
+        lines, length = rendered
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.expected_content_length = length
+        self.chunked_encoding = False
+        content = [STATUS_LINE[message["status"]]]
+        for name, value in self.default_headers:  # the date, as uvicorn sends it
+            content += (name, b": ", value, b"\r\n")
+        content.append(lines)
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _header_count = 0
@@ -201,8 +234,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = True
         self._head_pending = False
         super().on_headers_complete()
-        if (self._closing or self._drain.draining) and self.cycle is not None:
-            self.cycle.keep_alive = False  # answered with Connection: close, then closed
+        cycle = self.cycle
+        if cycle is not None:
+            # uvicorn made it (by name, in the method above); its task has not run yet
+            cycle.__class__ = GatewayCycle
+            if self._closing or self._drain.draining:
+                cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def close_after_response(self) -> None:
         """The drain began: the response being prepared ends with Connection: close (one

@@ -22,7 +22,9 @@ from gateway.http.l1_answers import L1Answers
 from gateway.http.wire import (
     JSON,
     SECURITY_HEADERS,
+    Head,
     Header,
+    head,
     parse_object,
     read_body,
     send_bytes,
@@ -48,26 +50,26 @@ _FROM_L1 = (b"x-cache", b"L1")
 _TALOS_CACHE = {"L1": b"HIT", "L2": b"HIT"}
 _HIT = (b"ory-talos-cache", b"HIT")
 _NO_STORE = (b"cache-control", b"no-store")
-_L1_HEADERS: dict[int, tuple[Header, ...]] = {}  # those of a cached "yes", by body length
+_L1_HEADS: dict[int, Head] = {}  # those of a cached "yes", by body length
 
 
-def _l1_headers(size: int) -> tuple[Header, ...]:
-    """The headers of a cached "yes" to verify with a body of ``size`` bytes: one tuple per
-    length, shared."""
-    headers = _L1_HEADERS.get(size)
-    if headers is None:
-        headers = ((b"content-length", str(size).encode()), JSON, _FROM_L1, _HIT,
-                   *SECURITY_HEADERS)
-        if len(_L1_HEADERS) < 65_536:
-            _L1_HEADERS[size] = headers
-    return headers
+def _l1_head(size: int) -> Head:
+    """The headers of a cached "yes" to verify with a body of ``size`` bytes: one ``Head``
+    per length, shared."""
+    rendered = _L1_HEADS.get(size)
+    if rendered is None:
+        rendered = head(((b"content-length", str(size).encode()), JSON, _FROM_L1, _HIT,
+                         *SECURITY_HEADERS))
+        if len(_L1_HEADS) < 65_536:
+            _L1_HEADS[size] = rendered
+    return rendered
 
 
 def _l1_yes(cached: Cached, request_id: bytes | None) -> Answer:
     """A cached "yes" to verify (the body is joined per request: an entry keeps only its
     parts, see gateway.cache.entry)."""
     body = cached[HEAD] + cached[TAIL]
-    return (200, _l1_headers(len(body)), {"type": "http.response.body", "body": body},
+    return (200, _l1_head(len(body)), {"type": "http.response.body", "body": body},
             request_id)
 
 
@@ -100,9 +102,9 @@ class VerifyRoute:
         self.observe = self._metrics.latency("verify")
         self.observe_status = self._metrics.answered("verify")
         not_found = response_body(Result(Outcome.NOT_FOUND))
-        self._not_found_headers = ((b"content-length", str(len(not_found)).encode()), JSON,
-                                   (b"x-cache", b"NONE"), (b"ory-talos-cache", b"MISS"),
-                                   *SECURITY_HEADERS)
+        self._not_found_head = head(((b"content-length", str(len(not_found)).encode()), JSON,
+                                     (b"x-cache", b"NONE"), (b"ory-talos-cache", b"MISS"),
+                                     *SECURITY_HEADERS))
         self._not_found = {"type": "http.response.body", "body": not_found}
 
     def fast(self, scope: Scope, message: Message | None, now: float) -> Answer | Parsed | None:
@@ -144,7 +146,7 @@ class VerifyRoute:
             # the answer an unknown key gets, built once: a flood of forged keys costs
             # what cached verifies cost
             self._metrics.result("not_found", "NONE")
-            return 200, self._not_found_headers, self._not_found, request_id
+            return 200, self._not_found_head, self._not_found, request_id
         return Parsed(body, L1Probe(digest, cached))
 
     async def general(self, scope: Scope, message: Message | None, receive: Receive,

@@ -4,7 +4,9 @@ tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import re
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,6 +19,43 @@ DEFAULT_BODY_LIMIT = 1 << 20
 DEFAULT_MAX_VALUES = 100_000  # about 7 MB of parsed objects at most
 JSON = (b"content-type", b"application/json")
 Header = tuple[bytes, bytes]
+# A start message's key, read by our server (gateway.http.server.GatewayCycle): the
+# response's headers as HTTP/1.1 lines and its body's length. Other ASGI servers ignore it
+# and read "headers", which always hold the same headers.
+RENDERED = "gateway.rendered"
+# what uvicorn refuses in a header's name and value
+_BAD_NAME = re.compile(rb'[\x00-\x1F\x7F()<>@,;:\[\]={} \t\\"]')
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The headers of a fast answer, checked and rendered as HTTP/1.1 lines once (the
+    routes keep them): the server writes ``lines`` as they are instead of checking and
+    joining each header of each response. With a cached verify's headers, uvicorn's
+    handling of a response took 7.6 us, this 2.4 us (timed in-process)."""
+
+    headers: tuple[Header, ...]
+    lines: bytes
+    length: int  # the body's (content-length)
+
+
+def head(headers: Iterable[Header]) -> Head:
+    """``headers`` (content-length among them; no connection or transfer-encoding, which
+    the server decides) as a ``Head``; ValueError for a header uvicorn would refuse."""
+    headers = tuple(headers)
+    length = None
+    for name, value in headers:
+        if (_BAD_NAME.search(name) or _BAD_VALUE.search(value) or name != name.lower()
+                or name in (b"connection", b"transfer-encoding")):
+            raise ValueError(f"not a header a fast answer may carry: {name!r}: {value!r}")
+        if name == b"content-length":
+            length = int(value)
+    if length is None:
+        raise ValueError("a fast answer's headers need its content-length")
+    return Head(headers, b"".join(b"%s: %s\r\n" % pair for pair in headers), length)
+
+
 # On every response (hot routes and Starlette routes alike): JSON only, never framed,
 # never a referrer, nothing loaded from it.
 SECURITY_HEADERS: tuple[Header, ...] = (

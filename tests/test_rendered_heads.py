@@ -1,0 +1,218 @@
+"""Fast answers' heads written as rendered lines (``gateway.http.wire.Head``,
+``gateway.http.server.GatewayCycle``): the same bytes uvicorn writes for the same headers,
+on the wire of the real server, and never a header uvicorn would refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN_TOKEN, Gateway, start_gateway
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from gateway.http.decisions import DECISIONS
+from gateway.http.server import GatewayCycle
+from gateway.http.verify_routes import VERIFY
+from gateway.http.wire import JSON, RENDERED, SECURITY_HEADERS, head
+
+HEADERS = ((b"content-length", b"5"), JSON, (b"x-cache", b"L1"), *SECURITY_HEADERS)
+RID = (b"x-request-id", b"0123456789abcdef0123456789abcdef")
+DATE = [(b"date", b"Thu, 03 Dec 2026 21:00:00 GMT")]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.written.append(b"<closed>")
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def answer(cycle_class: type[RequestResponseCycle], start: dict[str, Any], *,
+           keep_alive: bool = True, method: str = "POST") -> tuple[bytes, bool]:
+    """What a cycle writes for ``start`` and a 5-byte body; whether it completed."""
+    transport = Recorder()
+
+    async def run() -> RequestResponseCycle:
+        cycle = cycle_class(
+            scope={"type": "http", "method": method}, transport=transport,  # type: ignore[arg-type]
+            flow=FlowControl(transport), logger=None, access_logger=None,  # type: ignore[arg-type]
+            access_log=False, default_headers=DATE, message_event=asyncio.Event(),
+            expect_100_continue=False, keep_alive=keep_alive, on_response=lambda: None)
+        await cycle.send(start)
+        await cycle.send({"type": "http.response.body", "body": b"hello"})
+        return cycle
+
+    cycle = asyncio.run(run())
+    return b"".join(transport.written), cycle.response_complete
+
+
+def start_message(rendered: bool) -> dict[str, Any]:
+    h = head(HEADERS)
+    message: dict[str, Any] = {"type": "http.response.start", "status": 200,
+                               "headers": (*h.headers, RID)}
+    if rendered:
+        message[RENDERED] = (h.lines + b"%s: %s\r\n" % RID, h.length)
+    return message
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+def test_a_rendered_head_is_written_as_uvicorn_writes_it(keep_alive: bool, method: str
+                                                         ) -> None:
+    expected = answer(RequestResponseCycle, start_message(False), keep_alive=keep_alive,
+                      method=method)
+    written = answer(GatewayCycle, start_message(True), keep_alive=keep_alive, method=method)
+    assert written == expected
+    assert written[1]  # the body's length was taken from the rendered head
+    assert (b"connection: close\r\n" in written[0]) is not keep_alive
+
+
+def test_without_rendered_lines_the_cycle_is_uvicorns() -> None:
+    assert (answer(GatewayCycle, start_message(False))
+            == answer(RequestResponseCycle, start_message(False)))
+
+
+def test_a_body_longer_than_the_rendered_length_is_refused_as_uvicorn_refuses_it() -> None:
+    start = start_message(True)
+    lines, _ = start[RENDERED]
+    start[RENDERED] = (lines, 2)
+    with pytest.raises(RuntimeError, match="longer than Content-Length"):
+        answer(GatewayCycle, start)
+
+
+@pytest.mark.parametrize("bad", [
+    (b"x-id", b"a\r\nset-cookie: x=1"),  # a header smuggled in a value
+    (b"X-Id", b"1"),  # not lowercase, as uvicorn would send it
+    (b"x id", b"1"),
+    (b"connection", b"close"),  # the server decides these
+    (b"transfer-encoding", b"chunked"),
+])
+def test_a_head_refuses_what_uvicorn_would_refuse_or_decides_itself(bad: tuple[bytes, bytes]
+                                                                    ) -> None:
+    with pytest.raises(ValueError):
+        head(((b"content-length", b"0"), bad))
+
+
+def test_a_head_needs_its_content_length() -> None:
+    with pytest.raises(ValueError, match="content-length"):
+        head(((b"x-cache", b"L1"),))
+
+
+# -- the real server ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path_factory.mktemp("heads"), {})
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def key(gw: Gateway) -> str:
+    r = httpx.post(gw.url + "/v2alpha1/admin/issuedApiKeys", headers=gw.auth, timeout=10,
+                   json={"name": "heads", "actor_id": "actor-1"})
+    secret: str = r.json()["secret"]
+    return secret
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[list[bytes], bytes]:
+    """One request on a kept-alive connection: the answer's head lines and its body."""
+    sock.sendall(request)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, got
+        got += chunk
+    head_bytes, body = got.split(b"\r\n\r\n", 1)
+    lines = head_bytes.split(b"\r\n")
+    length = int(next(v for n, _, v in (line.partition(b": ") for line in lines[1:])
+                      if n == b"content-length"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    assert len(body) == length
+    return lines, body
+
+
+def test_fast_answers_on_the_wire_carry_each_header_once(gw: Gateway, key: str) -> None:
+    """A cached verify and a cached forward-auth decision from the running server: every
+    header uvicorn would send (its date among them), each once, the request id echoed,
+    and the connection kept for the next request."""
+    port = int(gw.url.rsplit(":", 1)[1])
+    body = f'{{"credential":"{key}"}}'.encode()
+    verify = (f"POST {VERIFY} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+              f"X-Request-ID: heads-1\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    decide = (f"GET {DECISIONS} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+              "X-Request-ID: heads-2\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for request, cached_names in ((verify, [b"content-type", b"ory-talos-cache"]),
+                                      (decide, [b"x-actor-id", b"x-key-id", b"x-scopes"])):
+            exchange(sock, request)  # fills L1
+            lines, answer_body = exchange(sock, request)
+            assert lines[0] == b"HTTP/1.1 200 OK"
+            names = [line.split(b": ", 1)[0] for line in lines[1:]]
+            assert len(names) == len(set(names)), names
+            fields = dict(line.split(b": ", 1) for line in lines[1:])
+            assert fields[b"x-cache"] == b"L1"
+            assert b"date" in fields and b"connection" not in fields
+            for name, value in SECURITY_HEADERS:
+                assert fields[name] == value
+            for name in cached_names:
+                assert name in fields
+            expected_id = b"heads-1" if request is verify else b"heads-2"
+            assert fields[b"x-request-id"] == expected_id
+            if request is verify:
+                assert b'"is_valid":true' in answer_body
+            else:
+                assert fields[b"x-actor-id"] == b"actor-1" and answer_body == b""
+
+
+def test_the_servers_protocol_runs_each_request_in_a_gateway_cycle() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from gateway.http.server import BoundedHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    class Transport(Recorder):
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return ("127.0.0.1", 1234) if name in ("peername", "sockname") else default
+
+        def set_protocol(self, protocol: Any) -> None:
+            pass
+
+    async def run() -> type:
+        config = Config(app, http="httptools", lifespan="off")
+        config.load()
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {})
+        protocol.connection_made(Transport())  # type: ignore[arg-type]
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.01)
+        return type(protocol.cycle)
+
+    assert asyncio.run(run()) is GatewayCycle
