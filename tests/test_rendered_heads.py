@@ -207,7 +207,7 @@ def test_the_servers_protocol_runs_each_request_in_a_gateway_cycle() -> None:
             pass
 
     async def run() -> type:
-        config = Config(app, http="httptools", lifespan="off")
+        config = Config(app, http="httptools", lifespan="off", log_config=None)
         config.load()
         protocol = BoundedHttpToolsProtocol(config, ServerState(), {})
         protocol.connection_made(Transport())  # type: ignore[arg-type]
