@@ -1,23 +1,17 @@
 """Fast answers' heads written as rendered lines (``gateway.http.wire.Head``,
 ``gateway.http.server.GatewayCycle``): the same bytes uvicorn writes for the same headers,
-on the wire of the real server, and never a header uvicorn would refuse."""
+and never a header uvicorn would refuse (on the real server's wire: test_request_bounds)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from conftest import ADMIN_TOKEN, Gateway, start_gateway
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from gateway.http.decisions import DECISIONS
 from gateway.http.server import GatewayCycle
-from gateway.http.verify_routes import VERIFY
 from gateway.http.wire import JSON, RENDERED, SECURITY_HEADERS, head
 
 HEADERS = ((b"content-length", b"5"), JSON, (b"x-cache", b"L1"), *SECURITY_HEADERS)
@@ -114,79 +108,6 @@ def test_a_head_refuses_what_uvicorn_would_refuse_or_decides_itself(bad: tuple[b
 def test_a_head_needs_its_content_length() -> None:
     with pytest.raises(ValueError, match="content-length"):
         head(((b"x-cache", b"L1"),))
-
-
-# -- the real server ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("heads"), {})
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture(scope="module")
-def key(gw: Gateway) -> str:
-    r = httpx.post(gw.url + "/v2alpha1/admin/issuedApiKeys", headers=gw.auth, timeout=10,
-                   json={"name": "heads", "actor_id": "actor-1"})
-    secret: str = r.json()["secret"]
-    return secret
-
-
-def exchange(sock: socket.socket, request: bytes) -> tuple[list[bytes], bytes]:
-    """One request on a kept-alive connection: the answer's head lines and its body."""
-    sock.sendall(request)
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = sock.recv(65536)
-        assert chunk, got
-        got += chunk
-    head_bytes, body = got.split(b"\r\n\r\n", 1)
-    lines = head_bytes.split(b"\r\n")
-    length = int(next(v for n, _, v in (line.partition(b": ") for line in lines[1:])
-                      if n == b"content-length"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk
-        body += chunk
-    assert len(body) == length
-    return lines, body
-
-
-def test_fast_answers_on_the_wire_carry_each_header_once(gw: Gateway, key: str) -> None:
-    """A cached verify and a cached forward-auth decision from the running server: every
-    header uvicorn would send (its date among them), each once, the request id echoed,
-    and the connection kept for the next request."""
-    port = int(gw.url.rsplit(":", 1)[1])
-    body = f'{{"credential":"{key}"}}'.encode()
-    verify = (f"POST {VERIFY} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-              f"X-Request-ID: heads-1\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    decide = (f"GET {DECISIONS} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
-              "X-Request-ID: heads-2\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        for request, cached_names in ((verify, [b"content-type", b"ory-talos-cache"]),
-                                      (decide, [b"x-actor-id", b"x-key-id", b"x-scopes"])):
-            exchange(sock, request)  # fills L1
-            lines, answer_body = exchange(sock, request)
-            assert lines[0] == b"HTTP/1.1 200 OK"
-            names = [line.split(b": ", 1)[0] for line in lines[1:]]
-            assert len(names) == len(set(names)), names
-            fields = dict(line.split(b": ", 1) for line in lines[1:])
-            assert fields[b"x-cache"] == b"L1"
-            assert b"date" in fields and b"connection" not in fields
-            for name, value in SECURITY_HEADERS:
-                assert fields[name] == value
-            for name in cached_names:
-                assert name in fields
-            expected_id = b"heads-1" if request is verify else b"heads-2"
-            assert fields[b"x-request-id"] == expected_id
-            if request is verify:
-                assert b'"is_valid":true' in answer_body
-            else:
-                assert fields[b"x-actor-id"] == b"actor-1" and answer_body == b""
 
 
 def test_the_servers_protocol_runs_each_request_in_a_gateway_cycle() -> None:
