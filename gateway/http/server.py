@@ -34,12 +34,14 @@ import signal
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any, cast
 
 import httptools
 import uvicorn
+import uvicorn.protocols.http.httptools_impl as httptools_impl
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -165,6 +167,16 @@ class GatewayCycle(RequestResponseCycle):
         self.transport.write(b"".join(content))
 
 
+# uvicorn's own on_headers_complete (its code object), run with globals in which the cycle
+# class it makes is GatewayCycle. Assigning the made cycle's __class__ instead cost about
+# 17,600 instructions a request (CPython then moves the object's attributes into a dict, and
+# each attribute access of the cycle is slower): this protocol with the floor's app counted
+# 165.4k a request with the assignment, 147.9k without (uvicorn's protocol: 117.9k).
+_uvicorn_headers_complete = types.FunctionType(
+    HttpToolsProtocol.on_headers_complete.__code__,
+    {**vars(httptools_impl), "RequestResponseCycle": GatewayCycle}, "on_headers_complete")
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _header_count = 0
@@ -233,13 +245,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_body = True
         self._head_pending = False
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None:
-            # uvicorn made it (by name, in the method above); its task has not run yet
-            cycle.__class__ = GatewayCycle
-            if self._closing or self._drain.draining:
-                cycle.keep_alive = False  # answered with Connection: close, then closed
+        _uvicorn_headers_complete(self)  # a GatewayCycle
+        if (self._closing or self._drain.draining) and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def close_after_response(self) -> None:
         """The drain began: the response being prepared ends with Connection: close (one
