@@ -10,11 +10,13 @@ callgrind, calls one route N times with fake ``receive``/``send`` (no sockets, n
 and prints the instructions per call, beside the floor app's (``load/floor.py``) in the
 same harness. Use it to compare commits; use ``load/bench.py`` for the real figures.
 
-``--uvicorn``: each call's ``send`` is that of a fresh uvicorn request-response cycle
-(writing to a transport that drops the bytes), the class the servers run: uvicorn's for
-the floor, ``gateway.http.server.GatewayCycle`` for the gateway (uvicorn's before it
-existed). That counts uvicorn's handling of the response too (its cycle, the checks and
-joins of the head), still without sockets, parsing or the event loop.
+``--wire``: each call is a whole HTTP/1.1 request handed to the server's protocol on one
+kept-alive connection (a transport that keeps the last bytes written, a uvloop loop):
+uvicorn's ``HttpToolsProtocol`` with the floor app, as ``load/floor.py`` runs it, and the
+gateway's ``BoundedHttpToolsProtocol`` with the gateway (before it existed, uvicorn's).
+That counts the parsing, the protocol's callbacks, the request-response cycle, the task
+and the event loop's turns too (no sockets, no system calls); the loop's own timers may
+add a little, so counts repeat to about 0.01 %.
 
 Callgrind counts only inside the measured loop: each call runs as the key function of a
 ``sorted()``, and collection is toggled on ``builtin_sorted``. Hash randomisation is fixed
@@ -44,11 +46,19 @@ BATCH = 100
 TOKEN = "icount-admin-token-" + "x" * 16
 
 
-class _Dropped:
-    """A transport that takes the bytes and drops them."""
+class _Kept:
+    """A transport that keeps the writes of the current response, and sets ``done`` when
+    the response ends (a write ending with ``end``)."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.done: asyncio.Future[None] | None = None
+        self.end = b""
 
     def write(self, data: bytes) -> None:
-        pass
+        self.written.append(data)
+        if self.done is not None and data.endswith(self.end) and not self.done.done():
+            self.done.set_result(None)
 
     def is_closing(self) -> bool:
         return False
@@ -56,31 +66,56 @@ class _Dropped:
     def close(self) -> None:
         pass
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name in ("peername", "sockname") else default
 
-def _cycle_sends(floor_case: bool, scope: dict[str, Any]) -> Callable[[], Any]:
-    """A new cycle's ``send`` per call, as the server runs it."""
-    from uvicorn.protocols.http.flow_control import FlowControl
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    def set_protocol(self, protocol: Any) -> None:
+        pass
 
-    cycle_class: Any = RequestResponseCycle
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _wire_calls(app: Any, floor_case: bool, method: str, path: str,
+                headers: list[tuple[bytes, bytes]], body: bytes,
+                loop: asyncio.AbstractEventLoop) -> Callable[[int], Any]:
+    """A coroutine function running ``n`` requests through the server's protocol."""
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    protocol_class: Any = HttpToolsProtocol
     if not floor_case:
-        with contextlib.suppress(ImportError):  # before GatewayCycle: uvicorn's
-            from gateway.http.server import GatewayCycle as cycle_class
-    transport, event = _Dropped(), asyncio.Event()
-    flow = FlowControl(transport)  # type: ignore[arg-type]
-    headers = [(b"date", b"Thu, 03 Dec 2026 21:00:00 GMT")]
+        with contextlib.suppress(ImportError):  # before it: uvicorn's
+            from gateway.http.server import BoundedHttpToolsProtocol as protocol_class
+    config = Config(app, http="httptools", lifespan="off", log_config=None,
+                    access_log=False, server_header=False, proxy_headers=False)
+    config.load()
+    protocol = protocol_class(config, ServerState(), {}, loop)
+    transport = _Kept()
+    protocol.connection_made(transport)
+    request = b"".join([f"{method} {path} HTTP/1.1\r\n".encode(),
+                        *(name + b": " + value + b"\r\n" for name, value in headers),
+                        b"content-length: %d\r\n\r\n" % len(body), body])
 
-    def send() -> Any:
-        return cycle_class(
-            scope=scope, transport=transport, flow=flow, logger=None, access_logger=None,
-            access_log=False, default_headers=headers, message_event=event,
-            expect_100_continue=False, keep_alive=True, on_response=lambda: None).send
-    return send
+    async def requests(n: int) -> bytes:
+        for _ in range(n):
+            transport.written.clear()
+            transport.done = loop.create_future()
+            protocol.data_received(request)
+            await transport.done
+        return b"".join(transport.written)
+    transport.end = b"}" if method == "POST" else b"\r\n\r\n"
+    return requests
 
 
-async def _harness(case: str, calls: int, through_uvicorn: bool = False) -> None:
+def _harness(case: str, calls: int, wire: bool = False) -> None:
     """The child: build the app, warm L1, then run ``calls`` calls inside sorted()."""
     import orjson
+    import uvloop
 
     sys.path.insert(0, str(LOAD))
     import floor
@@ -89,15 +124,19 @@ async def _harness(case: str, calls: int, through_uvicorn: bool = False) -> None
     from gateway.services import build_services
     from gateway.settings import load_settings
 
+    # the servers run uvloop; the in-process calls keep asyncio's loop they were counted on
+    loop = uvloop.new_event_loop() if wire else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    run = loop.run_until_complete
     with tempfile.TemporaryDirectory() as tmp:
         services = build_services(load_settings({
             "GATEWAY_DATABASE_URL": f"sqlite:///{tmp}/gateway.db",
             "GATEWAY_PEPPER": "p" * 32, "GATEWAY_ADMIN_TOKENS": TOKEN}))
         app: Any = create_app(services)
-        await services.start()
+        run(services.start())
         try:
-            keys = [(await services.keys.issue({"name": f"k{i}", "actor_id": "actor",
-                                                 "scopes": ["read"]})).secret
+            keys = [run(services.keys.issue({"name": f"k{i}", "actor_id": "actor",
+                                             "scopes": ["read"]})).secret
                     for i in range(BATCH)]
             headers = [(b"host", b"127.0.0.1:4470"),
                        (b"authorization", f"Bearer {TOKEN}".encode()),
@@ -125,33 +164,43 @@ async def _harness(case: str, calls: int, through_uvicorn: bool = False) -> None
                 sent.append(m)
 
             for _ in range(3):  # the store, then L1
-                await app(scope, receive, keep)
+                run(app(scope, receive, keep))
             status = sent[-2]["status"]
             if status != 200:
                 raise SystemExit(f"{case}: HTTP {status} {sent[-1].get('body', b'')[:200]!r}")
+            # L1's lease (gateway.cache.changes) is renewed by a task that cannot run
+            # while the calls do, and under valgrind they outlast it
+            services.cache.trust_until(float("inf"))
+            if wire:
+                requests = _wire_calls(app, case == "floor", method, path, headers, body, loop)
+                answer = run(requests(3))
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    raise SystemExit(f"{case}: over the wire: {answer[:300]!r}")
+                if case != "floor" and b"x-cache: L1" not in answer:
+                    raise SystemExit(f"{case}: not answered from L1: {answer[:300]!r}")
+                sorted([calls], key=lambda n: run(requests(n)))
+                return
 
             async def drop(m: dict[str, Any]) -> None:
                 pass
 
-            fresh_send = _cycle_sends(case == "floor", scope) if through_uvicorn else None
-
             def one(_: int) -> int:
-                coroutine = app(scope, receive, drop if fresh_send is None else fresh_send())
+                coroutine = app(scope, receive, drop)
                 try:
                     coroutine.send(None)  # nothing here suspends: one send runs it all
                 except StopIteration:
                     return 0
                 raise SystemExit(f"{case}: the route suspended (not answered from L1)")
 
-            # L1's lease (gateway.cache.changes) is renewed by a task that cannot run
-            # while the calls do, and under valgrind they outlast it
-            services.cache.trust_until(float("inf"))
-            sorted(range(calls), key=one)
+            async def calls_in_the_loop() -> None:
+                sorted(range(calls), key=one)
+            run(calls_in_the_loop())
         finally:
-            await services.stop()
+            run(services.stop())
+            loop.close()
 
 
-def count(case: str, calls: int, through_uvicorn: bool = False) -> float:
+def count(case: str, calls: int, wire: bool = False) -> float:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -159,7 +208,7 @@ def count(case: str, calls: int, through_uvicorn: bool = False) -> float:
         [valgrind, "--tool=callgrind", "--collect-atstart=no",
          "--toggle-collect=builtin_sorted", "--callgrind-out-file=/dev/null",
          sys.executable, __file__, "--child", case, "--calls", str(calls),
-         *(["--uvicorn"] if through_uvicorn else [])],
+         *(["--wire"] if wire else [])],
         env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True,
         timeout=1800)
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -172,12 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per route (batch: /10)")
     parser.add_argument("--only", default=",".join(CASES), help="comma-separated cases")
-    parser.add_argument("--uvicorn", action="store_true",
-                        help="send through a uvicorn request-response cycle (see above)")
+    parser.add_argument("--wire", action="store_true",
+                        help="whole requests through the server's protocol (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        asyncio.run(_harness(args.child, args.calls, args.uvicorn))
+        _harness(args.child, args.calls, args.wire)
         return
     cases = [c for c in args.only.split(",") if c]
     unknown = set(cases) - set(CASES)
@@ -186,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for case in cases:
         calls = max(1, args.calls // 10) if case == "batch" else args.calls
-        results[case] = count(case, calls, args.uvicorn)
+        results[case] = count(case, calls, args.wire)
         print(f"icount: {case} done", file=sys.stderr, flush=True)
     floor = results.get("floor")
     print(f"{'route':<14} {'instructions/call':>18} {'x floor':>8}")
