@@ -11,7 +11,7 @@ and prints the instructions per call, beside the floor app's (``load/floor.py``)
 same harness. Use it to compare commits; use ``load/bench.py`` for the real figures.
 
 ``--wire``: each call is a whole HTTP/1.1 request handed to the server's protocol on one
-kept-alive connection (a transport that keeps the last bytes written, a uvloop loop):
+kept-alive connection (a transport that keeps the current response's writes, uvloop):
 uvicorn's ``HttpToolsProtocol`` with the floor app, as ``load/floor.py`` runs it, and the
 gateway's ``BoundedHttpToolsProtocol`` with the gateway (before it existed, uvicorn's).
 That counts the parsing, the protocol's callbacks, the request-response cycle, the task
@@ -96,6 +96,7 @@ def _wire_calls(app: Any, floor_case: bool, method: str, path: str,
     config.load()
     protocol = protocol_class(config, ServerState(), {}, loop)
     transport = _Kept()
+    transport.end = b"}" if method == "POST" else b"\r\n\r\n"  # a JSON body, or none
     protocol.connection_made(transport)
     request = b"".join([f"{method} {path} HTTP/1.1\r\n".encode(),
                         *(name + b": " + value + b"\r\n" for name, value in headers),
@@ -108,7 +109,6 @@ def _wire_calls(app: Any, floor_case: bool, method: str, path: str,
             protocol.data_received(request)
             await transport.done
         return b"".join(transport.written)
-    transport.end = b"}" if method == "POST" else b"\r\n\r\n"
     return requests
 
 

@@ -4,7 +4,6 @@ tokens."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
 from gateway.errors import InvalidArgument, PayloadTooLarge
 
@@ -23,9 +23,6 @@ Header = tuple[bytes, bytes]
 # response's headers as HTTP/1.1 lines and its body's length. Other ASGI servers ignore it
 # and read "headers", which always hold the same headers.
 RENDERED = "gateway.rendered"
-# what uvicorn refuses in a header's name and value
-_BAD_NAME = re.compile(rb'[\x00-\x1F\x7F()<>@,;:\[\]={} \t\\"]')
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0A-\x1F\x7F]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +39,12 @@ class Head:
 
 def head(headers: Iterable[Header]) -> Head:
     """``headers`` (content-length among them; no connection or transfer-encoding, which
-    the server decides) as a ``Head``; ValueError for a header uvicorn would refuse."""
+    the server decides) as a ``Head``; ValueError for a header uvicorn would refuse (by
+    its own patterns: the server no longer checks these per response)."""
     headers = tuple(headers)
     length = None
     for name, value in headers:
-        if (_BAD_NAME.search(name) or _BAD_VALUE.search(value) or name != name.lower()
+        if (HEADER_RE.search(name) or HEADER_VALUE_RE.search(value) or name != name.lower()
                 or name in (b"connection", b"transfer-encoding")):
             raise ValueError(f"not a header a fast answer may carry: {name!r}: {value!r}")
         if name == b"content-length":
