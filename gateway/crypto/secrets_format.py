@@ -18,7 +18,7 @@ import asyncio
 import secrets
 import zlib
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
 from gateway.crypto.compare import constant_time_equal
@@ -119,21 +119,29 @@ class SecretFormat:
         return None
 
 
+_BEYOND = 1 << 64  # above every 64-bit prefix
 MERGE_SLICE = 2_048  # entries merged between two yields to the loop: 0.2 ms a slice (16,384: 6.7)
 
 
 async def merged(a: array[int], b: array[int]) -> array[int]:
     """The sorted union (with repeats) of two sorted arrays, built a slice at a time with
     a yield to the event loop after each: merging into a million entries never stalls it
-    (one ``sorted`` of the whole took 0.15 s, and 1.5 s to load a million)."""
+    (one ``sorted`` of the whole took 0.15 s, and 1.5 s to load a million). Each slice
+    takes the values up to the smaller of the two runs' next ``MERGE_SLICE`` boundaries,
+    so at most ``MERGE_SLICE`` from each (and the repeats of that value) whatever the two
+    sizes: bounded by ``a``'s slices alone, 8 entries merged into 65,536 held the loop
+    7.8 ms in one slice."""
     out = array("Q")
     i = j = 0
     while i < len(a) or j < len(b):
-        if i < len(a):
-            i_end = min(len(a), i + MERGE_SLICE)
-            j_end = bisect_left(b, a[i_end], j) if i_end < len(a) else len(b)
+        i_end, j_end = i + MERGE_SLICE, j + MERGE_SLICE
+        if i_end < len(a) or j_end < len(b):
+            pivot = min(a[i_end] if i_end < len(a) else _BEYOND,
+                        b[j_end] if j_end < len(b) else _BEYOND)
+            # the run the pivot came from moves at least to it: every slice progresses
+            i_end, j_end = bisect_right(a, pivot, i), bisect_right(b, pivot, j)
         else:
-            i_end, j_end = i, min(len(b), j + MERGE_SLICE)
+            i_end, j_end = len(a), len(b)
         # two sorted runs: Timsort merges them in linear time
         out.extend(sorted(a[i:i_end].tolist() + b[j:j_end].tolist()))
         i, j = i_end, j_end

@@ -7,6 +7,7 @@ import asyncio
 import random
 import re
 from array import array
+from collections import Counter
 
 import pytest
 
@@ -156,8 +157,20 @@ async def test_merged_is_the_sorted_union_in_slices(size_a: int, size_b: int,
     a = sorted(rng.randrange(2**64) for _ in range(size_a))
     b = sorted(rng.choice(a) if a and rng.random() < 0.2 else rng.randrange(2**64)
                for _ in range(size_b))
+    slices: list[int] = []
+
+    def sorting(values: list[int]) -> list[int]:
+        slices.append(len(values))
+        return sorted(values)
+
+    monkeypatch.setattr(sf, "sorted", sorting, raising=False)  # the module's global first
     out = await sf.merged(array("Q", a), array("Q", b))
     assert list(out) == sorted(a + b)
+    # at most a slice of each run (and the repeats of one value) between two yields,
+    # whatever the sizes: 3 merged into 1,000 was one slice of 1,000 (8 into 65,536 held
+    # the loop 7.8 ms)
+    repeats = max(Counter(a + b).values(), default=0)
+    assert max(slices, default=0) <= 2 * 64 + repeats
 
 
 # -- what a presented credential may be (Peppers.candidates) ------------------------------
