@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.cache.l1 import untracked
 from gateway.clock import to_rfc3339
 from gateway.keys.header_values import header_value, scopes_value
 from gateway.keys.model import ApiKey, RateLimit
@@ -46,7 +47,8 @@ TAIL: Final = 4
 AUTH_HEADERS_MEMO = 4096
 # What L1 holds for a digest that is no key's (a "not found" answer, cached briefly): not
 # plain, so no fast path answers from it.
-NOT_FOUND: Cached = (False, None, "", b"", b"", "", (), "", None, False, (), None, "")
+NOT_FOUND: Cached = untracked(
+    (False, None, "", b"", b"", "", (), "", None, False, (), None, ""))
 
 
 def address_in(address: str, networks: tuple[Network, ...]) -> bool:
