@@ -52,7 +52,9 @@ class L1(Generic[V]):
         self._negatives_before = float("-inf")
         self.max_entries = max_entries
         self.ttl = ttl
-        self.due: set[str] = set()
+        # digests (a dict, not a set: a dict of strings stays out of the garbage
+        # collector's sight, a set is always walked by a full collection)
+        self.due: dict[str, None] = {}
         self.on_due: Callable[[], None] | None = None
         self.trusted_until = float("inf")
 
@@ -102,7 +104,7 @@ class L1(Generic[V]):
         # only entries put while on_due was set have a refresh_at before their expiry
         if not self.due and self.on_due is not None:
             self.on_due()
-        self.due.add(digest)
+        self.due[digest] = None
 
     def put(self, digest: str, value: V | None, ttl: float, started: float) -> None:
         """Store unless ``digest`` was invalidated after ``started`` (monotonic)."""
@@ -130,7 +132,7 @@ class L1(Generic[V]):
     def invalidate(self, digest: str) -> None:
         now = time.monotonic()
         self._data.pop(digest, None)
-        self.due.discard(digest)
+        self.due.pop(digest, None)
         tombstones = self._tombstones
         tombstones[digest] = now
         tombstones.move_to_end(digest)

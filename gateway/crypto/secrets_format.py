@@ -171,15 +171,17 @@ class DigestSet:
     and imported keys), as 64-bit prefixes (8 bytes a key): such a credential is looked up
     only when its digest is here, so made-up strings cost no I/O either. A false "maybe"
     (2^-64 a try) only costs a lookup, which then finds nothing. Recent additions sit in a
-    set; ``merge`` moves them into the sorted array in bulk, a slice at a time (an import
+    dict; ``merge`` moves them into the sorted array in bulk, a slice at a time (an import
     of a million keys stays linear, and no merge stalls the event loop)."""
 
     MERGE_AT = 65_536
 
     def __init__(self, digests: Iterable[str] = ()) -> None:
         self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
-        self._recent: set[int] = set()
-        self._merging: set[int] = set()  # recent additions that ``merge`` is moving
+        # dicts, not sets, of prefixes: a dict of ints is never tracked by the garbage
+        # collector, a set always is, and each full collection walked its 65,536 entries
+        self._recent: dict[int, None] = {}
+        self._merging: dict[int, None] = {}  # recent additions that ``merge`` is moving
 
     @staticmethod
     def prefix(digest: str) -> int:
@@ -198,12 +200,12 @@ class DigestSet:
 
     def add(self, digest: str) -> None:
         if digest not in self:
-            self._recent.add(self.prefix(digest))
+            self._recent[self.prefix(digest)] = None
 
     def add_many(self, digests: list[str]) -> None:
         """``add`` for each (a prefix already held may be held twice: harmless)."""
         prefix = self.prefix
-        self._recent.update([prefix(d) for d in digests])
+        self._recent.update(dict.fromkeys([prefix(d) for d in digests]))
 
     @property
     def merge_due(self) -> bool:
@@ -211,14 +213,14 @@ class DigestSet:
 
     async def merge(self) -> None:
         """Move the recent additions into the sorted array (they answer meanwhile)."""
-        self._merging, self._recent = self._recent, set()
+        self._merging, self._recent = self._recent, {}
         self._sorted = await merged(self._sorted, await sorted_array(list(self._merging)))
-        self._merging = set()
+        self._merging = {}
 
     def replace(self, digests: Iterable[str]) -> None:
         """Hold exactly these."""
         self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
-        self._recent = set()
+        self._recent = {}
 
     def replace_sorted(self, prefixes: array[int]) -> None:
         """Hold these sorted prefixes (a full reload), and the additions made meanwhile."""

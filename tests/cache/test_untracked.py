@@ -9,6 +9,7 @@ import time
 from gateway.cache._untrack import untracked  # built by `pip install -e .` (setup.py)
 from gateway.cache.entry import NOT_FOUND, Entry
 from gateway.cache.l1 import L1
+from gateway.crypto.secrets_format import DigestSet
 from tests.cache.test_keycache_unit import make_key
 
 
@@ -51,3 +52,18 @@ def test_l1_stays_untracked_as_entries_are_put() -> None:
     l1.put("hs256:gone", NOT_FOUND, 60.0, now)
     # ...and the new puts did not track it again: a full collection does not walk it
     assert not gc.is_tracked(l1._data)
+
+
+def test_large_holders_of_atoms_are_never_tracked() -> None:
+    """What grows with the keys (recent imported digests, digests due for a refresh) is
+    held in dicts of atoms, which the collector never tracks; a set it always walks."""
+    digests = DigestSet()
+    digests.add_many([f"hs256:{i:064x}" for i in range(1000)])
+    digests.add(f"hs256:{5000:064x}")
+    assert not gc.is_tracked(digests._recent) and f"hs256:{7:064x}" in digests
+    l1: L1[tuple[object, ...]] = L1(1000, 60.0, negative=NOT_FOUND)
+    l1.on_due = lambda: None
+    now = time.monotonic()
+    l1.put("hs256:due", Entry.from_key(make_key()).packed(), 60.0, now)
+    assert l1.get("hs256:due", now + 50.0)[0] and "hs256:due" in l1.due
+    assert not gc.is_tracked(l1.due)

@@ -140,7 +140,7 @@ async def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
     monkeypatch.setattr(sf, "MERGE_SLICE", 100)
     merging = asyncio.ensure_future(known.merge())
     await asyncio.sleep(0)  # part-way: every digest still answers
-    assert not merging.done() and len(known._merging) == 25  # a set meanwhile
+    assert not merging.done() and len(known._merging) == 25  # held meanwhile
     assert all(d in known for d in fresh + digests)
     await merging
     assert len(known) == 1025 and not known._recent and not known._merging
