@@ -13,8 +13,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#define MAX_DEPTH 16  /* deeper tuples are left to the collector (entries nest 2 levels) */
+
 static int
-untrack(PyObject *obj)  /* 1: obj is now out of the collector's sight, 0: it is not */
+untrack(PyObject *obj, int depth)  /* 1: obj is out of the collector's sight, 0: not */
 {
     if (!PyObject_IS_GC(obj))
         return 1;
@@ -22,9 +24,11 @@ untrack(PyObject *obj)  /* 1: obj is now out of the collector's sight, 0: it is 
         return 0;
     if (!PyObject_GC_IsTracked(obj))
         return 1;
+    if (depth >= MAX_DEPTH)
+        return 0;
     Py_ssize_t n = PyTuple_GET_SIZE(obj);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!untrack(PyTuple_GET_ITEM(obj, i)))
+        if (!untrack(PyTuple_GET_ITEM(obj, i), depth + 1))
             return 0;
     }
     PyObject_GC_UnTrack(obj);
@@ -35,10 +39,7 @@ static PyObject *
 untracked(PyObject *module, PyObject *obj)
 {
     (void)module;
-    if (Py_EnterRecursiveCall(" in untracked"))
-        return NULL;
-    untrack(obj);
-    Py_LeaveRecursiveCall();
+    untrack(obj, 0);
     return Py_NewRef(obj);
 }
 

@@ -38,6 +38,10 @@ def test_anything_that_can_hold_a_cycle_stays_tracked() -> None:
     untracked(cycle[0])
     assert gc.is_tracked(cycle[0])
     assert untracked(5) == 5 and untracked("s") == "s"
+    deep: tuple[object, ...] = fresh("atom")
+    for _ in range(100_000):  # nested deeper than it looks: left to the collector
+        deep = fresh(deep)
+    assert untracked(deep) is deep and gc.is_tracked(deep)
 
 
 def test_l1_stays_untracked_as_entries_are_put() -> None:
