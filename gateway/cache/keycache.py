@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import time
 
 from gateway.cache.entry import NOT_FOUND, Cached, Entry
@@ -23,6 +24,10 @@ from gateway.tasks import cancel
 _NEGATIVE = b"-"
 DECODED_MEMO = 4096
 REFRESH_RETRY_S = 1.0  # pause after a refresh round that failed (store or Redis down)
+# due entries re-read at a time: the entries put together (a warm-up, an import) come due
+# together, and one gather of all of them made every task in one loop pass (tens of
+# thousands: the loop held for 100 ms or more)
+REFRESH_BATCH = 256
 DROP_BATCH = 1000  # cache keys a command when many are dropped at once (drop_l2_all)
 KEY_ID_PREFIX = "kid:"  # cache keys of parents looked up by key id rather than by digest
 
@@ -176,9 +181,11 @@ class KeyCache:
     async def _refresh_due(self) -> None:
         """Re-read the due L1 entries through L2 and the store, as a miss would. A fill
         that races an invalidation is dropped by L1's tombstones, as any other."""
-        while self.l1.due:
-            digests = list(self.l1.due)
-            self.l1.due.clear()
+        due = self.l1.due
+        while due:
+            digests = list(itertools.islice(due, REFRESH_BATCH))
+            for digest in digests:
+                del due[digest]
             started = time.monotonic()
             results = await asyncio.gather(*(self._below_l1(d, started) for d in digests),
                                            return_exceptions=True)

@@ -495,6 +495,40 @@ async def test_a_failed_refresh_leaves_the_entry_answering_until_it_expires(
     await cache.close()
 
 
+async def test_entries_due_together_are_re_read_a_batch_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries put together come due together: at most ``REFRESH_BATCH`` are re-read at
+    once (one gather of all of them held the loop for 100 ms and more)."""
+    monkeypatch.setattr("gateway.cache.keycache.REFRESH_BATCH", 2)
+    store = FakeStore()
+    digests = [f"hs256:{i:064x}" for i in range(5)]
+    for i, digest in enumerate(digests):
+        store.rows[digest] = make_key(f"key-{i}", digest=digest)
+    cache = make_cache(store, l1_ttl=8)
+    for digest in digests:
+        await cache.lookup(digest)
+    in_flight = most = 0
+    read = store.get_by_digest
+
+    async def counted(digest: str) -> ApiKey | None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0)
+        try:
+            return await read(digest)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(store, "get_by_digest", counted)
+    late = time.monotonic() + 7
+    assert all(plain_l1(cache, d, late) is not None for d in digests)
+    assert len(cache.l1.due) == 5
+    await _until_refreshed(cache)
+    assert store.reads == 10 and most == 2 and not cache.l1.due
+    await cache.close()
+
+
 # -- tombstones: a racing fill cannot resurrect an invalidated key ---------------------
 
 
