@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.cache.l1 import untracked
+from gateway.cache.untrack import untracked
 from gateway.clock import to_rfc3339
 from gateway.keys.header_values import header_value, scopes_value
 from gateway.keys.model import ApiKey, RateLimit

@@ -20,15 +20,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from gateway.cache.untrack import untracked
+
 V = TypeVar("V")
-T = TypeVar("T")
-
-try:
-    from gateway.cache._untrack import untracked as untracked  # also entry.NOT_FOUND
-except ImportError:  # not built (setup.py): the collector untracks them, a few passes later
-    def untracked(obj: T) -> T:
-        return obj
-
 # Memory budgets, held by load/memory.py (RSS measured with 100,000 keys cached) and by the
 # k8s manifests' memory limit (tests/test_k8s_manifests.py): the most RSS one cached key
 # may cost, and the RSS of a gateway process with an empty L1.

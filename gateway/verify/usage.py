@@ -15,7 +15,7 @@ import time
 from array import array
 from collections.abc import Sequence
 
-from gateway.cache.l1 import untracked
+from gateway.cache.untrack import untracked
 from gateway.errors import GatewayError
 from gateway.store.base import Store
 from gateway.tasks import cancel
