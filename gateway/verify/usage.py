@@ -10,6 +10,7 @@ flush (so a count may land up to one flush interval, 5 s, late)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from array import array
@@ -21,7 +22,7 @@ from gateway.store.base import Store
 from gateway.tasks import cancel
 
 log = logging.getLogger("gateway.usage")
-CHUNK = 4_000  # keys a write
+CHUNK = 1_000  # keys (or count rows) a write: 4,000 held the loop 3-10 ms a chunk
 PRUNE_S = 3600.0  # how often buckets older than the retention are deleted
 
 
@@ -57,22 +58,34 @@ class UsageRecorder:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     async def flush_counts(self) -> None:
-        """Add the counts since the last flush to this minute's buckets."""
+        """Add the counts since the last flush to this minute's buckets, ``CHUNK`` rows a
+        transaction, yielding to the event loop between them: 100,000 keys' counts merged
+        and sorted in one go held the loop 120-210 ms every flush (the usage-stall row's
+        gaps). A statement's rows come either from the hot path's yes answers or from the
+        general path's outcomes, never both, so it names each bucket once (PostgreSQL
+        refuses an upsert that touches a row twice)."""
         if not self.valid and not self.outcomes:
             return
-        counts = {(k, "VALID"): n for k, n in self.valid.items()}
-        self.valid.clear()  # the same dict: the hot path holds it
-        for key, n in self.outcomes.items():
-            counts[key] = counts.get(key, 0) + n
-        self.outcomes.clear()
         minute = int(time.time()) // 60 * 60
-        try:
-            await self.store.add_usage_counts(
-                [(key_id, minute, outcome, n) for (key_id, outcome), n in counts.items()])
-        except BaseException:  # the store is down, or shutdown: counted again next time
-            for key, n in counts.items():
-                self.outcomes[key] = self.outcomes.get(key, 0) + n
-            raise
+        # parallel columns (key id, outcome, count), untracked: see flush()
+        ids = untracked(tuple(self.valid) + tuple(k for k, _ in self.outcomes))
+        names = untracked(("VALID",) * len(self.valid) + tuple(o for _, o in self.outcomes))
+        counts = array("q", self.valid.values())
+        counts.extend(self.outcomes.values())
+        bounds = (0, len(self.valid), len(ids))
+        self.valid.clear()  # the same dict: the hot path holds it
+        self.outcomes.clear()
+        for lo, hi in itertools.pairwise(bounds):
+            for start in range(lo, hi, CHUNK):
+                end = min(start + CHUNK, hi)
+                try:
+                    await self.store.add_usage_counts(
+                        [(ids[i], minute, names[i], counts[i]) for i in range(start, end)])
+                except BaseException:  # the store is down, or shutdown: counted next time
+                    for i in range(start, len(ids)):
+                        key = (ids[i], names[i])
+                        self.outcomes[key] = self.outcomes.get(key, 0) + counts[i]
+                    raise
 
     async def prune(self) -> int:
         self._pruned_at = time.monotonic()

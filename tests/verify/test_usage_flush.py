@@ -219,3 +219,51 @@ async def test_a_large_flush_is_written_a_chunk_at_a_time_and_a_failed_chunk_is_
     assert [len(batch) for batch in store.written] == [3, 3]
     assert sorted(recorder.pending) == [f"key-{n}" for n in range(6, 10)]
     assert -1 in ticks
+
+
+async def test_counts_are_written_a_chunk_at_a_time_and_a_failed_chunk_is_counted_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts go out ``CHUNK`` rows a transaction with the loop free between them (100,000
+    keys' counts merged and sorted at once held it 120-210 ms); a statement never names a
+    bucket twice (the hot path's and the general path's counts of the same key go in
+    different ones); what fails, and everything after it, is counted again next time."""
+    from gateway.errors import Unavailable
+    from gateway.verify import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "CHUNK", 3)
+    ticks: list[int] = []
+    written: list[list[tuple[str, int, str, int]]] = []
+
+    class CountStore:
+        async def add_usage_counts(self, rows: list[tuple[str, int, str, int]]) -> None:
+            ticks.append(len(written))
+            await asyncio.sleep(0)
+            if len(written) == 3:
+                raise Unavailable("the key store is unavailable")
+            written.append(rows)
+
+    async def other_request() -> None:
+        while len(ticks) < 2:
+            await asyncio.sleep(0)
+        ticks.append(-1)  # ran while the flush was between chunks
+
+    recorder = UsageRecorder(CountStore())  # type: ignore[arg-type]
+    for n in range(5):
+        recorder.valid[f"key-{n}"] = n + 1  # as the hot path counts
+    for n in range(4):
+        recorder.count("key-0", "VALID")
+        recorder.count(f"key-{n}", "REVOKED")
+    with pytest.raises(Unavailable):
+        await asyncio.gather(recorder.flush_counts(), other_request())
+    assert -1 in ticks
+    assert [len(rows) for rows in written] == [3, 2, 3]  # the hot path's 5, then 3 of 5
+    assert [r[2] for r in written[0] + written[1]] == ["VALID"] * 5
+    for rows in written:
+        assert len({(r[0], r[1], r[2]) for r in rows}) == len(rows)  # each bucket once
+    assert {(r[0], r[2]): r[3] for r in written[0] + written[1]} == {
+        (f"key-{n}", "VALID"): n + 1 for n in range(5)}
+    # the general path's first three rows were written; the rest is counted again
+    sent = {(r[0], r[2]): r[3] for r in written[2]}
+    assert sent == {("key-0", "VALID"): 4, ("key-0", "REVOKED"): 1, ("key-1", "REVOKED"): 1}
+    assert recorder.outcomes == {("key-2", "REVOKED"): 1, ("key-3", "REVOKED"): 1}
+    assert not recorder.valid
