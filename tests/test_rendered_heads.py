@@ -39,9 +39,11 @@ class Recorder:
         pass
 
 
-def answer(cycle_class: type[RequestResponseCycle], start: dict[str, Any], *,
-           keep_alive: bool = True, method: str = "POST") -> tuple[bytes, bool]:
-    """What a cycle writes for ``start`` and a 5-byte body; whether it completed."""
+def writes(cycle_class: type[RequestResponseCycle], start: dict[str, Any], *,
+           keep_alive: bool = True, method: str = "POST",
+           bodies: tuple[bytes, ...] = (b"hello",)) -> tuple[list[bytes], bool]:
+    """The writes of a cycle for ``start`` and ``bodies`` (one body message each, the last
+    one ending the response); whether it completed."""
     transport = Recorder()
 
     async def run() -> RequestResponseCycle:
@@ -51,11 +53,22 @@ def answer(cycle_class: type[RequestResponseCycle], start: dict[str, Any], *,
             access_log=False, default_headers=DATE, message_event=asyncio.Event(),
             expect_100_continue=False, keep_alive=keep_alive, on_response=lambda: None)
         await cycle.send(start)
-        await cycle.send({"type": "http.response.body", "body": b"hello"})
+        for n, body in enumerate(bodies, 1):
+            await cycle.send({"type": "http.response.body", "body": body,
+                              "more_body": n < len(bodies)})
         return cycle
 
     cycle = asyncio.run(run())
-    return b"".join(transport.written), cycle.response_complete
+    return transport.written, cycle.response_complete
+
+
+def answer(cycle_class: type[RequestResponseCycle], start: dict[str, Any], *,
+           keep_alive: bool = True, method: str = "POST",
+           bodies: tuple[bytes, ...] = (b"hello",)) -> tuple[bytes, bool]:
+    """What a cycle writes for ``start`` and ``bodies``; whether it completed."""
+    written, complete = writes(cycle_class, start, keep_alive=keep_alive, method=method,
+                               bodies=bodies)
+    return b"".join(written), complete
 
 
 def start_message(rendered: bool) -> dict[str, Any]:
@@ -77,6 +90,34 @@ def test_a_rendered_head_is_written_as_uvicorn_writes_it(keep_alive: bool, metho
     assert written == expected
     assert written[1]  # the body's length was taken from the rendered head
     assert (b"connection: close\r\n" in written[0]) is not keep_alive
+
+
+@pytest.mark.parametrize("rendered", [True, False])
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_response_is_written_in_one_piece(rendered: bool, method: str, keep_alive: bool
+                                            ) -> None:
+    """Head and body in one write (one send() system call; uvicorn makes two), whether
+    the head was rendered or not, for HEAD too (no body), closing or not."""
+    written, complete = writes(GatewayCycle, start_message(rendered), method=method,
+                               keep_alive=keep_alive)
+    assert complete
+    assert written[1:] == ([] if keep_alive else [b"<closed>"])
+    expected = answer(RequestResponseCycle, start_message(False), method=method,
+                      keep_alive=keep_alive)[0]
+    assert written[0] + (b"" if keep_alive else b"<closed>") == expected
+
+
+@pytest.mark.parametrize("bodies", [(b"hel", b"lo"), (b"", b"hello"), (b"hello", b"")])
+def test_a_rendered_answer_in_pieces_is_written_as_uvicorn_writes_it(
+        bodies: tuple[bytes, ...]) -> None:
+    assert (answer(GatewayCycle, start_message(True), bodies=bodies)
+            == answer(RequestResponseCycle, start_message(False), bodies=bodies))
+
+
+def test_a_body_shorter_than_the_rendered_length_is_refused_as_uvicorn_refuses_it() -> None:
+    with pytest.raises(RuntimeError, match="shorter than Content-Length"):
+        answer(GatewayCycle, start_message(True), bodies=(b"hell",))
 
 
 def test_without_rendered_lines_the_cycle_is_uvicorns() -> None:

@@ -269,6 +269,27 @@ def test_a_response_is_one_write_and_an_interim_100_continue_is_not_held(
         assert b"HTTP/1.1 200 OK\r\n" in final
 
 
+def test_the_uvicorn_callbacks_copied_into_our_protocol_are_uvicorns() -> None:
+    """BoundedHttpToolsProtocol carries copies of three of uvicorn's parser callbacks (a
+    call to uvicorn's cost thousands of instructions a request): when the installed
+    uvicorn's differ from those they were copied from, copy them again and update
+    ``UVICORN_COPIED``."""
+    import hashlib
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from gateway.http.server import UVICORN_COPIED, BoundedHttpToolsProtocol
+
+    for name, digest in UVICORN_COPIED.items():
+        source = inspect.getsource(getattr(HttpToolsProtocol, name))
+        assert hashlib.sha256(source.encode()).hexdigest()[:16] == digest, (
+            f"uvicorn's HttpToolsProtocol.{name} changed: copy it into "
+            f"BoundedHttpToolsProtocol.{name} again and update UVICORN_COPIED")
+        ours = inspect.getsource(getattr(BoundedHttpToolsProtocol, name))
+        assert "# uvicorn's (UVICORN_COPIED)" in ours
+
+
 def test_only_a_response_head_waits_for_the_write_that_follows_it() -> None:
     from gateway.http.server import CoalescingTransport
 

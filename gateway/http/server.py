@@ -98,8 +98,8 @@ class HeadTooLarge(Exception):
 
 
 class CoalescingTransport:
-    """A connection's transport that sends a response's head with its body: uvicorn
-    writes them separately, two send() system calls a response. Only a response head is
+    """A response's transport (see ``GatewayCycle``) that sends its head with its body:
+    uvicorn writes them separately, two send() system calls a response. Only a response head is
     held (a write that starts with the status line, but an interim ``100 Continue``),
     until the next write joins it, the response completes, or the connection closes; body
     chunks go out as they come."""
@@ -140,17 +140,44 @@ class CoalescingTransport:
 
 
 class GatewayCycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, but a start message that carries its headers
-    rendered (``RENDERED``: a fast answer's, checked when they were made, see
-    ``gateway.http.wire.Head``) has its head written from them: uvicorn checks, lowercases
-    and joins each header of each response (a cached verify has ten). Anything else, and
-    a response uvicorn must wait or log for, takes uvicorn's own path."""
+    """uvicorn's request-response cycle, with each response written in one piece (one
+    send() system call, not uvicorn's two: its head, then its body).
+
+    A start message that carries its headers rendered (``RENDERED``: a fast answer's,
+    checked when they were made, see ``gateway.http.wire.Head``) has its head made from
+    them (uvicorn checks, lowercases and joins each header of each response; a cached
+    verify has ten) and kept until its body comes, then both are written at once. Any other
+    response, and one uvicorn must wait or log for, takes uvicorn's own path through a
+    ``CoalescingTransport`` made for it. The fast answers do not pay for that wrapper: it
+    cost them about 9,400 instructions a request (``load/icount.py --wire``, case
+    ``protocol``), four Python calls per response."""
+
+    _head: bytes | None = None  # a rendered response's head, waiting for its body
 
     async def send(self, message: Any) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if (message["type"] == "http.response.body" and not message.get("more_body")
+                    and not self.disconnected and not self.flow.write_paused):
+                body = message.get("body", b"")
+                if len(body) == self.expected_content_length:
+                    self.expected_content_length = 0
+                    self.transport.write(head + body)
+                    self.response_complete = True
+                    self.message_event.set()
+                    if not self.keep_alive:
+                        self.transport.close()
+                    self.on_response()
+                    return
+            self.transport.write(head)  # anything else: as uvicorn would (or refuse it)
+            await super().send(message)
+            return
         rendered = message.get(RENDERED)
         if (rendered is None or self.response_started or self.disconnected
-                or self.flow.write_paused or self.access_log):
-            await super().send(message)
+                or self.flow.write_paused or self.access_log
+                or self.scope["method"] == "HEAD"):
+            await self._send_coalesced(message)
             return
         lines, length = rendered
         self.response_started = True
@@ -164,8 +191,26 @@ class GatewayCycle(RequestResponseCycle):
         if not self.keep_alive:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
-        self.transport.write(b"".join(content))
+        self._head = b"".join(content)
 
+    async def _send_coalesced(self, message: Any) -> None:
+        transport = self.transport
+        if not isinstance(transport, CoalescingTransport):
+            transport = self.transport = cast(
+                asyncio.Transport, CoalescingTransport(transport))
+        await super().send(message)
+        if self.response_complete:  # a HEAD answer, or an empty body: nothing followed
+            cast(CoalescingTransport, transport).flush()
+
+
+# uvicorn's callbacks copied into BoundedHttpToolsProtocol: the first 16 hex digits of the
+# SHA-256 of their source in the uvicorn they were copied from (0.55.0), which
+# tests/test_request_bounds.py compares with the installed uvicorn's
+UVICORN_COPIED = {
+    "on_message_begin": "96d377fdc7c2baef",
+    "on_header": "1e86ebb6cea0458c",
+    "on_message_complete": "1fbad42dc31fc01f",
+}
 
 # uvicorn's own on_headers_complete (its code object), run with globals in which the cycle
 # class it makes is GatewayCycle. Assigning the made cycle's __class__ instead cost about
@@ -178,8 +223,13 @@ _uvicorn_headers_complete = types.FunctionType(
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's protocol, with the head bounded and a drain. Three of uvicorn's parser
+    callbacks are copied here with our lines added (``UVICORN_COPIED``), not overridden
+    with a call to uvicorn's: they run for every request (one of them for every header),
+    and those calls cost about 13,500 instructions a request (``load/icount.py --wire``,
+    case ``protocol``). tests/test_request_bounds.py fails when uvicorn's own change."""
+
     _head_bytes = 0
-    _header_count = 0
     _in_body = False
     _refused = False
     _closing = False  # every response from now on closes the connection
@@ -191,14 +241,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         drain = app_state.get(DRAIN_STATE)
         self._drain = drain if isinstance(drain, Drain) else Drain(0.0)
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.transport = cast(asyncio.Transport, CoalescingTransport(transport))
-
-    def on_response_complete(self) -> None:
-        cast(CoalescingTransport, self.transport).flush()
-        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -215,7 +257,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             try:
                 self.parser.feed_data(chunk)
             except httptools.HttpParserCallbackError as exc:
-                if isinstance(exc.__context__, HeadTooLarge) or self._header_count > MAX_HEADERS:
+                if isinstance(exc.__context__, HeadTooLarge) or len(self.headers) >= MAX_HEADERS:
                     self._refuse()
                     return
                 self._bad_request()
@@ -231,15 +273,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 return
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
         self._seen_request = self._head_pending = True
+        # uvicorn's (UVICORN_COPIED)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > MAX_HEADERS:
+        if len(self.headers) >= MAX_HEADERS:
             raise HeadTooLarge
-        super().on_header(name, value)
+        # uvicorn's (UVICORN_COPIED)
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_bytes = 0
@@ -277,7 +336,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        super().on_message_complete()
+        # uvicorn's (UVICORN_COPIED)
+        if ((self.parser.should_upgrade() and self._should_upgrade())
+                or self.cycle.response_complete):
+            return
+        self.cycle.more_body = False
+        self.cycle.message_event.set()
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
