@@ -178,3 +178,54 @@ def test_the_servers_protocol_runs_each_request_in_a_gateway_cycle() -> None:
         return type(protocol.cycle)
 
     assert asyncio.run(run()) is GatewayCycle
+
+
+def _sent_by_send_bytes(body: bytes, extra: list[tuple[bytes, bytes]] | None,
+                        content_type: bool = True) -> dict[str, Any]:
+    from gateway.http.wire import send_bytes
+
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(send_bytes(keep, 200, body, extra, content_type=content_type))
+    return sent[0]
+
+
+@pytest.mark.parametrize("extra", [None, [(b"x-cache", b"L2"), (b"ory-talos-cache", b"HIT")],
+                                   [(b"allow", b"POST")]])
+@pytest.mark.parametrize("content_type", [True, False])
+def test_send_bytes_renders_its_headers_as_uvicorn_writes_them(
+        extra: list[tuple[bytes, bytes]] | None, content_type: bool) -> None:
+    """The general half's answers (send_bytes) carry their headers rendered too, so our
+    server writes them in one piece without checking each header; the bytes on the wire
+    are those uvicorn writes for the same headers."""
+    start = _sent_by_send_bytes(b"hello", extra, content_type)
+    assert RENDERED in start
+    plain = {k: v for k, v in start.items() if k != RENDERED}
+    assert answer(GatewayCycle, start) == answer(RequestResponseCycle, plain)
+
+
+@pytest.mark.parametrize("bad", [
+    (b"x-id", b"a\r\nset-cookie: x=1"),  # refused by uvicorn: still refused
+    (b"connection", b"close"),  # the server must see it: uvicorn's path closes
+    (b"content-length", b"5"),  # send_bytes sets it
+])
+def test_send_bytes_leaves_a_header_the_server_must_judge_to_uvicorn(
+        bad: tuple[bytes, bytes]) -> None:
+    start = _sent_by_send_bytes(b"hello", [bad])
+    assert RENDERED not in start
+    assert _sent_by_send_bytes(b"hello", [bad]) == start  # remembered as such
+
+
+def test_send_bytes_remembers_a_bounded_number_of_small_renderings() -> None:
+    from gateway.http import wire
+
+    for n in range(wire._MAX_RENDERED + 100):
+        _sent_by_send_bytes(b"{}", [(b"x-n", str(n).encode())])
+    assert len(wire._RENDERED_EXTRA) <= wire._MAX_RENDERED
+    wire._RENDERED_EXTRA.clear()
+    big = [(b"x-big", b"v" * (wire._MAX_RENDERED_BYTES + 1))]
+    assert RENDERED in _sent_by_send_bytes(b"{}", big)  # rendered, not remembered
+    assert not wire._RENDERED_EXTRA

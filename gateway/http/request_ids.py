@@ -19,7 +19,7 @@ from time import monotonic
 from typing import Any
 
 from gateway.http.access_log import AccessLog, route_template
-from gateway.http.wire import Header, Message, Receive, Send
+from gateway.http.wire import RENDERED, Header, Message, Receive, Send
 from gateway.observability.request_context import request_id
 
 HEADER = b"x-request-id"
@@ -89,13 +89,18 @@ class Tagged:
 
     def __init__(self, send: Send, rid: bytes) -> None:
         self.send = send
-        self.id = rid.decode("ascii")
+        self.id = rid.decode("ascii")  # an accepted id or a new one: safe on a header line
         self._header: Header = (HEADER, rid)
         self._start: Message | None = None
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            rendered = message.get(RENDERED)
             message = {**message, "headers": [*message.get("headers", ()), self._header]}
+            if rendered is not None:  # the same header on the rendered lines
+                lines, length = rendered
+                name, rid = self._header
+                message[RENDERED] = (b"".join((lines, name, b": ", rid, b"\r\n")), length)
             self._start = message
         await self.send(message)
 
