@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hmac import compare_digest
@@ -11,7 +12,7 @@ from typing import Any, cast
 
 import orjson
 
-from gateway.cache.entry import EXPIRES, HEAD, KEY_ID, PLAIN, TAIL, Cached, unexpired
+from gateway.cache.entry import EXPIRES, HEAD, KEY_ID, PLAIN, TAIL, Cached
 from gateway.cache.keycache import CacheMode, cache_mode
 from gateway.crypto import tokens
 from gateway.errors import InvalidArgument, Unavailable
@@ -227,11 +228,14 @@ class BatchVerifyRoute:
         digests = self._digest_many(cast(list[str], credentials))
         answered, probes = 0, dict[int, L1Probe]()
         used, valid = self._l1.used, self._l1.valid
+        # entry.unexpired, inlined with one reading of the clock for the whole batch (a
+        # call and a reading per item: icount batch 1,949,536 -> 1,815,482 instructions a call)
+        wall_us = time.time_ns() // 1000
         for i, digest, cached in zip(index, digests, self._fresh_many(digests, now),
                                      strict=True):
             # L1Answers.yes, inlined (a call per item: see above)
-            if cached is None or not cached[PLAIN] or (cached[EXPIRES] is not None
-                                                       and not unexpired(cached[EXPIRES])):
+            if cached is None or not cached[PLAIN] or (
+                    (expires := cached[EXPIRES]) is not None and expires <= wall_us):
                 probes[i] = L1Probe(digest, cached)
                 continue
             parts[i] = cached[HEAD] + cached[TAIL]

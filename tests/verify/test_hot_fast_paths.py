@@ -240,6 +240,33 @@ async def test_batch_answers_are_one_json_array_of_every_item(app: App, count: i
         assert all(r["is_valid"] is True for r in results)
 
 
+async def test_no_fast_path_answers_yes_past_a_keys_expiry_on_a_stepped_clock(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caches never hold an entry past its key's expiry, but the wall clock can step: the
+    L1 answers of verify and of a batch (which reads the clock once for all its items)
+    check the expiry against it."""
+    import time
+
+    secret = await issue(app)
+    body = orjson.dumps({"requests": [{"credential": secret}] * 3})
+    await app.call(BATCH_VERIFY, body=body)  # the store, then L1
+    _, headers, _ = await app.call(BATCH_VERIFY, body=body)
+    assert headers[b"x-cache"] == b"L1=3"
+    assert (await app.verify(secret))[1][b"x-cache"] == b"L1"
+    expire_us = orjson.loads((await app.verify(secret))[2])["expire_time"]
+    assert expire_us  # a key expires by default
+    later = time.time_ns() + 3 * 365 * 86_400 * 10**9  # past any default expiry
+    monkeypatch.setattr(time, "time_ns", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later / 1e9)
+    before = app.l1_valid()
+    _, _, answer = await app.call(BATCH_VERIFY, body=body)
+    assert {(r["is_valid"], r["error_code"]) for r in orjson.loads(answer)["results"]} == {
+        (False, "VERIFICATION_ERROR_EXPIRED")}
+    _, _, answer = await app.verify(secret)
+    assert orjson.loads(answer)["error_code"] == "VERIFICATION_ERROR_EXPIRED"
+    assert app.l1_valid() == before  # no yes from L1
+
+
 @pytest.mark.parametrize("path", [VERIFY, BATCH_VERIFY, DECISIONS])
 async def test_a_websocket_on_a_hot_path_falls_through_to_the_router(app: App,
                                                                      path: str) -> None:
