@@ -26,11 +26,11 @@ from gateway.http import (
 from gateway.http.access_log import AccessLog
 from gateway.http.decisions import DecisionsRoute
 from gateway.http.errors import ORY, error_response
-from gateway.http.hot import ASGIApp, HotPath
+from gateway.http.hot import ASGIApp, HotPath, Message, Receive, Scope, Send
 from gateway.http.l1_answers import L1Answers
 from gateway.http.request_ids import RequestIds, request_id_of
 from gateway.http.verify_routes import BatchVerifyRoute, VerifyRoute
-from gateway.http.wire import SecurityHeaders
+from gateway.http.wire import RENDERED, SecurityHeaders
 from gateway.services import Services
 
 CORS_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
@@ -59,6 +59,27 @@ class _CORS(CORSMiddleware):
         return response
 
 
+class Unrendered:
+    """``app`` with the rendered heads of its answers dropped (``RENDERED``, which our
+    server writes as they are): a middleware around it may change an answer's headers
+    (CORS adds its own), and they must reach the wire. Only when there is one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def plain(message: Message) -> None:
+            if RENDERED in message:
+                message = {k: v for k, v in message.items() if k != RENDERED}
+            await send(message)
+
+        await self.app(scope, receive, plain)
+
+
 def create_app(services: Services) -> ASGIApp:
     """The Starlette app for every route, behind the plain-ASGI hot routes."""
     l1 = L1Answers(services)
@@ -70,6 +91,8 @@ def create_app(services: Services) -> ASGIApp:
     app: ASGIApp = HotPath(RequestIds(SecurityHeaders(starlette), access,
                                       services.metrics.http_request), hot, access)
     origins = services.settings.cors_origins
+    if origins or services.tracing is not None:  # middlewares that may change headers
+        app = Unrendered(app)
     if origins:  # off by default: no browser origin may call, and nothing is paid for it
         app = _CORS(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
                              allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED,

@@ -236,6 +236,14 @@ def test_cors_is_off_by_default_and_allows_the_configured_origins(
                                  json={"credential": "x"})
             assert answer.headers["access-control-allow-origin"] == "https://app.example"
             assert "ory-talos-cache" in answer.headers["access-control-expose-headers"].lower()
+            # a key's answers too: from the store, then from L1 (a fast answer, whose
+            # head our server would write as rendered, without the CORS headers)
+            secret = client.post(ISSUED, headers=gw.auth, json={"name": "c"}).json()["secret"]
+            for level in ("STORE", "L1"):
+                answer = client.post(VERIFY, json={"credential": secret},
+                                     headers={**gw.auth, "Origin": "https://app.example"})
+                assert answer.headers["x-cache"] == level
+                assert answer.headers["access-control-allow-origin"] == "https://app.example"
             other = client.options(VERIFY, headers={
                 "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
             assert other.status_code == 400

@@ -158,8 +158,10 @@ class GatewayCycle(RequestResponseCycle):
         head = self._head
         if head is not None:
             self._head = None
+            if self.disconnected:
+                return  # as uvicorn: nothing more is written
             if (message["type"] == "http.response.body" and not message.get("more_body")
-                    and not self.disconnected and not self.flow.write_paused):
+                    and not self.flow.write_paused):
                 body = message.get("body", b"")
                 if len(body) == self.expected_content_length:
                     self.expected_content_length = 0
