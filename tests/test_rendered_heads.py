@@ -229,3 +229,6 @@ def test_send_bytes_remembers_a_bounded_number_of_small_renderings() -> None:
     big = [(b"x-big", b"v" * (wire._MAX_RENDERED_BYTES + 1))]
     assert RENDERED in _sent_by_send_bytes(b"{}", big)  # rendered, not remembered
     assert not wire._RENDERED_EXTRA
+    refused = [(b"x-big", b"v\r\n" * wire._MAX_RENDERED_BYTES)]
+    assert RENDERED not in _sent_by_send_bytes(b"{}", refused)  # nor a big refused one
+    assert not wire._RENDERED_EXTRA

@@ -269,6 +269,59 @@ def test_a_response_is_one_write_and_an_interim_100_continue_is_not_held(
         assert b"HTTP/1.1 200 OK\r\n" in final
 
 
+def test_a_request_with_the_most_headers_and_a_bad_body_is_a_400_not_a_431() -> None:
+    """431 is for a head over the limits only: MAX_HEADERS headers are allowed, and a
+    request the server then refuses (a URL it cannot parse, found once the head is
+    complete; or a body the parser refuses) is a plain 400."""
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from gateway.http.server import BoundedHttpToolsProtocol
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 1234) if name in ("peername", "sockname") else default
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    def answer(headers: int, target: bytes = b"/x",
+               body: bytes = b"Transfer-Encoding: chunked\r\n\r\nzz\r\n") -> bytes:
+        async def run() -> bytes:
+            config = Config(app, http="httptools", lifespan="off", log_config=None)
+            config.load()
+            protocol = BoundedHttpToolsProtocol(config, ServerState(), {})
+            transport = Transport()
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            protocol.data_received(
+                b"POST " + target + b" HTTP/1.1\r\n"
+                + b"".join(b"X-H%d: v\r\n" % i for i in range(headers)) + body)
+            return b"".join(transport.written)
+        return asyncio.run(run())
+
+    # "zz" is not a chunk size; with Transfer-Encoding, MAX_HEADERS headers
+    assert answer(MAX_HEADERS - 1).startswith(b"HTTP/1.1 400")
+    assert answer(MAX_HEADERS).startswith(b"HTTP/1.1 431")
+    # a port out of range: refused when the head is complete (a callback's error)
+    bad_url = {"target": b"http://a:99999999/", "body": b"\r\n"}
+    assert answer(MAX_HEADERS, **bad_url).startswith(b"HTTP/1.1 400")
+    assert answer(MAX_HEADERS + 1, **bad_url).startswith(b"HTTP/1.1 431")
+
+
 def test_the_uvicorn_callbacks_copied_into_our_protocol_are_uvicorns() -> None:
     """BoundedHttpToolsProtocol carries copies of three of uvicorn's parser callbacks (a
     call to uvicorn's cost thousands of instructions a request): when the installed

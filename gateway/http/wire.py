@@ -172,8 +172,9 @@ def _extra_lines(extra: tuple[Header, ...]) -> bytes | None:
         lines = b"".join(_checked(name, value) for name, value in extra)
     except ValueError:
         lines = None
-    if len(_RENDERED_EXTRA) < _MAX_RENDERED and (
-            lines is None or len(lines) <= _MAX_RENDERED_BYTES):
+    # the key is kept as well: its size bounds what is remembered, renderable or not
+    if (len(_RENDERED_EXTRA) < _MAX_RENDERED
+            and sum(len(name) + len(value) for name, value in extra) <= _MAX_RENDERED_BYTES):
         _RENDERED_EXTRA[extra] = lines
     return lines
 
