@@ -162,7 +162,7 @@ class RedisBackend:
         assert url is not None
         if self._sentinel is None:
             # bounded: a Sentinel that does not answer costs one timeout, and no retries
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 list(url.sentinels), sentinel_kwargs={
                     "socket_timeout": self._timeout, "socket_connect_timeout": self._timeout,
                     "password": url.sentinel_password, "retry": Retry(NoBackoff(), 0)})
@@ -406,7 +406,7 @@ class RedisBackend:
                 self._moved.clear()
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                     await client.aclose()
                 except Exception:
                     pass

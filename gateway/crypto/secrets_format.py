@@ -20,8 +20,8 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
+from hmac import compare_digest
 
-from gateway.crypto.compare import constant_time_equal
 from gateway.crypto.digests import Digester
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -42,6 +42,18 @@ def base62(number: int, width: int) -> str:
         number, rem = divmod(number, 62)
         out.append(_ALPHABET[rem])
     return "".join(reversed(out))
+
+
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 62**2 two-character digits
+
+
+def _checksum_digits(number: int) -> str:
+    """``base62(number, CHECKSUM_LEN)`` four characters at a time: every verify that L1
+    does not answer checks a checksum (0.31 against 1.1 us a call)."""
+    high, low = divmod(number, 62**4)
+    a, b = divmod(high, 62**2)
+    c, d = divmod(low, 62**2)
+    return _PAIRS[a] + _PAIRS[b] + _PAIRS[c] + _PAIRS[d]
 
 
 def body_from_bytes(raw: bytes) -> str:
@@ -98,7 +110,7 @@ class SecretFormat:
 
     def _checksum(self, head: str, generation: int = 0) -> str:
         mac = self._macs[generation](head)  # "hs256:" + 64 hex digits
-        return base62(int(mac[6:22], 16) % _MODULUS, CHECKSUM_LEN)
+        return _checksum_digits(int(mac[6:22], 16) % _MODULUS)
 
     def new_secret(self, prefix: str, material: bytes | None = None, generation: int = 0
                    ) -> str:
@@ -114,7 +126,8 @@ class SecretFormat:
             return None
         head, tail = credential[:-CHECKSUM_LEN], credential[-CHECKSUM_LEN:]
         for generation in range(len(self._macs)):
-            if constant_time_equal(self._checksum(head, generation), tail):
+            # constant_time_equal, without its encoding: both are ASCII (_tail_ok)
+            if compare_digest(self._checksum(head, generation), tail):
                 return generation
         return None
 

@@ -38,6 +38,9 @@ class L1Probe:
 
     digest: str
     cached: Cached | None
+    # the digests to look up (``Verifier.classify``'s), when the caller has asked the
+    # secret's checksum (``Peppers.candidates``) already
+    candidates: tuple[str, ...] | None = None
 
 
 class Verifier:
@@ -103,7 +106,8 @@ class Verifier:
         """The verdict on ``credential``: a root key through the caches and its policy, or
         a derived token (``DerivedTokens``). ``probe``: its digest and L1 entry, when the
         caller has them."""
-        step = self.classify(credential, probe.digest if probe is not None else None)
+        step = (self.classify(credential, probe.digest if probe is not None else None)
+                if probe is None or probe.candidates is None else probe.candidates)
         if isinstance(step, Result):
             return step
         if step is None:

@@ -54,6 +54,14 @@ def test_new_secret_has_prefix_version_and_51_base62_characters(fmt: sf.SecretFo
     assert fmt.generation(secret) == 0
 
 
+def test_the_checksum_digits_are_base62_of_the_checksum_width() -> None:
+    rng = random.Random(7)
+    modulus = 62**sf.CHECKSUM_LEN
+    for number in [0, 1, 61, 62, 62**4 - 1, 62**4, modulus - 1,
+                   *(rng.randrange(modulus) for _ in range(2_000))]:
+        assert sf._checksum_digits(number) == sf.base62(number, sf.CHECKSUM_LEN)
+
+
 def test_fresh_secrets_differ(fmt: sf.SecretFormat) -> None:
     assert len({fmt.new_secret("ory_ak") for _ in range(50)}) == 50
 

@@ -8,6 +8,7 @@ Redis) and compare the answers byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -65,17 +66,23 @@ class App:
         return hot.l1_valid + hot.results.get(("valid", "L1"), 0)
 
 
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **env: str) -> AsyncIterator[App]:
     settings = load_settings({"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
                               "GATEWAY_PEPPER": "p" * 32,
-                              "GATEWAY_ADMIN_TOKENS": f"{TOKEN_A},{TOKEN_B}"})
+                              "GATEWAY_ADMIN_TOKENS": f"{TOKEN_A},{TOKEN_B}", **env})
     services = build_services(settings)
     await services.start()
     try:
         yield App(services)
     finally:
         await services.stop()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    async with running(tmp_path) as app:
+        yield app
 
 
 async def issue(app: App, **fields: Any) -> str:
@@ -346,3 +353,81 @@ async def test_a_401_reads_the_same_on_hot_and_other_admin_routes(app: App) -> N
         assert status == 401 and headers[b"www-authenticate"] == b'Bearer realm="gateway"'
         assert orjson.loads(body) == {"code": 16, "message": "invalid admin credential",
                                       "details": []}
+
+
+def counted_admin_checks(app: App) -> list[bytes | None]:
+    """From now on, the Authorization header of every full admin check (AdminGate)."""
+    gate = app.services.admin_gate
+    real = gate.principal
+    seen: list[bytes | None] = []
+
+    async def principal(raw: bytes | None, *args: Any) -> str:
+        seen.append(raw)
+        return await real(raw, *args)
+
+    gate.principal = principal  # type: ignore[method-assign]
+    return seen
+
+
+def split(secret: str) -> list[bytes]:
+    """A verify body in two messages: the fast half declines it, the general half answers."""
+    body = orjson.dumps({"credential": secret})
+    return [body[:7], body[7:]]
+
+
+@pytest.mark.parametrize("fields", [{}, {"rate_limit_policy": {"quota": "5", "window": "60s"}},
+                                    {"ip_restriction": {"allowed_cidrs": ["127.0.0.0/8"]}}],
+                         ids=["plain", "rate-limited", "ip-restricted"])
+async def test_a_vetted_verify_from_the_store_is_answered_like_the_general_one(
+        app: App, fields: dict[str, Any]) -> None:
+    """L1 misses: a request the fast half vetted (admin token, bare body, checksum) skips
+    the general half's parsing and admin check, and answers as it would, byte for byte."""
+    secret = await issue(app, **fields)
+    await app.verify("junk")  # the admin header is now the one the fast path knows
+    checks = counted_admin_checks(app)
+    vetted = await app.verify(secret)
+    assert checks == []  # the vetted branch: no second admin check
+    app.services.cache.l1.clear()
+    general = await app.call(VERIFY, body=split(secret))
+    assert len(checks) == 1
+    assert vetted[1][b"x-cache"] == b"STORE"
+    if "rate_limit_policy" in fields:  # one more request spent: the counts differ
+        assert orjson.loads(vetted[2])["rate_limit_remaining"] == "4"
+        assert orjson.loads(general[2])["rate_limit_remaining"] == "3"
+        vetted = (vetted[0], vetted[1], general[2])
+    assert vetted == general and orjson.loads(vetted[2])["is_valid"] is True
+
+
+async def test_a_vetted_verify_from_redis_is_answered_like_the_general_one(
+        tmp_path: Path, redis_url: str) -> None:
+    """L1 off: the fast half still vets the request, and a key Redis holds is answered
+    with a rendered head (X-Cache: L2), as the general half answers it."""
+    async with running(tmp_path, GATEWAY_L1_TTL="0", GATEWAY_REDIS_URL=redis_url) as app:
+        secret = await issue(app)
+        await app.verify("junk")
+        checks = counted_admin_checks(app)
+        from_store = await app.verify(secret)  # fills L2
+        from_l2 = await app.verify(secret)
+        assert checks == []
+        general = await app.call(VERIFY, body=split(secret))
+        assert len(checks) == 1
+        assert (from_store[1][b"x-cache"], from_store[1][b"ory-talos-cache"]) == (b"STORE",
+                                                                                 b"MISS")
+        assert (from_l2[1][b"x-cache"], from_l2[1][b"ory-talos-cache"]) == (b"L2", b"HIT")
+        assert from_l2 == general
+        assert from_store[2] == from_l2[2] and orjson.loads(from_l2[2])["is_valid"] is True
+        # a forged key is refused by the fast half with L1 off too: no lookup
+        forged = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+        before = dict(app.services.metrics.hot.results)
+        assert orjson.loads((await app.verify(forged))[2])["is_valid"] is False
+        assert app.services.metrics.hot.results[("not_found", "NONE")] == before.get(
+            ("not_found", "NONE"), 0) + 1
+        # a revoked key: the store's answer, through the vetted branch
+        key_id = orjson.loads(from_l2[2])["key_id"]
+        from gateway.keys.model import Kind
+
+        await app.services.keys.revoke([Kind.ISSUED], key_id,
+                                       {"reason": "REVOCATION_REASON_KEY_COMPROMISE"})
+        revoked = await app.verify(secret)
+        assert orjson.loads(revoked[2])["error_code"] == "VERIFICATION_ERROR_REVOKED"
+        assert revoked == await app.call(VERIFY, body=split(secret))
