@@ -87,7 +87,9 @@ def parse_json(raw: bytes, max_values: int = DEFAULT_MAX_VALUES) -> Any:
     more values than ``max_values`` (refused before it is parsed)."""
     if not raw.strip():
         return {}
-    if count_values(raw) > max_values:
+    # count_values is at most one per byte (and one): a body shorter than the bound
+    # cannot exceed it, and is not counted (7 of a 100-key batch's 16 us)
+    if len(raw) >= max_values and count_values(raw) > max_values:
         raise PayloadTooLarge(f"request body holds more than {max_values} JSON values")
     try:
         return orjson.loads(raw)
