@@ -78,6 +78,12 @@ class L1(Generic[V]):
             return None
         return item[1] if item[0] > now else self._late(digest, item, now)
 
+    def table(self, now: float) -> dict[str, tuple[float, V | None, float]]:
+        """The entries as they are, digest -> (refresh_at, value, expires), for a caller
+        that reads many at once (``entry.plain_answers``) and leaves to ``fresh`` the hits
+        at or past their refresh time; empty from ``trusted_until`` on. Not to be changed."""
+        return self._data if now < self.trusted_until else {}
+
     def fresh_many(self, digests: list[str], now: float) -> list[V | None]:
         """``fresh`` for each digest, in order."""
         if now >= self.trusted_until:

@@ -22,6 +22,25 @@ def bare(credential: object) -> TypeGuard[str]:
             and not credential.startswith(tokens.TOKEN_STARTS))
 
 
+def _bare_many(items: list[Any]) -> list[str | None]:
+    """For each item of a batchVerify, its credential when the item is exactly
+    ``{"credential": <str>}`` and the credential is ``bare``; None for every other item."""
+    limit, starts = MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS
+    return [c if (type(item) is dict and len(item) == 1
+                  and type(c := item.get("credential")) is str
+                  and 0 < len(c) <= limit and not c.startswith(starts)) else None
+            for item in items]
+
+
+try:  # the C extension (setup.py): a batch of 100 in about a tenth of the time
+    from gateway.cache._plain import bare as _native_bare
+except ImportError:
+    bare_many = _bare_many
+else:
+    def bare_many(items: list[Any]) -> list[str | None]:
+        return _native_bare(items, MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS)
+
+
 class L1Answers:
     """What L1 holds for a digest (``fresh``), and ``yes``: whether that answers yes by
     itself, with the use recorded."""

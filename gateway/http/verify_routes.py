@@ -12,14 +12,14 @@ from typing import Any, cast
 
 import orjson
 
-from gateway.cache.entry import EXPIRES, HEAD, KEY_ID, PLAIN, TAIL, Cached
+from gateway.cache.entry import HEAD, TAIL, Cached, plain_answers
 from gateway.cache.keycache import CacheMode, cache_mode
 from gateway.crypto import tokens
 from gateway.errors import InvalidArgument, Unavailable
 from gateway.http.auth import AdminGate
 from gateway.http.client_ip import Trusted, client_ip
 from gateway.http.hot import Answer, Message, Receive, Scope, Send
-from gateway.http.l1_answers import L1Answers
+from gateway.http.l1_answers import L1Answers, bare_many
 from gateway.http.wire import (
     JSON,
     RENDERED,
@@ -212,6 +212,7 @@ class BatchVerifyRoute:
         self._trusted: Trusted = services.trusted
         self._digest_many = services.digester.digest_many
         self._fresh_many = services.cache.l1.fresh_many
+        self._table = services.cache.l1.table
         self.observe = self._metrics.latency("batch_verify")
         self.observe_status = self._metrics.answered("batch_verify")
 
@@ -223,14 +224,7 @@ class BatchVerifyRoute:
         headers = dict(scope["headers"])
         await self._gate.principal(headers.get(b"authorization"), scope)
         items = batch_items(parse_object(await read_body(receive, BATCH_BODY_LIMIT, message)))
-        limit, starts = MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS
-        # the bare items' credentials (l1_answers.bare, inlined: a call per item; with
-        # L1Answers.yes inlined in _from_l1, icount batch 1,815,373 -> 1,673,581
-        # instructions a call), None for the others
-        bare = [c if (type(item) is dict and len(item) == 1
-                      and type(c := item.get("credential")) is str
-                      and 0 < len(c) <= limit and not c.startswith(starts)) else None
-                for item in items]
+        bare = bare_many(items)  # the bare items' credentials, None for the others
         # the others are read now: a malformed item is a 400 naming it, before any answer
         others = ({i: verify_request(snake_fields(items[i]), f"requests[{i}].")
                    for i, c in enumerate(bare) if c is None} if None in bare else {})
@@ -247,33 +241,37 @@ class BatchVerifyRoute:
 
     def _from_l1(self, bare: list[str | None], parts: list[bytes | None], now: float
                  ) -> tuple[int, dict[int, L1Probe]]:
-        """Fill ``parts`` with the answers of the bare items L1 answers alone. Returns how
-        many, and the L1 probes of the other bare items, by index."""
+        """Fill ``parts`` with the answers of the bare items L1 answers alone: all at once
+        (``entry.plain_answers``), then one at a time the hits it leaves to Python (due
+        for a refresh, an expiry to check: ``L1Answers.yes``). Returns how many, and the
+        L1 probes of the other bare items, by index."""
         index: Sequence[int] = range(len(bare))
         credentials = bare
         if None in credentials:  # some are not bare: only the others
             index = [i for i, c in enumerate(bare) if c is not None]
             credentials = [bare[i] for i in index]
         digests = self._digest_many(cast(list[str], credentials))
-        answered, probes = 0, dict[int, L1Probe]()
-        used, valid = self._l1.used, self._l1.valid
-        # entry.unexpired, inlined with one reading of the clock for the whole batch (a
-        # call and a reading per item: icount batch 1,949,536 -> 1,815,482 instructions a call)
-        wall_us = time.time_ns() // 1000
-        for i, digest, cached in zip(index, digests, self._fresh_many(digests, now),
-                                     strict=True):
-            # L1Answers.yes, inlined (a call per item: see above)
-            if cached is None or not cached[PLAIN] or (
-                    (expires := cached[EXPIRES]) is not None and expires <= wall_us):
-                probes[i] = L1Probe(digest, cached)
-                continue
-            parts[i] = cached[HEAD] + cached[TAIL]
-            key_id = cached[KEY_ID]
-            if used.get(key_id, 0.0) < now:
-                used[key_id] = now
-            valid[key_id] = valid.get(key_id, 0) + 1
-            answered += 1
+        # one reading of the wall clock for the whole batch (entry.unexpired's)
+        answers = plain_answers(self._table(now), digests, now, time.time_ns() // 1000,
+                                self._l1.used, self._l1.valid)
+        left = [j for j, answer in enumerate(answers) if answer is None] if None in answers \
+            else []
+        answered = len(answers) - len(left)
         self._l1.count(answered)
+        if type(index) is range:
+            parts[:] = answers
+        else:
+            for i, answer in zip(index, answers, strict=True):
+                parts[i] = answer
+        probes = dict[int, L1Probe]()
+        yes = self._l1.yes
+        for j, cached in zip(left, self._fresh_many([digests[j] for j in left], now),
+                             strict=True):
+            if yes(cached, now):  # the use recorded and counted
+                parts[index[j]] = cached[HEAD] + cached[TAIL]
+                answered += 1
+            else:
+                probes[index[j]] = L1Probe(digests[j], cached)
         return answered, probes
 
     async def _look_up(self, bare: list[str | None],

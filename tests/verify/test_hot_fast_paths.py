@@ -9,6 +9,7 @@ Redis) and compare the answers byte for byte.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import orjson
 import pytest
 
 from gateway.app import create_app
+from gateway.keys.model import Kind
 from gateway.services import Services, build_services
 from gateway.settings import load_settings
 
@@ -431,3 +433,37 @@ async def test_a_vetted_verify_from_redis_is_answered_like_the_general_one(
         revoked = await app.verify(secret)
         assert orjson.loads(revoked[2])["error_code"] == "VERIFICATION_ERROR_REVOKED"
         assert revoked == await app.call(VERIFY, body=split(secret))
+
+
+async def test_a_batch_answers_every_kind_of_item_as_verify_does(app: App) -> None:
+    """The batch's cached-yes pass (``entry.plain_answers``) answers the plain cached keys;
+    a hit due for a refresh, an item with audiences, a forged key and a revoked one are
+    decided as a verify of each decides them, in their places."""
+    plain = [await issue(app) for _ in range(3)]
+    due, revoked = await issue(app), await issue(app)
+    forged = "ory_ak_" + "x" * 40
+    items: list[dict[str, Any]] = [
+        {"credential": plain[0]}, {"credential": due}, {"credential": forged},
+        {"credential": plain[1], "expected_audiences": []}, {"credential": revoked},
+        {"credential": plain[2]}]
+    body = orjson.dumps({"requests": items})
+    await app.call(BATCH_VERIFY, body=body)  # the store, then L1 holds them
+    key_id = orjson.loads((await app.verify(revoked))[2])["key_id"]
+    await app.services.keys.revoke([Kind.ISSUED], key_id,
+                                   {"reason": "REVOCATION_REASON_KEY_COMPROMISE"})
+    l1 = app.services.cache.l1
+    digest = app.services.digester.digest(due)
+    value = l1.table(time.monotonic())[digest][1]
+    l1.put(digest, value, l1.ttl, time.monotonic() - 0.9 * l1.ttl)  # put 90 % of a life ago
+    assert l1.table(time.monotonic())[digest][0] <= time.monotonic()  # due for a refresh
+    before = app.l1_valid()
+    status, headers, answer = await app.call(BATCH_VERIFY, body=body)
+    assert status == 200
+    results = orjson.loads(answer)["results"]
+    one_by_one = [orjson.loads((await app.call(VERIFY, body=orjson.dumps(item)))[2])
+                  for item in items]
+    assert results == one_by_one
+    assert [r["is_valid"] for r in results] == [True, True, False, True, False, True]
+    assert digest in l1.due  # the due hit was answered from L1 and marked for a refresh
+    assert app.l1_valid() - before >= 4 + 4  # the batch's 4 yes from L1, then the verifies'
+    assert headers[b"x-cache"].startswith(b"L1=")

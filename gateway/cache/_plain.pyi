@@ -1,0 +1,6 @@
+from typing import Any
+
+def answers(table: dict[str, Any], digests: list[str], now: float, wall_us: int,
+            used: dict[str, float], valid: dict[str, int]) -> list[bytes | None]: ...
+
+def bare(items: list[Any], limit: int, starts: tuple[str, ...]) -> list[str | None]: ...

@@ -1,0 +1,162 @@
+"""The batchVerify's cached-yes path in C (``gateway.cache._plain``) and its Python
+fallbacks give the same answers and record the same uses, case by case."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.cache import entry
+from gateway.cache.entry import NOT_FOUND, Entry, _plain_answers
+from gateway.cache.l1 import L1
+from gateway.crypto import tokens
+from gateway.http import l1_answers
+from gateway.keys.fields import MAX_CREDENTIAL_LENGTH
+from gateway.keys.model import RateLimit
+
+try:
+    from gateway.cache import _plain
+except ImportError:  # not built (setup.py)
+    _plain = None  # type: ignore[assignment]
+
+
+def _native() -> Any:
+    if _plain is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("gateway.cache._plain was not built (setup.py): batchVerify would "
+                        "run its cached-yes loop in Python")
+        pytest.skip("gateway.cache._plain not built")
+    return _plain
+
+
+def _packed(key_id: str, *, expire_time: int | None = None, cidrs: tuple[str, ...] = (),
+            rate_limit: RateLimit | None = None, revoked: bool = False) -> Any:
+    e = Entry(key_id, "actor", ("read",), "VISIBILITY_PRIVATE", None, expire_time, revoked,
+              cidrs, rate_limit)
+    e.render("https://issuer.example")
+    e.plain = not cidrs and rate_limit is None and not revoked
+    return e.packed()
+
+
+def _cases(now: float, wall_us: int) -> tuple[dict[str, Any], list[str]]:
+    table: dict[str, Any] = {
+        "plain": (now + 10, _packed("k-plain"), now + 20),
+        "plain-2": (now + 10, _packed("k-two"), now + 20),
+        "unexpired": (now + 10, _packed("k-later", expire_time=wall_us + 60_000_000), now + 20),
+        # beyond a C long long: unexpired, as in Python
+        "far-future": (now + 10, (True, 10**30, *_packed("k-far")[2:]), now + 20),
+        "expired": (now + 10, _packed("k-expired", expire_time=wall_us - 1), now + 20),
+        "due": (now - 1, _packed("k-due"), now + 20),
+        "refresh-now": (now, _packed("k-edge"), now + 20),
+        "ip-bound": (now + 10, _packed("k-ip", cidrs=("10.0.0.0/8",)), now + 20),
+        "limited": (now + 10, _packed("k-rl", rate_limit=RateLimit(5, 60, "minute")),
+                    now + 20),
+        "revoked": (now + 10, _packed("k-revoked", revoked=True), now + 20),
+        "not-found": (now + 10, NOT_FOUND, now + 20),
+        "none-value": (now + 10, None, now + 20),
+    }
+    return table, [*table, "absent", "plain", "plain-2", "plain"]
+
+
+def test_native_answers_match_python_case_by_case() -> None:
+    native = _native()
+    now = time.monotonic()
+    wall_us = time.time_ns() // 1000
+    table, digests = _cases(now, wall_us)
+    seen: list[tuple[list[bytes | None], dict[str, float], dict[str, int]]] = []
+    for answers in (native.answers, _plain_answers):
+        # a later use recorded already is kept; an earlier one moves forwards
+        used, valid = {"k-plain": now + 5, "k-two": now - 5}, {"k-plain": 7}
+        seen.append((answers(table, digests, now, wall_us, used, valid), used, valid))
+    assert seen[0] == seen[1]
+    out, used, valid = seen[0]
+    by_digest = dict(zip(digests, out, strict=True))
+    answered = {d for d, a in by_digest.items() if a is not None}
+    assert answered == {"plain", "plain-2", "unexpired", "far-future"}
+    assert by_digest["plain"] == table["plain"][1][3] + table["plain"][1][4]
+    assert used == {"k-plain": now + 5, "k-two": now, "k-later": now, "k-far": now}
+    assert valid == {"k-plain": 10, "k-two": 2, "k-later": 1, "k-far": 1}  # 3 and 2 asks
+
+
+def test_native_answers_leaves_what_it_does_not_recognise_to_python() -> None:
+    native = _native()
+    now = time.monotonic()
+    table = {"junk": ("not a time", _packed("k"), now + 20), "short": (now + 10,),
+             "list": [now + 10, _packed("k"), now + 20],
+             "bad-entry": (now + 10, (True, "soon", "k", b"h", b"t"), now + 20),
+             "bytes-id": (now + 10, (True, None, b"k", b"h", b"t"), now + 20)}
+    used: dict[str, float] = {}
+    valid: dict[str, int] = {}
+    assert native.answers(table, [*table, 42], now, 0, used, valid) == [None] * 6
+    assert used == {} and valid == {}
+
+
+def test_native_answers_refuses_wrong_types() -> None:
+    native = _native()
+    with pytest.raises(TypeError):
+        native.answers({}, ("a",), 1.0, 0, {}, {})
+    with pytest.raises(TypeError):
+        native.answers({}, [], 1, 0, {}, {})  # now: a float, as the loop's clock gives
+    assert native.answers({}, [], 1.0, 0, {}, {}) == []
+
+
+@pytest.mark.parametrize("implementation", ["native", "python"])
+def test_l1_table_is_empty_past_the_lease(implementation: str) -> None:
+    answers: Callable[..., list[bytes | None]] = (
+        _native().answers if implementation == "native" else _plain_answers)
+    l1: L1[Any] = L1(100, 30.0, negative=NOT_FOUND)
+    now = time.monotonic()
+    l1.put("d", _packed("k"), 30.0, now)
+    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}) != [None]
+    l1.trusted_until = now
+    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}) == [None]
+
+
+def test_entry_uses_the_native_answers_when_built() -> None:
+    native = _native()
+    assert entry.plain_answers is native.answers
+
+
+def _items() -> list[Any]:
+    token = tokens.TOKEN_STARTS[0] + "abc"
+    return [
+        {"credential": "ory_ak_plain"},
+        {"credential": "x" * MAX_CREDENTIAL_LENGTH},
+        {"credential": "x" * (MAX_CREDENTIAL_LENGTH + 1)},
+        {"credential": ""},
+        {"credential": token},
+        {"credential": "ory_ak_a", "expected_audiences": []},
+        {"credential": 5},
+        {"credential": None},
+        {"other": "ory_ak_b"},
+        {},
+        ["credential"],
+        "ory_ak_c",
+        None,
+        {"credential": "ключ-ünïcode"},
+        {"credential": "\ud800"},  # a lone surrogate: bare here, refused by the digest
+    ]
+
+
+def test_native_bare_matches_python() -> None:
+    native = _native()
+    items = _items()
+    out = native.bare(items, MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS)
+    assert out == l1_answers._bare_many(items)
+    assert out == ["ory_ak_plain", "x" * MAX_CREDENTIAL_LENGTH, None, None, None, None, None,
+                   None, None, None, None, None, None, "ключ-ünïcode", "\ud800"]
+    assert l1_answers.bare_many(items) == out
+    assert all(c is None or l1_answers.bare(c) for c in out)
+
+
+def test_native_bare_refuses_wrong_types() -> None:
+    native = _native()
+    with pytest.raises(TypeError):
+        native.bare((), 10, ())
+    with pytest.raises(TypeError):
+        native.bare([], 10, ("a", 1))
+    assert native.bare([], 10, ()) == []
