@@ -7,16 +7,17 @@
  * key's shape, not a derived token: gateway.http.l1_answers.bare), else None (the route
  * reads that item in Python). gateway.http.l1_answers.bare_many is the same in Python.
  *
- * answers(table, digests, now, wall_us, used, valid) -> list[bytes | None]
+ * answers(table, digests, now, wall_us, used, valid, due) -> list[bytes | None]
  *
  * The "cached yes" rule of gateway.cache.entry (answers_alone) for a whole batchVerify,
  * in one call: for each digest, the bytes of its positive verify answer (head + tail)
- * when L1's table holds it before its refresh time, plain (no IP allow-list, no rate
- * limit, not revoked) and unexpired at ``wall_us`` (µs since the epoch); the use is then
- * recorded as the Python loop records it (``used[key_id]`` moves forwards to ``now``,
- * ``valid[key_id]`` counts one more). None for every other digest (absent, due for a
- * refresh, not plain, expired, or anything unexpected): the caller decides those in
- * Python. entry.plain_answers is the same function in Python, for where this was not
+ * when L1's table holds it unexpired in L1 (``now`` before the item's expiry), plain (no
+ * IP allow-list, no rate limit, not revoked) and unexpired at ``wall_us`` (µs since the
+ * epoch); the use is then recorded as the Python loop records it (``used[key_id]`` moves
+ * forwards to ``now``, ``valid[key_id]`` counts one more), and a digest answered at or past
+ * its refresh time is appended to the list ``due`` (the caller marks it, as L1.fresh
+ * does). None for every other digest (absent, expired, not plain, or anything unexpected):
+ * the caller decides those in Python. entry.plain_answers is the same function in Python, for where this was not
  * built; tests/cache/test_plain_answers.py holds them to each other.
  *
  * Layouts, as gateway/cache/l1.py and gateway/cache/entry.py make them:
@@ -34,18 +35,20 @@ enum { PLAIN = 0, EXPIRES = 1, KEY_ID = 2, HEAD = 3, TAIL = 4, FIELDS = 5 };
 /* 1: answered (``*answer`` set, use recorded), 0: not (decided in Python), -1: error */
 static int
 one(PyObject *table, PyObject *digest, double now, PyObject *now_obj, long long wall_us,
-    PyObject *used, PyObject *valid, PyObject **answer)
+    PyObject *used, PyObject *valid, PyObject *due, PyObject **answer)
 {
     if (!PyUnicode_CheckExact(digest))
         return 0;
     PyObject *item = PyDict_GetItemWithError(table, digest);
     if (item == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) < 2)
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) < 3)
         return 0;
-    PyObject *refresh_at = PyTuple_GET_ITEM(item, 0);
-    if (!PyFloat_CheckExact(refresh_at) || !(PyFloat_AS_DOUBLE(refresh_at) > now))
-        return 0;  /* due for a refresh (or past it): the Python path marks it */
+    PyObject *refresh_at = PyTuple_GET_ITEM(item, 0), *until = PyTuple_GET_ITEM(item, 2);
+    if (!PyFloat_CheckExact(refresh_at) || !PyFloat_CheckExact(until)
+            || !(PyFloat_AS_DOUBLE(until) > now))
+        return 0;  /* expired in L1: the Python path drops it */
+    int is_due = !(PyFloat_AS_DOUBLE(refresh_at) > now);
     PyObject *cached = PyTuple_GET_ITEM(item, 1);
     if (!PyTuple_CheckExact(cached) || PyTuple_GET_SIZE(cached) < FIELDS
             || PyTuple_GET_ITEM(cached, PLAIN) != Py_True)
@@ -91,6 +94,8 @@ one(PyObject *table, PyObject *digest, double now, PyObject *now_obj, long long 
     if (failed < 0)
         return -1;
     Py_ssize_t head_len = PyBytes_GET_SIZE(head), tail_len = PyBytes_GET_SIZE(tail);
+    if (is_due && PyList_Append(due, digest) < 0)
+        return -1;
     PyObject *out = PyBytes_FromStringAndSize(NULL, head_len + tail_len);
     if (out == NULL)
         return -1;
@@ -104,17 +109,17 @@ static PyObject *
 answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "answers() takes 6 arguments (%zd given)", nargs);
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "answers() takes 7 arguments (%zd given)", nargs);
         return NULL;
     }
     PyObject *table = args[0], *digests = args[1], *now_obj = args[2];
-    PyObject *used = args[4], *valid = args[5];
+    PyObject *used = args[4], *valid = args[5], *due = args[6];
     if (!PyDict_CheckExact(table) || !PyList_CheckExact(digests) || !PyFloat_CheckExact(now_obj)
-            || !PyDict_CheckExact(used) || !PyDict_CheckExact(valid)) {
+            || !PyDict_CheckExact(used) || !PyDict_CheckExact(valid) || !PyList_CheckExact(due)) {
         PyErr_SetString(PyExc_TypeError,
                         "answers(table: dict, digests: list, now: float, wall_us: int, "
-                        "used: dict, valid: dict)");
+                        "used: dict, valid: dict, due: list)");
         return NULL;
     }
     double now = PyFloat_AS_DOUBLE(now_obj);
@@ -134,7 +139,7 @@ answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *answer = NULL;
         int found = one(table, PyList_GET_ITEM(digests, i), now, now_obj, wall_us, used, valid,
-                        &answer);
+                        due, &answer);
         if (found < 0) {
             Py_DECREF(out);
             return NULL;
@@ -208,8 +213,9 @@ static PyMethodDef methods[] = {
      "bare(items, limit, starts) -> list[str | None]: the credentials of the items that "
      "are exactly {\"credential\": str} of a root key's shape; None for the others"},
     {"answers", (PyCFunction)(void (*)(void))answers, METH_FASTCALL,
-     "answers(table, digests, now, wall_us, used, valid) -> list[bytes | None]: the "
-     "positive verify answers L1 gives alone, uses recorded; None where Python decides"},
+     "answers(table, digests, now, wall_us, used, valid, due) -> list[bytes | None]: the "
+     "positive verify answers L1 gives alone, uses recorded, due ones listed; None where "
+     "Python decides"},
     {NULL, NULL, 0, NULL},
 };
 

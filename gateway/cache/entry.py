@@ -80,19 +80,20 @@ def answers_alone(cached: Cached) -> bool:
 
 
 def _plain_answers(table: dict[str, tuple[float, Cached | None, float]], digests: list[str],
-                   now: float, wall_us: int, used: dict[str, float], valid: dict[str, int]
-                   ) -> list[bytes | None]:
+                   now: float, wall_us: int, used: dict[str, float], valid: dict[str, int],
+                   due: list[str]) -> list[bytes | None]:
     """``answers_alone`` for many digests at once (a batchVerify): for each, the bytes of
-    its positive verify answer when L1's ``table`` (``L1.table``) holds it before its
-    refresh time, plain and unexpired at ``wall_us``, with the use recorded (``used``:
-    key id → last use, moved forwards to ``now``; ``valid``: key id → yes answers); None
-    for every other digest, left to the caller (a hit due for a refresh, a miss, a key
-    with something to check). The C extension ``_plain`` where it was built: 100 cached
-    keys' answers in about a tenth of this loop's time."""
+    its positive verify answer when L1's ``table`` (``L1.table``) holds it unexpired at
+    ``now``, plain, and unexpired at ``wall_us``, with the use recorded (``used``: key id →
+    last use, moved forwards to ``now``; ``valid``: key id → yes answers) and, when it is
+    at or past its refresh time, its digest appended to ``due`` (for ``L1.mark_due``);
+    None for every other digest, left to the caller (a miss, an entry past its expiry, a
+    key with something to check). The C extension ``_plain`` where it was built: 100
+    cached keys' answers in about a third of this loop's time."""
     out: list[bytes | None] = []
     for digest in digests:
         item = table.get(digest)
-        if item is None or not item[0] > now or (cached := item[1]) is None:
+        if item is None or not item[2] > now or (cached := item[1]) is None:
             out.append(None)
             continue
         if cached[PLAIN] is not True or (
@@ -103,6 +104,8 @@ def _plain_answers(table: dict[str, tuple[float, Cached | None, float]], digests
         if used.get(key_id, 0.0) < now:
             used[key_id] = now
         valid[key_id] = valid.get(key_id, 0) + 1
+        if not item[0] > now:
+            due.append(digest)
         out.append(cached[HEAD] + cached[TAIL])
     return out
 

@@ -80,8 +80,9 @@ class L1(Generic[V]):
 
     def table(self, now: float) -> dict[str, tuple[float, V | None, float]]:
         """The entries as they are, digest -> (refresh_at, value, expires), for a caller
-        that reads many at once (``entry.plain_answers``) and leaves to ``fresh`` the hits
-        at or past their refresh time; empty from ``trusted_until`` on. Not to be changed."""
+        that reads many at once (``entry.plain_answers``) and marks the hits it answered at
+        or past their refresh time (``mark_due``); empty from ``trusted_until`` on. Not to
+        be changed."""
         return self._data if now < self.trusted_until else {}
 
     def fresh_many(self, digests: list[str], now: float) -> list[V | None]:
@@ -99,6 +100,11 @@ class L1(Generic[V]):
             return None
         self._mark_due(digest)
         return item[1]
+
+    def mark_due(self, digest: str) -> None:
+        """A hit at or past its refresh time (``fresh`` marks its own; a caller that read
+        ``table`` marks those it answered)."""
+        self._mark_due(digest)
 
     def _mark_due(self, digest: str) -> None:
         # only entries put while on_due was set have a refresh_at before their expiry

@@ -213,6 +213,7 @@ class BatchVerifyRoute:
         self._digest_many = services.digester.digest_many
         self._fresh_many = services.cache.l1.fresh_many
         self._table = services.cache.l1.table
+        self._mark_due = services.cache.l1.mark_due
         self.observe = self._metrics.latency("batch_verify")
         self.observe_status = self._metrics.answered("batch_verify")
 
@@ -241,38 +242,35 @@ class BatchVerifyRoute:
 
     def _from_l1(self, bare: list[str | None], parts: list[bytes | None], now: float
                  ) -> tuple[int, dict[int, L1Probe]]:
-        """Fill ``parts`` with the answers of the bare items L1 answers alone: all at once
-        (``entry.plain_answers``), then one at a time the hits it leaves to Python (due
-        for a refresh, an expiry to check: ``L1Answers.yes``). Returns how many, and the
-        L1 probes of the other bare items, by index."""
+        """Fill ``parts`` with the answers of the bare items L1 answers alone, all at once
+        (``entry.plain_answers``). Returns how many, and the L1 probes of the other bare
+        items, by index."""
         index: Sequence[int] = range(len(bare))
         credentials = bare
         if None in credentials:  # some are not bare: only the others
             index = [i for i, c in enumerate(bare) if c is not None]
             credentials = [bare[i] for i in index]
         digests = self._digest_many(cast(list[str], credentials))
+        due: list[str] = []
         # one reading of the wall clock for the whole batch (entry.unexpired's)
         answers = plain_answers(self._table(now), digests, now, time.time_ns() // 1000,
-                                self._l1.used, self._l1.valid)
-        left = [j for j, answer in enumerate(answers) if answer is None] if None in answers \
-            else []
-        answered = len(answers) - len(left)
-        self._l1.count(answered)
+                                self._l1.used, self._l1.valid, due)
+        for digest in due:
+            self._mark_due(digest)
         if type(index) is range:
             parts[:] = answers
         else:
             for i, answer in zip(index, answers, strict=True):
                 parts[i] = answer
-        probes = dict[int, L1Probe]()
-        yes = self._l1.yes
-        for j, cached in zip(left, self._fresh_many([digests[j] for j in left], now),
-                             strict=True):
-            if yes(cached, now):  # the use recorded and counted
-                parts[index[j]] = cached[HEAD] + cached[TAIL]
-                answered += 1
-            else:
-                probes[index[j]] = L1Probe(digests[j], cached)
-        return answered, probes
+        if None not in answers:
+            self._l1.count(len(answers))
+            return len(answers), {}
+        left = [j for j, answer in enumerate(answers) if answer is None]
+        self._l1.count(len(answers) - len(left))
+        return len(answers) - len(left), {
+            index[j]: L1Probe(digests[j], cached)
+            for j, cached in zip(left, self._fresh_many([digests[j] for j in left], now),
+                                 strict=True)}
 
     async def _look_up(self, bare: list[str | None],
                        others: dict[int, tuple[str, tuple[str, ...]]],

@@ -52,6 +52,9 @@ def _cases(now: float, wall_us: int) -> tuple[dict[str, Any], list[str]]:
         "expired": (now + 10, _packed("k-expired", expire_time=wall_us - 1), now + 20),
         "due": (now - 1, _packed("k-due"), now + 20),
         "refresh-now": (now, _packed("k-edge"), now + 20),
+        "gone": (now - 2, _packed("k-gone"), now),  # at its expiry in L1
+        "due-limited": (now - 1, _packed("k-due-rl", rate_limit=RateLimit(5, 60, "minute")),
+                        now + 20),
         "ip-bound": (now + 10, _packed("k-ip", cidrs=("10.0.0.0/8",)), now + 20),
         "limited": (now + 10, _packed("k-rl", rate_limit=RateLimit(5, 60, "minute")),
                     now + 20),
@@ -67,41 +70,48 @@ def test_native_answers_match_python_case_by_case() -> None:
     now = time.monotonic()
     wall_us = time.time_ns() // 1000
     table, digests = _cases(now, wall_us)
-    seen: list[tuple[list[bytes | None], dict[str, float], dict[str, int]]] = []
+    seen: list[tuple[list[bytes | None], dict[str, float], dict[str, int], list[str]]] = []
     for answers in (native.answers, _plain_answers):
         # a later use recorded already is kept; an earlier one moves forwards
-        used, valid = {"k-plain": now + 5, "k-two": now - 5}, {"k-plain": 7}
-        seen.append((answers(table, digests, now, wall_us, used, valid), used, valid))
+        used, valid, due = {"k-plain": now + 5, "k-two": now - 5}, {"k-plain": 7}, []
+        seen.append((answers(table, digests, now, wall_us, used, valid, due), used, valid,
+                     due))
     assert seen[0] == seen[1]
-    out, used, valid = seen[0]
+    out, used, valid, due = seen[0]
     by_digest = dict(zip(digests, out, strict=True))
     answered = {d for d, a in by_digest.items() if a is not None}
-    assert answered == {"plain", "plain-2", "unexpired", "far-future"}
+    assert answered == {"plain", "plain-2", "unexpired", "far-future", "due", "refresh-now"}
     assert by_digest["plain"] == table["plain"][1][3] + table["plain"][1][4]
-    assert used == {"k-plain": now + 5, "k-two": now, "k-later": now, "k-far": now}
-    assert valid == {"k-plain": 10, "k-two": 2, "k-later": 1, "k-far": 1}  # 3 and 2 asks
+    assert due == ["due", "refresh-now"]  # answered at or past their refresh time
+    assert used == {"k-plain": now + 5, "k-two": now, "k-later": now, "k-far": now,
+                    "k-due": now, "k-edge": now}
+    assert valid == {"k-plain": 10, "k-two": 2, "k-later": 1, "k-far": 1,  # 3 and 2 asks
+                     "k-due": 1, "k-edge": 1}
 
 
 def test_native_answers_leaves_what_it_does_not_recognise_to_python() -> None:
     native = _native()
     now = time.monotonic()
-    table = {"junk": ("not a time", _packed("k"), now + 20), "short": (now + 10,),
+    table = {"junk": ("not a time", _packed("k"), now + 20), "short": (now + 10, _packed("k")),
              "list": [now + 10, _packed("k"), now + 20],
              "bad-entry": (now + 10, (True, "soon", "k", b"h", b"t"), now + 20),
              "bytes-id": (now + 10, (True, None, b"k", b"h", b"t"), now + 20)}
     used: dict[str, float] = {}
     valid: dict[str, int] = {}
-    assert native.answers(table, [*table, 42], now, 0, used, valid) == [None] * 6
-    assert used == {} and valid == {}
+    due: list[str] = []
+    assert native.answers(table, [*table, 42], now, 0, used, valid, due) == [None] * 6
+    assert used == {} and valid == {} and due == []
 
 
 def test_native_answers_refuses_wrong_types() -> None:
     native = _native()
     with pytest.raises(TypeError):
-        native.answers({}, ("a",), 1.0, 0, {}, {})
+        native.answers({}, ("a",), 1.0, 0, {}, {}, [])
     with pytest.raises(TypeError):
-        native.answers({}, [], 1, 0, {}, {})  # now: a float, as the loop's clock gives
-    assert native.answers({}, [], 1.0, 0, {}, {}) == []
+        native.answers({}, [], 1, 0, {}, {}, [])  # now: a float, as the loop's clock gives
+    with pytest.raises(TypeError):
+        native.answers({}, [], 1.0, 0, {}, {})
+    assert native.answers({}, [], 1.0, 0, {}, {}, []) == []
 
 
 @pytest.mark.parametrize("implementation", ["native", "python"])
@@ -111,9 +121,9 @@ def test_l1_table_is_empty_past_the_lease(implementation: str) -> None:
     l1: L1[Any] = L1(100, 30.0, negative=NOT_FOUND)
     now = time.monotonic()
     l1.put("d", _packed("k"), 30.0, now)
-    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}) != [None]
+    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}, []) != [None]
     l1.trusted_until = now
-    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}) == [None]
+    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}, []) == [None]
 
 
 def test_entry_uses_the_native_answers_when_built() -> None:
