@@ -1,13 +1,15 @@
 /* The cached-yes path of a batchVerify, a loop of C per batch instead of one of Python:
  *
- * bare(items, limit, starts) -> list[str | None]
+ * bare(items, limit, starts, others) -> list[str | None]
  *
  * For each item of the request, its credential when the item is exactly
  * {"credential": <str>} with 0 < len <= limit that starts with none of ``starts`` (a root
- * key's shape, not a derived token: gateway.http.l1_answers.bare), else None (the route
- * reads that item in Python). gateway.http.l1_answers.bare_many is the same in Python.
+ * key's shape, not a derived token: gateway.http.l1_answers.bare), else None, and its
+ * index appended to the list ``others`` (the route reads those items in Python; asking a
+ * list of 100 strings whether it holds None costs 100 comparisons that each fall back
+ * twice). gateway.http.l1_answers.bare_many is the same in Python.
  *
- * answers(table, digests, now, wall_us, used, valid, due) -> list[bytes | None]
+ * answers(table, digests, now, wall_us, used, valid, due, left) -> list[bytes | None]
  *
  * The "cached yes" rule of gateway.cache.entry (answers_alone) for a whole batchVerify,
  * in one call: for each digest, the bytes of its positive verify answer (head + tail)
@@ -16,8 +18,8 @@
  * epoch); the use is then recorded as the Python loop records it (``used[key_id]`` moves
  * forwards to ``now``, ``valid[key_id]`` counts one more), and a digest answered at or past
  * its refresh time is appended to the list ``due`` (the caller marks it, as L1.fresh
- * does). None for every other digest (absent, expired, not plain, or anything unexpected):
- * the caller decides those in Python. entry.plain_answers is the same function in Python, for where this was not
+ * does). None for every other digest (absent, expired, not plain, or anything unexpected),
+ * and its index appended to the list ``left``: the caller decides those in Python. entry.plain_answers is the same function in Python, for where this was not
  * built; tests/cache/test_plain_answers.py holds them to each other.
  *
  * Layouts, as gateway/cache/l1.py and gateway/cache/entry.py make them:
@@ -31,6 +33,17 @@
 #include <Python.h>
 
 enum { PLAIN = 0, EXPIRES = 1, KEY_ID = 2, HEAD = 3, TAIL = 4, FIELDS = 5 };
+
+static int
+append_index(PyObject *list, Py_ssize_t i)
+{
+    PyObject *index = PyLong_FromSsize_t(i);
+    if (index == NULL)
+        return -1;
+    int failed = PyList_Append(list, index);
+    Py_DECREF(index);
+    return failed;
+}
 
 /* 1: answered (``*answer`` set, use recorded), 0: not (decided in Python), -1: error */
 static int
@@ -109,17 +122,18 @@ static PyObject *
 answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "answers() takes 7 arguments (%zd given)", nargs);
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "answers() takes 8 arguments (%zd given)", nargs);
         return NULL;
     }
     PyObject *table = args[0], *digests = args[1], *now_obj = args[2];
-    PyObject *used = args[4], *valid = args[5], *due = args[6];
+    PyObject *used = args[4], *valid = args[5], *due = args[6], *left = args[7];
     if (!PyDict_CheckExact(table) || !PyList_CheckExact(digests) || !PyFloat_CheckExact(now_obj)
-            || !PyDict_CheckExact(used) || !PyDict_CheckExact(valid) || !PyList_CheckExact(due)) {
+            || !PyDict_CheckExact(used) || !PyDict_CheckExact(valid) || !PyList_CheckExact(due)
+            || !PyList_CheckExact(left)) {
         PyErr_SetString(PyExc_TypeError,
                         "answers(table: dict, digests: list, now: float, wall_us: int, "
-                        "used: dict, valid: dict, due: list)");
+                        "used: dict, valid: dict, due: list, left: list)");
         return NULL;
     }
     double now = PyFloat_AS_DOUBLE(now_obj);
@@ -140,7 +154,8 @@ answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *answer = NULL;
         int found = one(table, PyList_GET_ITEM(digests, i), now, now_obj, wall_us, used, valid,
                         due, &answer);
-        if (found < 0) {
+        if (found < 0 || (!found && append_index(left, i) < 0)) {
+            Py_XDECREF(answer);
             Py_DECREF(out);
             return NULL;
         }
@@ -151,15 +166,18 @@ answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *CREDENTIAL; /* "credential", interned */
 
+
 static PyObject *
 bare(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "bare(items: list, limit: int, starts: tuple[str, ...])");
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyTuple_CheckExact(args[2])
+            || !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bare(items: list, limit: int, starts: tuple[str, ...], others: list)");
         return NULL;
     }
-    PyObject *items = args[0], *starts = args[2];
+    PyObject *items = args[0], *starts = args[2], *others = args[3];
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
@@ -203,6 +221,10 @@ bare(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 }
             }
         }
+        if (found == Py_None && append_index(others, i) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
         PyList_SET_ITEM(out, i, Py_NewRef(found));
     }
     return out;
@@ -210,12 +232,13 @@ bare(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"bare", (PyCFunction)(void (*)(void))bare, METH_FASTCALL,
-     "bare(items, limit, starts) -> list[str | None]: the credentials of the items that "
-     "are exactly {\"credential\": str} of a root key's shape; None for the others"},
+     "bare(items, limit, starts, others) -> list[str | None]: the credentials of the items "
+     "that are exactly {\"credential\": str} of a root key's shape; None for the others, "
+     "their indices listed"},
     {"answers", (PyCFunction)(void (*)(void))answers, METH_FASTCALL,
-     "answers(table, digests, now, wall_us, used, valid, due) -> list[bytes | None]: the "
-     "positive verify answers L1 gives alone, uses recorded, due ones listed; None where "
-     "Python decides"},
+     "answers(table, digests, now, wall_us, used, valid, due, left) -> list[bytes | None]: "
+     "the positive verify answers L1 gives alone, uses recorded, due ones listed; None "
+     "where Python decides, their indices listed"},
     {NULL, NULL, 0, NULL},
 };
 

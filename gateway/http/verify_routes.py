@@ -225,36 +225,37 @@ class BatchVerifyRoute:
         headers = dict(scope["headers"])
         await self._gate.principal(headers.get(b"authorization"), scope)
         items = batch_items(parse_object(await read_body(receive, BATCH_BODY_LIMIT, message)))
-        bare = bare_many(items)  # the bare items' credentials, None for the others
+        read: list[int] = []  # the indices of the items that are not bare
+        bare = bare_many(items, read)  # the bare items' credentials, None for the others
         # the others are read now: a malformed item is a 400 naming it, before any answer
-        others = ({i: verify_request(snake_fields(items[i]), f"requests[{i}].")
-                   for i, c in enumerate(bare) if c is None} if None in bare else {})
+        others = {i: verify_request(snake_fields(items[i]), f"requests[{i}].") for i in read}
         self._metrics.batch_size.observe(len(items))
         mode = request_mode(headers)
         parts: list[bytes | None] = [None] * len(items)
-        answered, probes = (self._from_l1(bare, parts, now) if mode is CacheMode.DEFAULT
-                            else (0, {}))
+        answered, probes = (self._from_l1(bare, bool(others), parts, now)
+                            if mode is CacheMode.DEFAULT else (0, {}))
         results = (await self._look_up(bare, others, parts, probes, mode,
                                        client_ip(scope, headers, self._trusted))
                    if answered < len(items) else {})
         body, levels = self._assemble(parts, results, answered, mode)
         await send_bytes(send, 200, body, [(b"x-cache", levels)])
 
-    def _from_l1(self, bare: list[str | None], parts: list[bytes | None], now: float
-                 ) -> tuple[int, dict[int, L1Probe]]:
+    def _from_l1(self, bare: list[str | None], some_others: bool, parts: list[bytes | None],
+                 now: float) -> tuple[int, dict[int, L1Probe]]:
         """Fill ``parts`` with the answers of the bare items L1 answers alone, all at once
-        (``entry.plain_answers``). Returns how many, and the L1 probes of the other bare
-        items, by index."""
+        (``entry.plain_answers``; ``some_others``: some items are not bare). Returns how
+        many, and the L1 probes of the other bare items, by index."""
         index: Sequence[int] = range(len(bare))
         credentials = bare
-        if None in credentials:  # some are not bare: only the others
+        if some_others:  # only the bare ones
             index = [i for i, c in enumerate(bare) if c is not None]
             credentials = [bare[i] for i in index]
         digests = self._digest_many(cast(list[str], credentials))
         due: list[str] = []
+        left: list[int] = []  # the positions in ``digests`` of those L1 did not answer
         # one reading of the wall clock for the whole batch (entry.unexpired's)
         answers = plain_answers(self._table(now), digests, now, time.time_ns() // 1000,
-                                self._l1.used, self._l1.valid, due)
+                                self._l1.used, self._l1.valid, due, left)
         for digest in due:
             self._mark_due(digest)
         if type(index) is range:
@@ -262,15 +263,12 @@ class BatchVerifyRoute:
         else:
             for i, answer in zip(index, answers, strict=True):
                 parts[i] = answer
-        if None not in answers:
-            self._l1.count(len(answers))
-            return len(answers), {}
-        left = [j for j, answer in enumerate(answers) if answer is None]
-        self._l1.count(len(answers) - len(left))
-        return len(answers) - len(left), {
+        answered = len(answers) - len(left)
+        self._l1.count(answered)
+        return answered, {
             index[j]: L1Probe(digests[j], cached)
             for j, cached in zip(left, self._fresh_many([digests[j] for j in left], now),
-                                 strict=True)}
+                                 strict=True)} if left else {}
 
     async def _look_up(self, bare: list[str | None],
                        others: dict[int, tuple[str, tuple[str, ...]]],
@@ -311,8 +309,10 @@ class BatchVerifyRoute:
             done[0] = b'{"results":[' + done[0]
             done[-1] += b"]}"
         body = b",".join(done) if done else b'{"results":[]}'
+        if not tally:  # all from L1 (or none): the usual summary, made without a sort
+            return body, b"L1=%d" % answered if answered else b"NONE"
         summary = ",".join(f"{k}={v}" for k, v in sorted(counts.items())).encode()
-        return body, summary or b"NONE"
+        return body, summary
 
 
 def request_mode(headers: dict[bytes, bytes]) -> CacheMode:

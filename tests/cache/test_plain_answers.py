@@ -70,14 +70,16 @@ def test_native_answers_match_python_case_by_case() -> None:
     now = time.monotonic()
     wall_us = time.time_ns() // 1000
     table, digests = _cases(now, wall_us)
-    seen: list[tuple[list[bytes | None], dict[str, float], dict[str, int], list[str]]] = []
+    seen: list[tuple[Any, ...]] = []
     for answers in (native.answers, _plain_answers):
         # a later use recorded already is kept; an earlier one moves forwards
         used, valid, due = {"k-plain": now + 5, "k-two": now - 5}, {"k-plain": 7}, []
-        seen.append((answers(table, digests, now, wall_us, used, valid, due), used, valid,
-                     due))
+        left: list[int] = []
+        seen.append((answers(table, digests, now, wall_us, used, valid, due, left), used,
+                     valid, due, left))
     assert seen[0] == seen[1]
-    out, used, valid, due = seen[0]
+    out, used, valid, due, left = seen[0]
+    assert left == [i for i, answer in enumerate(out) if answer is None]
     by_digest = dict(zip(digests, out, strict=True))
     answered = {d for d, a in by_digest.items() if a is not None}
     assert answered == {"plain", "plain-2", "unexpired", "far-future", "due", "refresh-now"}
@@ -99,19 +101,20 @@ def test_native_answers_leaves_what_it_does_not_recognise_to_python() -> None:
     used: dict[str, float] = {}
     valid: dict[str, int] = {}
     due: list[str] = []
-    assert native.answers(table, [*table, 42], now, 0, used, valid, due) == [None] * 6
-    assert used == {} and valid == {} and due == []
+    left: list[int] = []
+    assert native.answers(table, [*table, 42], now, 0, used, valid, due, left) == [None] * 6
+    assert used == {} and valid == {} and due == [] and left == [0, 1, 2, 3, 4, 5]
 
 
 def test_native_answers_refuses_wrong_types() -> None:
     native = _native()
     with pytest.raises(TypeError):
-        native.answers({}, ("a",), 1.0, 0, {}, {}, [])
+        native.answers({}, ("a",), 1.0, 0, {}, {}, [], [])
     with pytest.raises(TypeError):
-        native.answers({}, [], 1, 0, {}, {}, [])  # now: a float, as the loop's clock gives
+        native.answers({}, [], 1, 0, {}, {}, [], [])  # now: a float, as the loop's clock gives
     with pytest.raises(TypeError):
-        native.answers({}, [], 1.0, 0, {}, {})
-    assert native.answers({}, [], 1.0, 0, {}, {}, []) == []
+        native.answers({}, [], 1.0, 0, {}, {}, [])
+    assert native.answers({}, [], 1.0, 0, {}, {}, [], []) == []
 
 
 @pytest.mark.parametrize("implementation", ["native", "python"])
@@ -121,9 +124,12 @@ def test_l1_table_is_empty_past_the_lease(implementation: str) -> None:
     l1: L1[Any] = L1(100, 30.0, negative=NOT_FOUND)
     now = time.monotonic()
     l1.put("d", _packed("k"), 30.0, now)
-    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}, []) != [None]
+    wall_us = time.time_ns() // 1000
+    assert answers(l1.table(now), ["d"], now, wall_us, {}, {}, [], []) != [None]
     l1.trusted_until = now
-    assert answers(l1.table(now), ["d"], now, time.time_ns() // 1000, {}, {}, []) == [None]
+    left: list[int] = []
+    assert answers(l1.table(now), ["d"], now, wall_us, {}, {}, [], left) == [None]
+    assert left == [0]
 
 
 def test_entry_uses_the_native_answers_when_built() -> None:
@@ -155,18 +161,23 @@ def _items() -> list[Any]:
 def test_native_bare_matches_python() -> None:
     native = _native()
     items = _items()
-    out = native.bare(items, MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS)
-    assert out == l1_answers._bare_many(items)
+    others: list[int] = []
+    out = native.bare(items, MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS, others)
+    python_others: list[int] = []
+    assert out == l1_answers._bare_many(items, python_others)
     assert out == ["ory_ak_plain", "x" * MAX_CREDENTIAL_LENGTH, None, None, None, None, None,
                    None, None, None, None, None, None, "ключ-ünïcode", "\ud800"]
-    assert l1_answers.bare_many(items) == out
+    assert others == python_others == list(range(2, 13))
+    assert l1_answers.bare_many(items, []) == out
     assert all(c is None or l1_answers.bare(c) for c in out)
 
 
 def test_native_bare_refuses_wrong_types() -> None:
     native = _native()
     with pytest.raises(TypeError):
-        native.bare((), 10, ())
+        native.bare((), 10, (), [])
     with pytest.raises(TypeError):
-        native.bare([], 10, ("a", 1))
-    assert native.bare([], 10, ()) == []
+        native.bare([], 10, ("a", 1), [])
+    with pytest.raises(TypeError):
+        native.bare([], 10, ())
+    assert native.bare([], 10, (), []) == []
