@@ -1,8 +1,10 @@
 """What the hot routes share: the L1 "yes" of a root key, and the shape of a credential
 that may have one.
 
-A "yes" from L1 alone is decided by ``gateway.cache.entry.answers_alone``; this module
-records the use and counts it, as the Verifier does for the answers it gives.
+A "yes" from L1 alone is decided by ``gateway.cache.entry.answers_alone`` (for a whole
+batchVerify at once, by ``entry.plain_answers``); this module records the use and counts
+it, as the Verifier does for the answers it gives, and finds the bare credentials of a
+batch (``bare_many``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _bare_many(items: list[Any], others: list[int]) -> list[str | None]:
     return bare
 
 
-try:  # the C extension (setup.py): a batch of 100 in about a tenth of the time
+try:  # the C extension (setup.py): 100 items in 2.4 us against 15.9 us here
     from gateway.cache._plain import bare as _native_bare
 except ImportError:
     bare_many = _bare_many
