@@ -19,8 +19,9 @@
  * forwards to ``now``, ``valid[key_id]`` counts one more), and a digest answered at or past
  * its refresh time is appended to the list ``due`` (the caller marks it, as L1.fresh
  * does). None for every other digest (absent, expired, not plain, or anything unexpected),
- * and its index appended to the list ``left``: the caller decides those in Python. entry.plain_answers is the same function in Python, for where this was not
- * built; tests/cache/test_plain_answers.py holds them to each other.
+ * and its index appended to the list ``left``: the caller decides those in Python.
+ * entry.plain_answers is the same function in Python, for where this was not built;
+ * tests/cache/test_plain_answers.py holds them to each other.
  *
  * Layouts, as gateway/cache/l1.py and gateway/cache/entry.py make them:
  *   table[digest] = (refresh_at: float, cached, expires: float)
@@ -165,7 +166,6 @@ answers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *CREDENTIAL; /* "credential", interned */
-
 
 static PyObject *
 bare(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

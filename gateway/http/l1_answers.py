@@ -28,13 +28,10 @@ def _bare_many(items: list[Any], others: list[int]) -> list[str | None]:
     """For each item of a batchVerify, its credential when the item is exactly
     ``{"credential": <str>}`` and the credential is ``bare``; None for every other item,
     and its index appended to ``others``."""
-    limit, starts = MAX_CREDENTIAL_LENGTH, tokens.TOKEN_STARTS
-    bare = [c if (type(item) is dict and len(item) == 1
-                  and type(c := item.get("credential")) is str
-                  and 0 < len(c) <= limit and not c.startswith(starts)) else None
-            for item in items]
-    others += (i for i, c in enumerate(bare) if c is None)
-    return bare
+    found = [c if type(item) is dict and len(item) == 1 and bare(c := item.get("credential"))
+             else None for item in items]
+    others += (i for i, c in enumerate(found) if c is None)
+    return found
 
 
 try:  # the C extension (setup.py): 100 items in 2.4 us against 15.9 us here
