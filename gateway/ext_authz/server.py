@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 from urllib.parse import unquote
@@ -50,6 +51,7 @@ from urllib.parse import unquote
 import grpc
 from google.rpc.status_pb2 import Status
 
+from gateway.cache.entry import auth_headers
 from gateway.errors import ConfigError, GatewayError
 from gateway.ext_authz.protos.base_pb2 import HeaderMap, HeaderValue, HeaderValueOption
 from gateway.ext_authz.protos.external_auth_pb2 import (
@@ -61,7 +63,7 @@ from gateway.ext_authz.protos.external_auth_pb2 import (
 )
 from gateway.ext_authz.protos.http_status_pb2 import HttpStatus
 from gateway.http.client_ip import Trusted, client_ip
-from gateway.http.decisions import ForwardAuth, credential_of
+from gateway.http.decisions import ForwardAuth, credential_from
 from gateway.http.errors import ORY, error_answer, internal_error
 from gateway.http.l1_answers import L1Answers, bare
 from gateway.http.server import HEAD_TOO_LARGE, MAX_HEAD_BYTES, MAX_HEADERS
@@ -142,10 +144,12 @@ def _joined(header_map: HeaderMap) -> dict[str, str]:
     return out
 
 
-def _as_bytes(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[bytes, bytes]:
-    """``names`` of ``headers``, as the bytes an HTTP server would have read (Envoy passes
-    them on as UTF-8)."""
-    return {name.encode(): headers[name].encode() for name in names if name in headers}
+def _as_read(value: str | None) -> str | None:
+    """A header's value as an HTTP server would have read it: Envoy passes its bytes on
+    as UTF-8, the HTTP server reads them as latin-1."""
+    if value is None or value.isascii():
+        return value
+    return value.encode().decode("latin-1")
 
 
 def _head_bytes(http: AttributeContext.HttpRequest, headers: Mapping[str, str]) -> int:
@@ -175,12 +179,29 @@ def peer_address(peer: str) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class _Asked:
+    """What the first half of a Check read, for a decision L1 could not give alone."""
+
+    attributes: AttributeContext
+    headers: Mapping[str, str]
+    credential: str | None
+    required: tuple[str, ...]
+    audiences: tuple[str, ...]
+    forged: tuple[str, ...]
+    probe: L1Probe | None
+
+
 class CheckService:
-    """``check``: one Check, answered with a serialized ``CheckResponse``."""
+    """``check``: one Check, answered with a serialized ``CheckResponse``. Its first half
+    (``_read``) is synchronous and answers a cached "yes" by itself, as HTTP forward auth's
+    fast half does; anything else is decided by ``ForwardAuth``."""
 
     def __init__(self, services: Any) -> None:
-        self._auth = ForwardAuth(services, L1Answers(services))
-        self._credential_names = ("authorization", self._auth.credential_header.decode())
+        self._auth = ForwardAuth(services)
+        l1 = L1Answers(services)
+        self._digest, self._fresh, self._yes = l1.digest, l1.fresh, l1.yes
+        self._credential_header = self._auth.credential_header.decode()
         self._trusted: Trusted = services.trusted
         self._observe = services.metrics.answered(ROUTE)
         self._passes: dict[tuple[tuple[Header, ...], tuple[str, ...]], bytes] = {}
@@ -189,7 +210,9 @@ class CheckService:
         start = monotonic()  # also "now" for L1, as on the HTTP hot routes
         size, message = request
         try:
-            status, answer = await self._check(size, message, context, start)
+            step = self._read(size, message, start)
+            status, answer = (step if type(step) is tuple
+                              else await self._decide(step, context))  # type: ignore[arg-type]
         except Exception as exc:  # fail closed: a DENIED answer, never a gRPC error
             fault = exc if isinstance(exc, GatewayError) else internal_error("CHECK", CHECK, exc)
             status, body, headers = error_answer(fault, ORY)
@@ -197,8 +220,9 @@ class CheckService:
         self._observe(status, monotonic() - start)
         return answer
 
-    async def _check(self, size: int, request: CheckRequest, context: Any, now: float
-                     ) -> tuple[int, bytes]:
+    def _read(self, size: int, request: CheckRequest, now: float) -> tuple[int, bytes] | _Asked:
+        """The answer when it needs nothing but L1 (a cached "yes") or the request's size
+        (431), else what the decision needs."""
         attributes = request.attributes
         http = attributes.request.http
         headers: Mapping[str, str] = http.headers
@@ -207,24 +231,34 @@ class CheckService:
         if len(headers) > MAX_HEADERS or (size > MAX_HEAD_BYTES
                                           and _head_bytes(http, headers) > MAX_HEAD_BYTES):
             return 431, TOO_LARGE
+        required: tuple[str, ...] = ()
+        audiences: tuple[str, ...] = ()
         extensions = attributes.context_extensions
-        required = (*_list(extensions.get(REQUIRED_SCOPE)),
-                    *_list(headers.get("x-required-scope")))
-        audiences = _list(extensions.get(EXPECTED_AUDIENCE))
-        credential = credential_of(_as_bytes(headers, self._credential_names),
-                                   self._auth.credential_header)
+        if extensions:
+            required = _list(extensions.get(REQUIRED_SCOPE))
+            audiences = _list(extensions.get(EXPECTED_AUDIENCE))
+        client_scope = headers.get("x-required-scope")
+        if client_scope:
+            required = (*required, *_list(client_scope))
+        credential = credential_from(_as_read(headers.get("authorization")),
+                                     _as_read(headers.get(self._credential_header)))
         forged = aliases(headers)
         probe = None
         if credential is not None and not required and not audiences and bare(credential):
-            step = self._auth.from_l1(credential, now)
-            if not isinstance(step, L1Probe):  # the hot case: a cached "yes"
-                return 200, self._pass(step, forged)
-            probe = step
+            digest = self._digest(credential)
+            cached = self._fresh(digest, now)
+            if self._yes(cached, now):  # the hot case
+                return 200, self._pass(auth_headers(cached), forged)
+            probe = L1Probe(digest, cached)
+        return _Asked(attributes, headers, credential, required, audiences, forged, probe)
+
+    async def _decide(self, asked: _Asked, context: Any) -> tuple[int, bytes]:
         verdict = await self._auth.decide(
-            credential, client_ip=self._client_ip(attributes, headers, context.peer()),
-            required=required, audiences=audiences, probe=probe)
+            asked.credential, client_ip=self._client_ip(asked.attributes, asked.headers,
+                                                        context.peer()),
+            required=asked.required, audiences=asked.audiences, probe=asked.probe)
         if verdict.status == 200:
-            return 200, self._pass(verdict.identity, forged)
+            return 200, self._pass(verdict.identity, asked.forged)
         return verdict.status, denied(verdict.status, verdict.headers, verdict.body)
 
     def _pass(self, identity: tuple[Header, ...], remove: tuple[str, ...]) -> bytes:

@@ -84,36 +84,30 @@ MISSING = Verdict(401, headers=((b"www-authenticate", b'Bearer realm="gateway"')
 def credential_of(headers: Mapping[bytes, bytes], alternative: bytes) -> str | None:
     """The credential a request presents: ``Authorization: Bearer`` first, then the
     configured header (``X-API-Key``, ``alternative``: its lower-case name)."""
-    raw = headers.get(b"authorization")
-    credential = bearer_token(raw.decode("latin-1")) if raw else None
+    raw, alt = headers.get(b"authorization"), headers.get(alternative)
+    return credential_from(raw.decode("latin-1") if raw else None,
+                           alt.decode("latin-1") if alt else None)
+
+
+def credential_from(authorization: str | None, alternative: str | None) -> str | None:
+    """``credential_of`` from the two headers' values, read (None: absent)."""
+    credential = bearer_token(authorization) if authorization else None
     if credential is None:
-        alt = headers.get(alternative)
-        credential = alt.decode("latin-1").strip() if alt else None
+        credential = alternative.strip() if alternative else None
     return credential or None
 
 
 class ForwardAuth:
-    """The decision every forward-auth transport asks for: ``from_l1`` for a root key's
-    cached "yes", ``decide`` for everything else (one ``Verifier.verify`` call, then the
-    required scopes). Each answer is counted in the verify results."""
+    """The decision every forward-auth transport asks for, when L1 does not answer yes by
+    itself (``L1Answers.yes``, which each transport's fast half asks): one
+    ``Verifier.verify`` call, then the required scopes. Each answer is counted in the
+    verify results."""
 
-    def __init__(self, services: Any, l1: L1Answers) -> None:
-        self._l1 = l1
+    def __init__(self, services: Any) -> None:
         self._verifier: Verifier = services.verifier
         self._metrics: Metrics = services.metrics
         # the header besides Authorization that carries a credential (lower case)
         self.credential_header: bytes = services.settings.credential_header.encode()
-
-    def from_l1(self, credential: str, now: float) -> tuple[Header, ...] | L1Probe:
-        """The identity headers when L1 answers yes for ``credential`` by itself (a
-        ``bare`` one's, with nothing more to check), else its probe for ``decide``.
-        (``DecisionsRoute.fast`` has these lines inline: the call cost 930 instructions of
-        a cached forward auth's 38,000, icount forward-auth.)"""
-        digest = self._l1.digest(credential)
-        cached = self._l1.fresh(digest, now)
-        if self._l1.yes(cached, now):
-            return auth_headers(cached)
-        return L1Probe(digest, cached)
 
     async def decide(self, credential: str | None, *, client_ip: str | None,
                      required: tuple[str, ...] = (), audiences: tuple[str, ...] = (),
@@ -142,7 +136,7 @@ class DecisionsRoute:
 
     def __init__(self, services: Any, l1: L1Answers) -> None:
         self._l1 = l1
-        self._auth = ForwardAuth(services, l1)
+        self._auth = ForwardAuth(services)
         self._metrics: Metrics = services.metrics
         self._trusted: Trusted = services.trusted
         self._credential_header = self._auth.credential_header  # bound for the fast half
@@ -156,7 +150,6 @@ class DecisionsRoute:
                 or b"x-expected-audience" in headers
                 or (scope["query_string"] and scope["path"] == DECISIONS)):
             return Presented(headers, credential)
-        # ForwardAuth.from_l1, inline
         digest = self._l1.digest(credential)
         cached = self._l1.fresh(digest, now)
         if self._l1.yes(cached, now):
