@@ -26,7 +26,7 @@ from gateway.errors import ConfigError
 from gateway.http.auth import AdminGate
 from gateway.http.client_ip import Trusted
 from gateway.keys.derive import Deriver
-from gateway.keys.model import ApiKey
+from gateway.keys.model import ApiKey, Kind
 from gateway.keys.service import KeyService
 from gateway.keys.unkeyed import UnkeyedFollower
 from gateway.observability.metrics import Metrics
@@ -70,10 +70,13 @@ class CacheInvalidator:
     async def keys_added(self, keys: Sequence[ApiKey], *old_digests: str) -> None:
         """New keys (imports) or digests moved to the current pepper: "not found" answers
         cached for them go (one invalidation, one round of acks), without confirmation:
-        no answer that an earlier one forbade becomes possible."""
+        no answer that an earlier one forbade becomes possible. New imported keys' rows
+        go with them, so the replicas' store followers need not read them again."""
+        seqs = () if old_digests else [key.seq for key in keys
+                                       if key.kind is Kind.IMPORTED and key.seq > 0]
         await self.cache.invalidate([*(item for key in keys
                                        for item in (key.digest, key_id_cache_key(key.key_id))),
-                                     *old_digests], added=True)
+                                     *old_digests], added=True, seqs=seqs)
 
 
 @dataclass
@@ -119,9 +122,11 @@ class Services:
         self.audit.start()
         self._unwatch_gc = self.metrics.watch_gc()
 
-    async def _on_invalidate(self, items: list[str], added: bool = False) -> None:
+    async def _on_invalidate(self, items: list[str], added: bool = False,
+                             seqs: Sequence[int] = ()) -> None:
         """Applied on every replica, before it acks the invalidation: ``APPLY_SLICE`` items
-        at a time, with the loop free between (an import's batch names 1,000 keys)."""
+        at a time, with the loop free between (an import's batch names 1,000 keys).
+        ``seqs``: the rows of the imported keys among them (``UnkeyedFollower.learned``)."""
         for start in range(0, len(items), APPLY_SLICE):
             if start:
                 await asyncio.sleep(0)
@@ -129,6 +134,8 @@ class Services:
             self.cache.forget(part, added=added)
             # a new imported key's digest, say: look it up from now on
             self.peppers.unkeyed.add_many([i for i in part if i.startswith(DIGEST_PREFIX)])
+        if added and seqs:
+            self.unkeyed.learned(seqs)
         if SIGNING_CHANGED in items:
             await self.signing.refresh()
             self.derived.forget()

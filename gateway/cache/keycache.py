@@ -12,6 +12,7 @@ import asyncio
 import enum
 import itertools
 import time
+from collections.abc import Sequence
 
 from gateway.cache.entry import NOT_FOUND, Cached, Entry
 from gateway.cache.l1 import L1
@@ -246,7 +247,8 @@ class KeyCache:
         """The lease on L1 and L2 (monotonic): past it, lookups read the store."""
         self.l1.trusted_until = until
 
-    async def invalidate(self, digests: list[str], *, added: bool = False) -> set[str]:
+    async def invalidate(self, digests: list[str], *, added: bool = False,
+                         seqs: Sequence[int] = ()) -> set[str]:
         """Drop the digests here (L1), from L2 and from every replica's L1 through Redis;
         returns the replicas that acknowledged it (none without Redis, or when Redis could
         not be reached).
@@ -258,7 +260,9 @@ class KeyCache:
         (``gateway.cache.changes``, which confirms it).
 
         ``added``: the digests are of keys just stored (imports): only "not found" answers
-        can be stale, and they go without a tombstone each (``L1.forget_new``)."""
+        can be stale, and they go without a tombstone each (``L1.forget_new``). ``seqs``:
+        the rows of the imported ones, which the other replicas' store followers then need
+        not read (``UnkeyedFollower.learned``)."""
         self.forget(digests, added=added)
         if self.redis is None:
             return set()
@@ -266,7 +270,8 @@ class KeyCache:
             # a second, and a "not found" in L2 lasts its 5 s at most
             if await self.redis.delete_with_tombstone([(_l2_key(d), _tomb_key(d))
                                                        for d in digests]):
-                return await self.redis.publish_invalidation(digests, added=True) or set()
+                return await self.redis.publish_invalidation(digests, added=True,
+                                                             seqs=seqs) or set()
             return set()
         self._unsynced.update(digests)
         acked = await self._sync()

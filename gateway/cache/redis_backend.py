@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -45,6 +45,8 @@ from redis.exceptions import RedisError
 from gateway.cache.redis_url import SentinelUrl, is_sentinel, parse_sentinel_url
 from gateway.observability.metrics import Metrics
 
+# Applies an invalidation (items, added, the seqs of imported rows) on this replica.
+OnInvalidate = Callable[[list[str], bool, list[int]], Awaitable[None]]
 log = logging.getLogger("gateway.redis")
 CHANNEL = "gateway:invalidate"
 BREAKER_S = 1.0
@@ -135,7 +137,7 @@ class RedisBackend:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Future[None]] = set()
         self._listener: asyncio.Task[None] | None = None
-        self._on_invalidate: Callable[[list[str], bool], Awaitable[None]] | None = None
+        self._on_invalidate: OnInvalidate | None = None
         # Called on every (re)subscription, and when an invalidation could not be applied:
         # invalidations published while this replica was not subscribed were lost to it, so
         # what it cached before cannot be trusted.
@@ -319,15 +321,19 @@ class RedisBackend:
 
     # -- invalidation bus ------------------------------------------------------------
 
-    async def publish_invalidation(self, digests: list[str], *, added: bool = False
-                                   ) -> set[str] | None:
+    async def publish_invalidation(self, digests: list[str], *, added: bool = False,
+                                   seqs: Sequence[int] = ()) -> set[str] | None:
         """Publish and wait (up to ``ACK_WAIT_S``) until every subscribed replica has
         applied it: the ids of those that did, or None when it could not be published.
-        ``added``: the digests are of new keys (see ``KeyCache.invalidate``)."""
+        ``added``: the digests are of new keys (see ``KeyCache.invalidate``), stored in the
+        rows numbered ``seqs`` when those are imported keys (``UnkeyedFollower.learned``)."""
         nonce = uuid.uuid4().hex
         ack_key = f"gateway:ack:{nonce}"
-        message = orjson.dumps({"d": digests, "ack": ack_key, "from": self.replica_id,
-                                "a": added})
+        body: dict[str, Any] = {"d": digests, "ack": ack_key, "from": self.replica_id,
+                                "a": added}
+        if seqs:
+            body["s"] = list(seqs)
+        message = orjson.dumps(body)
         receivers = await self._call("publish", self._client.publish(self.channel, message))
         if receivers is None:
             return None
@@ -355,8 +361,7 @@ class RedisBackend:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def start_listener(self, on_invalidate: Callable[[list[str], bool], Awaitable[None]]
-                             ) -> None:
+    async def start_listener(self, on_invalidate: OnInvalidate) -> None:
         self._on_invalidate = on_invalidate
         self._listener = asyncio.create_task(self._listen(), name="redis-invalidation")
         if self._sentinel_url is not None:
@@ -427,7 +432,10 @@ class RedisBackend:
             return
         if self._on_invalidate is not None:
             try:
-                await self._on_invalidate(list(message.get("d", [])), bool(message.get("a")))
+                seqs = message.get("s")
+                await self._on_invalidate(
+                    list(message.get("d", [])), bool(message.get("a")),
+                    [s for s in seqs if type(s) is int] if type(seqs) is list else [])
             except Exception as exc:
                 # The subscription must outlive a failing handler. What this replica cached
                 # can no longer be trusted, and the publisher sees a missing ack.

@@ -84,6 +84,7 @@ class Store(Protocol):
     async def leave(self, replica_id: str) -> None: ...
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000,
                               skip: Sequence[int] = ()) -> list[tuple[int, str]]: ...
+    async def count_unkeyed(self, after_seq: int, upto_seq: int) -> int: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
     async def add_usage_counts(self, counts: Sequence[tuple[str, int, str, int]]) -> None: ...
@@ -456,6 +457,14 @@ class SqlStore:
             rows = await c.fetch(f"SELECT seq, digest FROM api_keys WHERE {where} "
                                  "ORDER BY seq LIMIT ?", *args, limit)
         return [(r[0], r[1]) for r in rows]
+
+    async def count_unkeyed(self, after_seq: int, upto_seq: int) -> int:
+        """How many of the keys ``unkeyed_digests`` reads have a seq in (``after_seq``,
+        ``upto_seq``]: one walk of the primary key's range, no row sent."""
+        async with self._conn() as c:
+            rows = await c.fetch("SELECT count(*) FROM api_keys WHERE seq > ? AND seq <= ? "
+                                 "AND secret_format <> 'v2'", after_seq, upto_seq)
+        return int(rows[0][0])
 
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None:
         """Store a key's digest under the current pepper; the key, or None when its digest

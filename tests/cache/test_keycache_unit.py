@@ -612,7 +612,7 @@ async def test_another_replica_fill_cannot_resurrect_after_revocation(
 
 
 def _applier(cache: KeyCache) -> Callable[[list[str], bool], Awaitable[None]]:
-    async def apply(digests: list[str], added: bool = False) -> None:
+    async def apply(digests: list[str], added: bool = False, seqs: Any = ()) -> None:
         cache.forget(digests, added=added)
 
     return apply
@@ -627,7 +627,7 @@ async def test_a_failing_invalidation_handler_does_not_end_the_subscription(
     b = make_cache(store, fake_backend(server, Metrics()))
     calls: list[list[str]] = []
 
-    async def flaky(digests: list[str], added: bool = False) -> None:
+    async def flaky(digests: list[str], added: bool = False, seqs: Any = ()) -> None:
         calls.append(digests)
         if len(calls) == 1:
             raise Unavailable("the key store is unavailable")  # e.g. a signing-key refresh

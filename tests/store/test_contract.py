@@ -568,6 +568,56 @@ async def test_unkeyed_digests_leave_out_the_seqs_read_already(store: Store, act
     assert store.seq_lag == (0 if isinstance(store, SqliteStore) else 2_000)
 
 
+async def test_count_unkeyed_counts_the_rows_unkeyed_digests_reads(store: Store, actor: str
+                                                                   ) -> None:
+    """The follower's count: the imported (and v1) keys in a seq range, not issued v2
+    ones, bounds excluded below and included above."""
+    first = await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+    issued = await store.insert_key(make_key(actor))
+    last = await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+    assert first.seq < issued.seq < last.seq
+    assert await store.count_unkeyed(first.seq - 1, last.seq) == 2
+    assert await store.count_unkeyed(first.seq, last.seq) == 1
+    assert await store.count_unkeyed(first.seq - 1, issued.seq) == 1
+    assert await store.count_unkeyed(last.seq, last.seq + 10) == 0
+
+
+async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_commit(
+        pg_database: str, actor: str) -> None:
+    """Rows named by a broadcast (``learned``) are passed after one count; a PostgreSQL
+    row that commits after them with an earlier seq is still read, once."""
+    from conftest import record_unkeyed_reads
+
+    from gateway.crypto.secrets_format import DigestSet
+    from gateway.keys.unkeyed import UnkeyedFollower
+    from gateway.store.base import _INSERT, _secret_format, key_params
+
+    store = PostgresStore(pg_database)
+    await store.open()
+    await store.migrate()
+    try:
+        digests = DigestSet()
+        follower = UnkeyedFollower(store, digests)
+        await follower.load()
+        await follower.follow()
+        read = record_unkeyed_reads(store)
+        late = make_key(actor, kind=Kind.IMPORTED)
+        async with store._tx() as c:  # late takes its seq, and commits last
+            late_seq = (await c.fetch(_INSERT, *key_params(late), _secret_format(late)))[0][0]
+            keys = [await store.insert_key(make_key(actor, kind=Kind.IMPORTED))
+                    for _ in range(3)]
+            digests.add_many([k.digest for k in keys])  # as the broadcast does
+            follower.learned([k.seq for k in keys])
+            await follower.follow()
+            assert read == [] and follower._seq == keys[-1].seq
+        await follower.follow()
+        assert read == [late_seq] and late.digest in digests
+        await follower.follow()
+        assert read == [late_seq]
+    finally:
+        await store.close()
+
+
 async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_still(
         pg_database: str, actor: str) -> None:
     """On PostgreSQL a key can commit after a later one (its seq taken first): the follower

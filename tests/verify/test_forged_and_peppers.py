@@ -319,3 +319,50 @@ async def test_on_sqlite_the_imported_digests_are_followed_without_reading_back(
         assert len(read) == 1
         assert b.digester.digest(late) in b.peppers.unkeyed
         assert all(b.digester.digest(raw) in b.peppers.unkeyed for raw in raws)
+
+
+async def test_a_replica_passes_the_imported_rows_named_in_the_broadcast_without_reading(
+        tmp_path: Path) -> None:
+    """An import's broadcast names its rows (their seqs): the other replica's store
+    follower passes them after one count, and reads only the rows no broadcast named (a
+    key stored by another way), even when a named one was deleted since."""
+    require_service("Redis", "127.0.0.1", 6379)
+    db = tmp_path / "g.db"
+    async with (running(db, NEW_PEPPER, redis=True) as a,
+                running(db, NEW_PEPPER, redis=True) as b):
+        await b.unkeyed.follow()
+        read = record_unkeyed_reads(b.store)
+        counted = count_calls(b.store, ("count_unkeyed",))
+        raws = [f"sk_live_{n}_{secrets.token_hex(8)}" for n in range(50)]
+        items = await a.keys.batch_import({"requests": [
+            {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
+        top = max(item.key.seq for item in items if item.key is not None)
+        await b.unkeyed.follow()
+        assert read == [] and counted == ["count_unkeyed"]
+        assert b.unkeyed._seq == top
+        assert all(b.digester.digest(raw) in b.peppers.unkeyed for raw in raws)
+        assert [await outcome(b, raw) for raw in raws[:3]] == [Outcome.VALID] * 3
+
+        # a row no broadcast named (stored by another replica while Redis was away)
+        quiet = "sk_live_quiet_" + secrets.token_hex(8)
+        stored = await a.store.insert_key(a.keys._imported(
+            {"raw_key": quiet, "name": "q", "actor_id": "a"})[1])
+        await b.unkeyed.follow()
+        assert read == [stored.seq] and b.digester.digest(quiet) in b.peppers.unkeyed
+
+        # a named row deleted before the follow: the count falls short, the read finds
+        # nothing else, and the follower moves past it (the next import passes by count)
+        gone = await a.keys.batch_import({"requests": [
+            {"raw_key": f"sk_live_gone_{n}_{secrets.token_hex(8)}", "name": "g",
+             "actor_id": "a"} for n in range(3)]})
+        assert gone[2].key is not None
+        await a.store.delete_key(gone[2].key.key_id)
+        await b.unkeyed.follow()
+        assert read == [stored.seq] and b.unkeyed._seq == gone[2].key.seq
+        more = await a.keys.batch_import({"requests": [
+            {"raw_key": f"sk_live_more_{n}_{secrets.token_hex(8)}", "name": "m",
+             "actor_id": "a"} for n in range(3)]})
+        counted.clear()
+        await b.unkeyed.follow()
+        assert read == [stored.seq] and counted == ["count_unkeyed"]
+        assert more[2].key is not None and b.unkeyed._seq == more[2].key.seq
