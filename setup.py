@@ -11,6 +11,9 @@ few full collections later, and those collections take longer.
 
 ``gateway.cache._plain`` answers a batchVerify's cached keys from L1 in one call (see the
 file's header); without it ``gateway.cache.entry.plain_answers`` does the same in Python.
+
+``gateway.crypto._merge`` merges and sorts the imported keys' digests in a thread, without
+the GIL (see the file's header); without it they are merged on the event loop in slices.
 """
 
 from setuptools import Extension, setup
@@ -27,6 +30,12 @@ setup(
         Extension(
             "gateway.cache._untrack",
             sources=["gateway/cache/_untrack.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
+        Extension(
+            "gateway.crypto._merge",
+            sources=["gateway/crypto/_merge.c"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

@@ -124,6 +124,16 @@ class Gateway:
         stop_process(self.proc)
 
 
+def built(native: Any, name: str, without: str) -> Any:
+    """An optional C extension (``native``; None: not built, see setup.py): without it the
+    test fails on CI (``without``: what runs in its place) and is skipped elsewhere."""
+    if native is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} was not built (setup.py): {without}")
+        pytest.skip(f"{name} not built")
+    return native
+
+
 def record_unkeyed_reads(store: Any) -> list[int]:
     """From now on, the seq of every row ``store.unkeyed_digests`` returns (the imported-
     digest follower's reads), in order."""

@@ -3,12 +3,12 @@ fallbacks give the same answers and record the same uses, case by case."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import built
 
 from gateway.cache import entry
 from gateway.cache.entry import NOT_FOUND, Entry, _plain_answers
@@ -25,12 +25,8 @@ except ImportError:  # not built (setup.py)
 
 
 def _native() -> Any:
-    if _plain is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("gateway.cache._plain was not built (setup.py): batchVerify would "
-                        "run its cached-yes loop in Python")
-        pytest.skip("gateway.cache._plain not built")
-    return _plain
+    return built(_plain, "gateway.cache._plain",
+                 "batchVerify would run its cached-yes loop in Python")
 
 
 def _packed(key_id: str, *, expire_time: int | None = None, cidrs: tuple[str, ...] = (),

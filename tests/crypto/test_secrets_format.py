@@ -8,8 +8,10 @@ import random
 import re
 from array import array
 from collections import Counter
+from typing import Any
 
 import pytest
+from conftest import built
 
 from gateway.crypto import secrets_format as sf
 from gateway.crypto.digests import Digester
@@ -161,6 +163,7 @@ async def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
 async def test_merged_is_the_sorted_union_in_slices(size_a: int, size_b: int,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sf, "MERGE_SLICE", 64)
+    monkeypatch.setattr(sf, "_native", None)  # the Python path, where the C one is built
     rng = random.Random(size_a * 7919 + size_b)
     a = sorted(rng.randrange(2**64) for _ in range(size_a))
     b = sorted(rng.choice(a) if a and rng.random() < 0.2 else rng.randrange(2**64)
@@ -179,6 +182,45 @@ async def test_merged_is_the_sorted_union_in_slices(size_a: int, size_b: int,
     # the loop 7.8 ms)
     repeats = max(Counter(a + b).values(), default=0)
     assert max(slices, default=0) <= 2 * 64 + repeats
+
+
+@pytest.fixture
+def native_merge() -> Any:
+    return built(sf._native, "gateway.crypto._merge",
+                 "imported digests would be merged on the event loop")
+
+
+@pytest.mark.parametrize(("size_a", "size_b"), [(0, 0), (0, 5), (5, 0), (1000, 3),
+                                                (3, 1000), (5000, 5000)])
+async def test_the_c_merge_and_sort_give_what_the_python_slices_give(
+        native_merge: Any, size_a: int, size_b: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(size_a * 104729 + size_b)
+    a = sorted(rng.randrange(2**64) for _ in range(size_a))
+    b = sorted(rng.choice(a) if a and rng.random() < 0.2 else rng.randrange(2**64)
+               for _ in range(size_b))
+    unsorted = [rng.choice([0, 2**64 - 1, rng.randrange(2**64)]) for _ in range(size_b)]
+    native = (await sf.merged(array("Q", a), array("Q", b)),
+              await sf.sorted_array(list(unsorted)))
+    monkeypatch.setattr(sf, "_native", None)
+    python = (await sf.merged(array("Q", a), array("Q", b)),
+              await sf.sorted_array(list(unsorted)))
+    assert native == python
+    assert list(native[0]) == sorted(a + b) and list(native[1]) == sorted(unsorted)
+
+
+def test_the_c_merge_checks_its_arguments(native_merge: Any) -> None:
+    a, b = array("Q", [1, 3]), array("Q", [2])
+    with pytest.raises(ValueError, match="len"):
+        native_merge.merge(array("Q", [0, 0]), a, b)
+    with pytest.raises(TypeError, match="array"):
+        native_merge.merge(array("q", [0, 0, 0]), a, b)
+    with pytest.raises(BufferError):
+        native_merge.merge(bytes(24), a, b)  # not writable
+    with pytest.raises(TypeError, match="array"):
+        native_merge.sort(array("I", [3, 1]))
+    out = array("Q", [0, 0, 0])
+    native_merge.merge(out, a, b)
+    assert list(out) == [1, 2, 3]
 
 
 # -- what a presented credential may be (Peppers.candidates) ------------------------------
