@@ -211,8 +211,8 @@ class CheckService:
         size, message = request
         try:
             step = self._read(size, message, start)
-            status, answer = (step if type(step) is tuple
-                              else await self._decide(step, context))  # type: ignore[arg-type]
+            status, answer = (await self._decide(step, context) if isinstance(step, _Asked)
+                              else step)
         except Exception as exc:  # fail closed: a DENIED answer, never a gRPC error
             fault = exc if isinstance(exc, GatewayError) else internal_error("CHECK", CHECK, exc)
             status, body, headers = error_answer(fault, ORY)
