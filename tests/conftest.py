@@ -140,9 +140,9 @@ def record_unkeyed_reads(store: Any) -> list[int]:
     read: list[int] = []
     real = store.unkeyed_digests
 
-    async def recorded(after_seq: int = 0, limit: int = 100_000,
-                       skip: Sequence[int] = ()) -> list[tuple[int, str]]:
-        rows: list[tuple[int, str]] = await real(after_seq, limit, skip)
+    async def recorded(after_seq: int = 0, limit: int = 100_000, skip: Sequence[int] = (),
+                       upto_seq: int | None = None) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = await real(after_seq, limit, skip, upto_seq)
         read.extend(seq for seq, _ in rows)
         return rows
 

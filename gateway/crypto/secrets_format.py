@@ -142,19 +142,19 @@ except ImportError:  # not built (setup.py): merged and sorted on the event loop
     _native = None  # type: ignore[assignment]
 
 
-async def merged(a: array[int], b: array[int]) -> array[int]:
-    """The sorted union (with repeats) of two sorted arrays: in a thread, without the GIL,
-    by the C extension ``_merge`` (a merge into 1,000,000 entries held the loop for some 500
-    slices of 0.2 ms in Python, and a replica's p99 during a bulk import grew with its
-    table); else ``_merged_in_slices``."""
+async def merged(a: Sequence[int], b: Sequence[int]) -> Sequence[int]:
+    """The sorted union (with repeats) of two sorted runs of 64-bit prefixes (``array("Q")``
+    or a ``memoryview`` of format ``Q``): in a thread, without the GIL, by the C extension
+    ``_merge`` (a merge into 1,000,000 entries held the loop for some 500 slices of 0.2 ms
+    in Python, and a replica's p99 during a bulk import grew with its table), which also
+    makes the output there (``memoryview`` of its bytes: making an ``array`` of 1,000,000
+    on the loop held it 8-10 ms); else ``_merged_in_slices``."""
     if _native is None:
         return await _merged_in_slices(a, b)
-    out = array("Q", bytes(8 * (len(a) + len(b))))
-    await asyncio.to_thread(_native.merge, out, a, b)
-    return out
+    return memoryview(await asyncio.to_thread(_native.merge, a, b)).cast("Q")
 
 
-async def _merged_in_slices(a: array[int], b: array[int]) -> array[int]:
+async def _merged_in_slices(a: Sequence[int], b: Sequence[int]) -> array[int]:
     """``merged`` on the event loop, built a slice at a time with a yield to the loop
     after each: merging into a million entries never stalls it
     (one ``sorted`` of the whole took 0.15 s, and 1.5 s to load a million). Each slice
@@ -174,28 +174,27 @@ async def _merged_in_slices(a: array[int], b: array[int]) -> array[int]:
         else:
             i_end, j_end = len(a), len(b)
         # two sorted runs: Timsort merges them in linear time
-        out.extend(sorted(a[i:i_end].tolist() + b[j:j_end].tolist()))
+        out.extend(sorted([*a[i:i_end], *b[j:j_end]]))
         i, j = i_end, j_end
         await asyncio.sleep(0)
     return out
 
 
-async def sorted_runs(runs: list[array[int]]) -> array[int]:
-    """``merged`` pairwise until one sorted array is left (empty for none)."""
+async def sorted_runs(runs: list[Sequence[int]]) -> Sequence[int]:
+    """``merged`` pairwise until one sorted run is left (empty for none)."""
     while len(runs) > 1:
         runs = [await merged(*runs[i:i + 2]) if i + 1 < len(runs) else runs[i]
                 for i in range(0, len(runs), 2)]
     return runs[0] if runs else array("Q")
 
 
-async def sorted_array(values: list[int]) -> array[int]:
-    """``values`` sorted: in a thread by ``_merge``, else a slice at a time (a sort of
-    65,536 at once held the loop 25 ms)."""
+async def sorted_array(values: array[int]) -> Sequence[int]:
+    """``values`` sorted: in place, in a thread, by ``_merge``; else a slice at a time (a
+    sort of 65,536 at once held the loop 25 ms)."""
     if _native is not None:
-        out = array("Q", values)
-        await asyncio.to_thread(_native.sort, out)
-        return out
-    runs = []
+        await asyncio.to_thread(_native.sort, values)
+        return values
+    runs: list[Sequence[int]] = []
     for i in range(0, len(values), MERGE_SLICE):
         runs.append(array("Q", sorted(values[i:i + MERGE_SLICE])))
         await asyncio.sleep(0)
@@ -207,16 +206,19 @@ class DigestSet:
     and imported keys), as 64-bit prefixes (8 bytes a key): such a credential is looked up
     only when its digest is here, so made-up strings cost no I/O either. A false "maybe"
     (2^-64 a try) only costs a lookup, which then finds nothing. Recent additions sit in a
-    dict; ``merge`` moves them into the sorted array in bulk, a slice at a time (an import
-    of a million keys stays linear, and no merge stalls the event loop)."""
+    dict, and in arrival order in an array; ``merge`` sorts that array and merges it into
+    the sorted run in a thread (an import of a million keys stays linear, and no merge
+    stalls the event loop: built from the dict on the loop, the array to sort held it 2-3
+    ms a merge)."""
 
     MERGE_AT = 65_536
 
     def __init__(self, digests: Iterable[str] = ()) -> None:
-        self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
+        self._sorted: Sequence[int] = array("Q", sorted({self.prefix(d) for d in digests}))
         # dicts, not sets, of prefixes: a dict of ints is never tracked by the garbage
         # collector, a set always is, and each full collection walked its 65,536 entries
         self._recent: dict[int, None] = {}
+        self._fresh = array("Q")  # the same prefixes in arrival order (repeats harmless)
         self._merging: dict[int, None] = {}  # recent additions that ``merge`` is moving
 
     @staticmethod
@@ -236,33 +238,39 @@ class DigestSet:
 
     def add(self, digest: str) -> None:
         if digest not in self:
-            self._recent[self.prefix(digest)] = None
+            prefix = self.prefix(digest)
+            self._recent[prefix] = None
+            self._fresh.append(prefix)
 
     def add_many(self, digests: list[str]) -> None:
         """``add`` for each (a prefix already held may be held twice: harmless)."""
         prefix = self.prefix
-        self._recent.update(dict.fromkeys([prefix(d) for d in digests]))
+        prefixes = [prefix(d) for d in digests]
+        self._recent.update(dict.fromkeys(prefixes))
+        self._fresh.extend(prefixes)
 
     @property
     def merge_due(self) -> bool:
-        return len(self._recent) >= self.MERGE_AT
+        return len(self._fresh) >= self.MERGE_AT
 
     async def merge(self) -> None:
-        """Move the recent additions into the sorted array (they answer meanwhile)."""
+        """Move the recent additions into the sorted run (they answer meanwhile)."""
         self._merging, self._recent = self._recent, {}
-        self._sorted = await merged(self._sorted, await sorted_array(list(self._merging)))
+        fresh, self._fresh = self._fresh, array("Q")
+        self._sorted = await merged(self._sorted, await sorted_array(fresh))
         self._merging = {}
 
     def replace(self, digests: Iterable[str]) -> None:
         """Hold exactly these."""
         self._sorted = array("Q", sorted({self.prefix(d) for d in digests}))
         self._recent = {}
+        self._fresh = array("Q")
 
-    def replace_sorted(self, prefixes: array[int]) -> None:
+    def replace_sorted(self, prefixes: Sequence[int]) -> None:
         """Hold these sorted prefixes (a full reload), and the additions made meanwhile."""
         self._sorted = prefixes
 
 
-def _holds(values: array[int], prefix: int) -> bool:
+def _holds(values: Sequence[int], prefix: int) -> bool:
     i = bisect_left(values, prefix)
     return i < len(values) and values[i] == prefix

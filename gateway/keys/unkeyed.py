@@ -13,6 +13,11 @@ rows in the range those reach says there is no other, the follower moves past th
 reading them. A replica beside a bulk import read every imported row a second time, 500 at
 a time, and each read held its requests: their p99 went from 0.86 to 1.5-2.1 ms during an
 import of 300,000 keys, and to 0.9-1.3 ms with the reads left out (load/bulk_import.py).
+Rows are counted a round after they were learned: an import's batches commit and
+broadcast concurrently, so the newest rows may still lack a sibling whose broadcast is on
+its way, and a count over them failed and sent the follower to read (one to three reads a
+second during an import, each holding the loop 0.3-1.3 ms). While broadcasts are arriving,
+rows above the counted ones wait for the next round; without any, they are read at once.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ import asyncio
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from gateway.crypto.secrets_format import DigestSet, sorted_runs
+from gateway.crypto.secrets_format import DigestSet, sorted_array, sorted_runs
 from gateway.store.base import Store
 from gateway.store.follower import StoreFollower
 
 FOLLOW_S = 1.0
 RELOAD_S = 300.0
-PAGE = 20_000  # digests a read of the full reload (sorted on the event loop: about 10 ms)
+PAGE = 5_000  # digests a read of the full reload (their prefixes made on the loop: 2 ms)
 FOLLOW_PAGE = 500  # a page held the loop 0.7 ms at 2,000 (p99 2.3 ms on a busy replica)
 # Rows learned from broadcasts and not yet passed by ``follow`` (the store may be down for
 # a while): past this many, more are not kept, and ``follow`` reads them from the store.
@@ -45,24 +50,28 @@ class UnkeyedFollower(StoreFollower):
         self.digests = digests
         self._seq = 0
         # seqs above ``_seq - seq_lag`` whose digests are held: read by ``follow``, or
-        # ``learned`` from a broadcast
+        # ``learned`` from a broadcast before its last round; those learned since: ``_fresh``
         self._held: set[int] = set()
+        self._fresh: set[int] = set()
         self._loaded_at = 0.0
 
     def learned(self, seqs: Iterable[int]) -> None:
         """Rows whose digests were added to the set from an import's broadcast: ``follow``
         reads them only if a count of the store's rows says it must."""
-        if len(self._held) < MAX_HELD:
-            self._held.update(seqs)
+        if len(self._held) + len(self._fresh) < MAX_HELD:
+            self._fresh.update(seqs)
 
     async def load(self) -> None:
         """All of them, replacing what is known: read a page at a time, each page sorted
         and kept as 8-byte prefixes (a store of millions of imported keys is never held as
-        strings), then the pages merged pairwise, a slice at a time (``merged``)."""
-        runs: list[array[int]] = []
+        strings), then the pages merged pairwise (``merged``); sorts and merges run in a
+        thread where ``_merge`` is built (a page of 20,000 sorted on the loop held it 10
+        ms)."""
+        runs: list[Sequence[int]] = []
         seq = 0
+        prefix = DigestSet.prefix
         while rows := await self.store.unkeyed_digests(seq, PAGE):
-            runs.append(array("Q", sorted(DigestSet.prefix(digest) for _, digest in rows)))
+            runs.append(await sorted_array(array("Q", [prefix(digest) for _, digest in rows])))
             seq = rows[-1][0]
         self.digests.replace_sorted(await sorted_runs(runs))
         self._seq = max(self._seq, seq)
@@ -79,18 +88,27 @@ class UnkeyedFollower(StoreFollower):
             return
         lag = self.store.seq_lag
         after = max(0, self._seq - lag)
-        # what arrives from now on goes to a new set, kept beside what this read decides
-        held, self._held = {seq for seq in self._held if seq > after}, set()
+        # counted now: the rows learned before the last round. Those learned since wait for
+        # the next (``_fresh``), and what arrives from now on goes to a new set. An import
+        # names some 10,000 rows a second: the common case (all held rows above ``after``,
+        # and all passed by the count) walks them only in C (min, max, len)
+        held, self._held, self._fresh = self._held, self._fresh, set()
+        if held and min(held) <= after:
+            held = {seq for seq in held if seq > after}
         read: deque[int] = deque(maxlen=lag)  # of the seqs read now, those the lag may reach
         try:
             top = max(held, default=0)
             if top > self._seq and await self.store.count_unkeyed(after, top) == len(held):
                 self._seq = after = top  # every row up to ``top`` is held
+            # broadcasts are arriving: the rows above the counted ones may be named by them
+            # (or be on their way), and wait for the next round
+            upto = max(top, after) if self._held or self._fresh else None
             # the keys read already within the lag are not sent again (an idle PostgreSQL
             # replica read the last 2,000 imported keys' rows every second); only those
             # above a page's start are named, so the list shrinks as the pages move past
             while rows := await self.store.unkeyed_digests(
-                    after, FOLLOW_PAGE, [seq for seq in held if seq > after]):
+                    after, FOLLOW_PAGE, [seq for seq in held if seq > after] if top > after
+                    else [], upto):
                 self.digests.add_many([digest for _, digest in rows])
                 after = rows[-1][0]
                 self._seq = max(self._seq, after)
@@ -101,7 +119,9 @@ class UnkeyedFollower(StoreFollower):
             self._seq = max(self._seq, top)
         finally:
             floor = self._seq - lag
-            self._held.update(seq for seq in (*held, *read) if seq > floor)
+            if top > floor:  # on SQLite (no lag) none is, once the count passed them
+                self._held.update(seq for seq in held if seq > floor)
+            self._held.update(seq for seq in read if seq > floor)
         if self.digests.merge_due:
             await self.digests.merge()
 

@@ -83,7 +83,8 @@ class Store(Protocol):
                           ) -> tuple[int, list[str]]: ...
     async def leave(self, replica_id: str) -> None: ...
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000,
-                              skip: Sequence[int] = ()) -> list[tuple[int, str]]: ...
+                              skip: Sequence[int] = (), upto_seq: int | None = None
+                              ) -> list[tuple[int, str]]: ...
     async def count_unkeyed(self, after_seq: int, upto_seq: int) -> int: ...
     async def move_digest(self, key_id: str, old: str, new: str) -> ApiKey | None: ...
     async def record_usage(self, usage: dict[str, int]) -> None: ...
@@ -445,11 +446,16 @@ class SqlStore:
             await c.execute("DELETE FROM replicas WHERE replica_id = ?", replica_id)
 
     async def unkeyed_digests(self, after_seq: int = 0, limit: int = 100_000,
-                              skip: Sequence[int] = ()) -> list[tuple[int, str]]:
+                              skip: Sequence[int] = (), upto_seq: int | None = None
+                              ) -> list[tuple[int, str]]:
         """``(seq, digest)`` of the keys whose credentials carry no keyed checksum (v1
-        secrets, imported keys) written after ``after_seq``, in seq order, at most
-        ``limit`` of them (a page); none whose seq is in ``skip`` (read already)."""
+        secrets, imported keys) written after ``after_seq`` (and up to ``upto_seq``), in
+        seq order, at most ``limit`` of them (a page); none whose seq is in ``skip`` (read
+        already)."""
         where, args = "seq > ? AND secret_format <> 'v2'", [after_seq]
+        if upto_seq is not None:
+            where += " AND seq <= ?"
+            args.append(upto_seq)
         if skip:
             where += f" AND {self._NOT_AMONG}"
             args.append(self._seqs(skip))

@@ -200,27 +200,33 @@ async def test_the_c_merge_and_sort_give_what_the_python_slices_give(
                for _ in range(size_b))
     unsorted = [rng.choice([0, 2**64 - 1, rng.randrange(2**64)]) for _ in range(size_b)]
     native = (await sf.merged(array("Q", a), array("Q", b)),
-              await sf.sorted_array(list(unsorted)))
+              await sf.sorted_array(array("Q", unsorted)))
+    # what the C merge made is merged again: it takes its own output (a memoryview)
+    again = await sf.merged(native[0], array("Q", b))
     monkeypatch.setattr(sf, "_native", None)
     python = (await sf.merged(array("Q", a), array("Q", b)),
-              await sf.sorted_array(list(unsorted)))
-    assert native == python
+              await sf.sorted_array(array("Q", unsorted)))
+    assert [list(x) for x in native] == [list(x) for x in python]
     assert list(native[0]) == sorted(a + b) and list(native[1]) == sorted(unsorted)
+    assert list(again) == sorted(a + b + b)
+    assert list(await sf.merged(native[0], array("Q", b))) == list(again)  # Python takes it
 
 
 def test_the_c_merge_checks_its_arguments(native_merge: Any) -> None:
     a, b = array("Q", [1, 3]), array("Q", [2])
-    with pytest.raises(ValueError, match="len"):
-        native_merge.merge(array("Q", [0, 0]), a, b)
+    with pytest.raises(TypeError, match="merge"):
+        native_merge.merge(array("Q", [0, 0, 0]), a, b)
     with pytest.raises(TypeError, match="array"):
-        native_merge.merge(array("q", [0, 0, 0]), a, b)
-    with pytest.raises(BufferError):
-        native_merge.merge(bytes(24), a, b)  # not writable
+        native_merge.merge(array("q", [1, 2]), b)
+    with pytest.raises(TypeError, match="array"):
+        native_merge.merge(a, bytes(8))  # format B, not Q
     with pytest.raises(TypeError, match="array"):
         native_merge.sort(array("I", [3, 1]))
-    out = array("Q", [0, 0, 0])
-    native_merge.merge(out, a, b)
-    assert list(out) == [1, 2, 3]
+    with pytest.raises(BufferError):
+        native_merge.sort(memoryview(bytes(16)).cast("Q"))  # not writable
+    out = native_merge.merge(a, b)
+    assert isinstance(out, bytes) and list(memoryview(out).cast("Q")) == [1, 2, 3]
+    assert list(memoryview(native_merge.merge(array("Q"), array("Q"))).cast("Q")) == []
 
 
 # -- what a presented credential may be (Peppers.candidates) ------------------------------

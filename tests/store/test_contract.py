@@ -552,8 +552,8 @@ async def test_usage_counts_add_up_per_minute_and_outcome(store: Store, actor: s
 
 async def test_unkeyed_digests_leave_out_the_seqs_read_already(store: Store, actor: str
                                                                ) -> None:
-    """The imported-digest follower's read: the keys after a seq, in seq order, but those
-    whose seqs it names (read already within the store's ``seq_lag``)."""
+    """The imported-digest follower's read: the keys after a seq (and up to one), in seq
+    order, but those whose seqs it names (read already within the store's ``seq_lag``)."""
     keys = [await store.insert_key(make_key(actor, kind=Kind.IMPORTED)) for _ in range(4)]
     seqs = [k.seq for k in keys]
     mine = {k.seq: k.digest for k in keys}
@@ -566,6 +566,10 @@ async def test_unkeyed_digests_leave_out_the_seqs_read_already(store: Store, act
     assert await read([seqs[1], seqs[3], 10**12]) == [(s, mine[s]) for s in (seqs[0], seqs[2])]
     assert await read(seqs) == []
     assert store.seq_lag == (0 if isinstance(store, SqliteStore) else 2_000)
+    # up to a seq, that one included (rows above it wait for the follower's next round)
+    assert await store.unkeyed_digests(seqs[0] - 1, 1000, [seqs[0]], seqs[2]) == [
+        (s, mine[s]) for s in seqs[1:3]]
+    assert await store.unkeyed_digests(seqs[0], 1000, (), seqs[0]) == []
 
 
 async def test_count_unkeyed_counts_the_rows_unkeyed_digests_reads(store: Store, actor: str
@@ -584,8 +588,8 @@ async def test_count_unkeyed_counts_the_rows_unkeyed_digests_reads(store: Store,
 
 async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_commit(
         pg_database: str, actor: str) -> None:
-    """Rows named by a broadcast (``learned``) are passed after one count; a PostgreSQL
-    row that commits after them with an earlier seq is still read, once."""
+    """Rows named by a broadcast (``learned``) are passed after one count, a round after;
+    a PostgreSQL row that commits after them with an earlier seq is still read, once."""
     from conftest import record_unkeyed_reads
 
     from gateway.crypto.secrets_format import DigestSet
@@ -608,6 +612,8 @@ async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_co
                     for _ in range(3)]
             digests.add_many([k.digest for k in keys])  # as the broadcast does
             follower.learned([k.seq for k in keys])
+            await follower.follow()  # learned this round: counted in the next
+            assert read == [] and follower._seq < keys[-1].seq
             await follower.follow()
             assert read == [] and follower._seq == keys[-1].seq
         await follower.follow()

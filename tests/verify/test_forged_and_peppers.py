@@ -324,8 +324,9 @@ async def test_on_sqlite_the_imported_digests_are_followed_without_reading_back(
 async def test_a_replica_passes_the_imported_rows_named_in_the_broadcast_without_reading(
         tmp_path: Path) -> None:
     """An import's broadcast names its rows (their seqs): the other replica's store
-    follower passes them after one count, and reads only the rows no broadcast named (a
-    key stored by another way), even when a named one was deleted since."""
+    follower passes them after one count, a round after it learned them (a sibling's
+    broadcast may still be on its way), and reads only the rows no broadcast named (a key
+    stored by another way), even when a named one was deleted since."""
     require_service("Redis", "127.0.0.1", 6379)
     db = tmp_path / "g.db"
     async with (running(db, NEW_PEPPER, redis=True) as a,
@@ -337,6 +338,8 @@ async def test_a_replica_passes_the_imported_rows_named_in_the_broadcast_without
         items = await a.keys.batch_import({"requests": [
             {"raw_key": raw, "name": "i", "actor_id": "a"} for raw in raws]})
         top = max(item.key.seq for item in items if item.key is not None)
+        await b.unkeyed.follow()  # learned this round: neither counted nor read yet
+        assert read == [] and counted == [] and b.unkeyed._seq < top
         await b.unkeyed.follow()
         assert read == [] and counted == ["count_unkeyed"]
         assert b.unkeyed._seq == top
@@ -358,11 +361,28 @@ async def test_a_replica_passes_the_imported_rows_named_in_the_broadcast_without
         assert gone[2].key is not None
         await a.store.delete_key(gone[2].key.key_id)
         await b.unkeyed.follow()
+        await b.unkeyed.follow()
         assert read == [stored.seq] and b.unkeyed._seq == gone[2].key.seq
         more = await a.keys.batch_import({"requests": [
             {"raw_key": f"sk_live_more_{n}_{secrets.token_hex(8)}", "name": "m",
              "actor_id": "a"} for n in range(3)]})
         counted.clear()
         await b.unkeyed.follow()
+        await b.unkeyed.follow()
         assert read == [stored.seq] and counted == ["count_unkeyed"]
         assert more[2].key is not None and b.unkeyed._seq == more[2].key.seq
+
+        # while broadcasts are arriving, a row above the counted ones waits a round (its
+        # broadcast may be on its way); with none arriving it is read at once (above)
+        late = "sk_live_late_" + secrets.token_hex(8)
+        named = await a.keys.batch_import({"requests": [
+            {"raw_key": f"sk_live_named_{secrets.token_hex(8)}", "name": "n",
+             "actor_id": "a"}]})
+        unnamed = await a.store.insert_key(a.keys._imported(
+            {"raw_key": late, "name": "l", "actor_id": "a"})[1])
+        assert named[0].key is not None and named[0].key.seq < unnamed.seq
+        await b.unkeyed.follow()
+        assert read == [stored.seq] and b.digester.digest(late) not in b.peppers.unkeyed
+        await b.unkeyed.follow()
+        assert read == [stored.seq, unnamed.seq]
+        assert b.digester.digest(late) in b.peppers.unkeyed
