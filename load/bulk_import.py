@@ -83,6 +83,7 @@ TARGET_P99_RATIO = 2.0
 # database number: before that, every gateway on the Redis server got every invalidation)
 CHANNEL = "gateway:invalidate"
 MIN_WINDOW_S = 2.0  # a window cut short by the import's end counts if at least this long
+LOOP_HOLDS = Path(__file__).resolve().parent / "loop_holds"  # --loop-holds: its sitecustomize
 
 
 # -- the import driver ------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class ImportDriver:
         self.done: list[Done] = []
         self.error: str | None = None
         self.started = self.finished = 0.0
+        self.started_wall = 0.0  # time.time() at the start (the --loop-holds totals' clock)
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -142,7 +144,7 @@ class ImportDriver:
                          for i in range(clients)]
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started, self.started_wall = time.monotonic(), time.time()
         for thread in self._threads:
             thread.start()
 
@@ -514,6 +516,7 @@ class Config:
     pg_admin_dsn: str
     profile: bool
     apart: bool = False
+    loop_holds: bool = False
 
 
 @dataclass
@@ -548,6 +551,8 @@ class Run:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     log_warnings: dict[str, list[str]] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    # --loop-holds: B's event-loop callbacks of 0.3 ms or more over the import, by name
+    loop_holds: dict[str, Any] = field(default_factory=dict)
 
 
 # /metrics samples whose change over the import is kept: Redis round trips by op (their
@@ -627,7 +632,13 @@ def replicas(backend: str, cfg: Config, workdir: Path) -> Iterator[tuple[Server,
                 if "GATEWAY_REDIS_URL" in env:
                     env["GATEWAY_REDIS_URL"] = bench.with_db(
                         cfg.redis_url, bench.redis_db(cfg.redis_url) + 1)
-            servers.append(procs.start(name, [*serve, str(port)], env, port=port,
+            env_of = env
+            if cfg.loop_holds:  # load/loop_holds/sitecustomize.py, in each replica
+                (workdir / f"holds-{name}").mkdir(exist_ok=True)
+                env_of = {**env, "LOOP_HOLDS_DIR": str(workdir / f"holds-{name}"),
+                          "PYTHONPATH": os.pathsep.join(
+                              p for p in (str(LOOP_HOLDS), env.get("PYTHONPATH", "")) if p)}
+            servers.append(procs.start(name, [*serve, str(port)], env_of, port=port,
                                        ready_path="/health/ready", token=token))
             servers[-1].redis_url = env.get("GATEWAY_REDIS_URL", "")
         yield servers[0], servers[1]
@@ -742,6 +753,11 @@ def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
             if profiler is not None:
                 profiler.stop()
         run.cpu = meter.stop()
+        if cfg.loop_holds:
+            time.sleep(5.5)  # the last totals written
+            run.loop_holds = loop_holds(workdir / f"holds-{b.name}", driver.started_wall,
+                                        driver.started_wall + (driver.finished
+                                                               - driver.started))
         run.metrics = {name: metric_deltas(scraped[name], bench.scrape(server))
                        for name, server in (("A", a), ("B", b))}
         if a.redis_url:
@@ -857,12 +873,38 @@ def render(runs: list[Run], cfg: Config) -> str:
                          + (f"; {other}" if other else ""))
         for name, found in r.log_warnings.items():
             lines += [f"{r.backend}: {name} log: {w}" for w in found[:5]]
+        if r.loop_holds:
+            lines += ["", f"{r.backend}: replica B's event-loop holds over the import "
+                      f"(asyncio loop; {r.loop_holds['seconds']:.0f} s; count, total ms, "
+                      "max ms over the run, count <0.5 / <1 / <2 / <5 / <20 / >=20 ms):"]
+            lines += [f"  {n:6,} {total:8.1f} {top:7.2f}  {buckets}  {name}"
+                      for name, (n, total, top, buckets) in r.loop_holds["top"]]
         for name, prof in r.profile.items():
             lines += ["", f"{r.backend}: py-spy of replica {name} ({prof['samples']:,} "
                       "samples; share of samples, self / inclusive)"]
             lines += [f"  self {share:6.1%}  {frame}" for frame, share in prof["self"]]
             lines += [f"  incl {share:6.1%}  {frame}" for frame, share in prof["inclusive"]]
     return "\n".join(lines)
+
+
+def loop_holds(folder: Path, since: float, until: float, top: int = 15) -> dict[str, Any]:
+    """The holds (``load/loop_holds``) between the totals written nearest ``since`` and
+    ``until`` (wall clock), the longest in all first."""
+    snaps = [json.loads(line) for path in folder.glob("holds-*.jsonl")
+             for line in path.read_text().splitlines()]
+    if len(snaps) < 2:
+        return {}
+    first = min(snaps, key=lambda snap: abs(snap["t"] - since))
+    last = min(snaps, key=lambda snap: abs(snap["t"] - until))
+    rows = []
+    for name, (n, total, top_s, buckets) in last["holds"].items():
+        n0, total0, _, buckets0 = first["holds"].get(name, [0, 0.0, 0.0, [0] * len(buckets)])
+        if n > n0:
+            rows.append((name, (n - n0, round((total - total0) * 1000, 1),
+                                round(top_s * 1000, 2),
+                                [b - b0 for b, b0 in zip(buckets, buckets0, strict=True)])))
+    rows.sort(key=lambda row: -row[1][1])
+    return {"seconds": round(last["t"] - first["t"], 1), "top": rows[:top]}
 
 
 def git_state() -> dict[str, str]:
@@ -934,6 +976,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--apart", action="store_true",
                         help="a control: B on a store and a Redis db of its own, so it has "
                              "no part in the import (A's load on the machine is the same)")
+    parser.add_argument("--loop-holds", action="store_true",
+                        help="time every event-loop callback of the replicas (on asyncio's "
+                             "loop, not uvloop: slower) and print B's holds of 0.3 ms or "
+                             "more over the import, by coroutine (load/loop_holds)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DBs)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -973,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.baseline_windows, args.neighbor_windows, args.after_windows,
                  args.connections,
                  args.verify_keys, args.cpu_a, args.cpu_b, args.redis_url,
-                 args.pg_admin_dsn, args.profile, args.apart)
+                 args.pg_admin_dsn, args.profile, args.apart, args.loop_holds)
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bulk-"))
     signal.signal(signal.SIGTERM, bench._raise_on_sigterm)
