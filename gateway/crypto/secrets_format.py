@@ -243,10 +243,12 @@ class DigestSet:
             self._fresh.append(prefix)
 
     def add_many(self, digests: list[str]) -> None:
-        """``add`` for each (a prefix already held may be held twice: harmless)."""
-        prefix = self.prefix
-        prefixes = [prefix(d) for d in digests]
-        self._recent.update(dict.fromkeys(prefixes))
+        """``add`` for each (a prefix merged already may be held twice: harmless). The
+        importing replica adds its keys, then again from its own broadcast: the second
+        time they are recent, and not queued for the merge again."""
+        prefix, recent = self.prefix, self._recent
+        prefixes = [p for d in digests if (p := prefix(d)) not in recent]
+        recent.update(dict.fromkeys(prefixes))
         self._fresh.extend(prefixes)
 
     @property

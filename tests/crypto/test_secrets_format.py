@@ -158,6 +158,22 @@ async def test_a_digest_set_holds_eight_bytes_a_key_and_answers_membership(
     assert all(d in known for d in fresh + digests)
 
 
+async def test_digests_added_twice_are_merged_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The importing replica adds its keys, then again from its own broadcast: each is
+    queued for the merge once (the sorted run held each imported key twice)."""
+    monkeypatch.setattr(sf.DigestSet, "MERGE_AT", 20)
+    known = sf.DigestSet()
+    digests = [NEW.digest(f"imported-{i}") for i in range(15)]
+    known.add_many(digests)
+    known.add_many(digests)  # the broadcast
+    assert len(known) == 15 and not known.merge_due
+    known.add_many([NEW.digest(f"more-{i}") for i in range(5)])
+    assert known.merge_due
+    await known.merge()
+    assert len(known) == 20 and len(set(known._sorted)) == 20
+    assert all(d in known for d in digests)
+
+
 @pytest.mark.parametrize(("size_a", "size_b"), [(0, 0), (0, 5), (5, 0), (1000, 3),
                                                 (3, 1000), (5000, 5000)])
 async def test_merged_is_the_sorted_union_in_slices(size_a: int, size_b: int,
