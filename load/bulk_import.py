@@ -242,6 +242,30 @@ class Window:
     # CPUs' worth of what processes other than ours and the services ran meanwhile (the
     # machine may be shared): a window with much of it is not a clean measurement
     others_cpu: float = 0.0
+    # share of B's CPU in softirqs and stolen by the hypervisor meanwhile (/proc/stat)
+    softirq: float = 0.0
+    steal: float = 0.0
+    # wrk's latencies, microseconds -> count (credentials.lua's BENCH_LATENCY_FILE): pooled
+    # over a phase's windows for its overall p99; not written to the JSON
+    latencies: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+
+
+def pooled_p99_ms(windows: list[Window]) -> float | None:
+    """The p99 of all the latencies of ``windows`` together (wrk's, corrected for
+    coordinated omission), in ms; None when wrk wrote none."""
+    pooled: dict[int, int] = {}
+    for w in windows:
+        for value, count in w.latencies.items():
+            pooled[value] = pooled.get(value, 0) + count
+    total = sum(pooled.values())
+    if not total:
+        return None
+    seen = 0
+    for value in sorted(pooled):
+        seen += pooled[value]
+        if seen >= 0.99 * total:
+            return value / 1000
+    return None
 
 
 _MAX = re.compile(r"^\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m|h)\b", re.MULTILINE)
@@ -249,12 +273,16 @@ _MAX = re.compile(r"^\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m|h)\b", re.MULTI
 
 def run_window(wrk: str, server: Server, request: HttpRequest, *, connections: int,
                seconds: int, cpus: set[int], tag: str,
-               until: Callable[[], bool] = lambda: False) -> tuple[bench.WrkResult, float]:
+               until: Callable[[], bool] = lambda: False
+               ) -> tuple[bench.WrkResult, float, dict[int, int]]:
     """One wrk run against ``server`` (bench's command line, pinned to ``cpus``), ended
     early by SIGINT (wrk then reports what it measured) once ``until()`` is true: its
-    summary and its largest latency (ms), which shows a stall that p99 does not."""
+    summary, its largest latency (ms), which shows a stall that p99 does not, and its
+    latencies (microseconds -> count)."""
     cmd, env = bench.wrk_command(wrk, server.url, request, server.workdir, tag,
                                  connections=connections, threads=1, seconds=seconds)
+    histogram = server.workdir / f"latency-{tag}.txt"
+    env["BENCH_LATENCY_FILE"] = str(histogram)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True, preexec_fn=bench.pinned(cpus))
     try:
@@ -275,7 +303,13 @@ def run_window(wrk: str, server: Server, request: HttpRequest, *, connections: i
         raise BenchError(f"wrk failed ({proc.returncode}): {err or out}")
     result = bench.parse_wrk(out)
     top = _MAX.search(out)
-    return result, float(top[1]) * bench._UNITS_MS[top[2]] if top else 0.0
+    latencies: dict[int, int] = {}
+    if histogram.exists():
+        for line in histogram.read_text().splitlines():
+            value, count = line.split()
+            latencies[int(float(value))] = latencies.get(int(float(value)), 0) + int(float(count))
+        histogram.unlink()
+    return result, float(top[1]) * bench._UNITS_MS[top[2]] if top else 0.0, latencies
 
 
 def warm(server: Server, keys: list[str]) -> None:
@@ -329,6 +363,17 @@ def cpu_busy_s() -> dict[int, float]:
             out[int(name[3:])] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf(
                 "SC_CLK_TCK")
     return out
+
+
+def cpu_kernel_s(cpu: int) -> tuple[float, float]:
+    """Seconds since boot that ``cpu`` spent in softirqs (loopback traffic is delivered
+    there, in nobody's process time) and stolen by the hypervisor, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name == f"cpu{cpu}":
+            tick = os.sysconf("SC_CLK_TCK")
+            return int(values[6]) / tick, int(values[7]) / tick
+    return 0.0, 0.0
 
 
 SERVICES = ("postgres", "redis-server", "wrk")
@@ -534,6 +579,10 @@ class Run:
     median_p99_ms: float | None = None
     worst_ratio: float | None = None
     median_ratio: float | None = None
+    # the p99 of all of B's verifies during the import against all of them before it
+    import_p99_ms: float | None = None
+    pooled_baseline_p99_ms: float | None = None
+    import_ratio: float | None = None
     # B's p99 with A's CPU kept busy by a spinner and no import (--neighbor-windows): what
     # sharing the machine costs B by itself, the import's windows against it (not a target)
     neighbor_p99_ms: float | None = None
@@ -666,6 +715,12 @@ def p99_verdict(run: Run) -> None:
         return
     run.baseline_p99_ms = statistics.median(base)
     run.worst_p99_ms, run.median_p99_ms = max(during), statistics.median(during)
+    # the p99 of every verify before the import, and of every one during it
+    pooled_base = pooled_p99_ms([w for w in run.windows if w.phase == "baseline"])
+    run.import_p99_ms = pooled_p99_ms([w for w in run.windows if w.phase == "import"])
+    if pooled_base and run.import_p99_ms:
+        run.pooled_baseline_p99_ms = pooled_base
+        run.import_ratio = run.import_p99_ms / pooled_base
     if run.baseline_p99_ms > 0:
         run.worst_ratio = run.worst_p99_ms / run.baseline_p99_ms
         run.median_ratio = run.median_p99_ms / run.baseline_p99_ms
@@ -705,21 +760,28 @@ def measure(backend: str, cfg: Config, wrk: str, workdir: Path, run: Run,
             tag = f"{backend}-{phase}-{len(run.windows)}"
             others = CpuMeter(named)
             others.start()
+            kernel = cpu_kernel_s(cfg.cpu_b)
             start = time.monotonic()
-            result, max_ms = run_window(wrk, b, request, connections=cfg.connections,
-                                        seconds=cfg.window, cpus=cpus_b, tag=tag, until=until)
+            result, max_ms, latencies = run_window(
+                wrk, b, request, connections=cfg.connections, seconds=cfg.window, cpus=cpus_b,
+                tag=tag, until=until)
             if not b.alive():
                 raise BenchError(f"{b.name} died:\n{b.log_tail()}")
             w = Window(phase, round(start - t0, 2), round(time.monotonic() - start, 2),
                        result.requests_per_s, result.p50_ms, result.p99_ms, max_ms,
                        result.requests, result.non_2xx + result.socket_errors,
                        others_cpu=round(others.stop()["process_cpu_s"]["other processes"]
-                                        / (time.monotonic() - start), 2))
+                                        / (time.monotonic() - start), 2),
+                       latencies=latencies)
+            softirq, steal = (after - before for after, before in zip(
+                cpu_kernel_s(cfg.cpu_b), kernel, strict=True))
+            w.softirq = round(softirq / max(w.seconds, 0.01), 2)
+            w.steal = round(steal / max(w.seconds, 0.01), 2)
             run.windows.append(w)
             print(f"bulk: [{backend}] {phase:8} window at {w.start_s:7.1f}s: "
                   f"{w.requests_per_s:8,.0f} req/s  p50 {w.p50_ms:6.2f}  p99 {w.p99_ms:6.2f}  "
-                  f"max {w.max_ms:7.2f} ms  others {w.others_cpu:.2f} CPU", file=sys.stderr,
-                  flush=True)
+                  f"max {w.max_ms:7.2f} ms  others {w.others_cpu:.2f} CPU  B's CPU: softirq "
+                  f"{w.softirq:.0%}, stolen {w.steal:.0%}", file=sys.stderr, flush=True)
             if w.errors > w.requests * 0.001:
                 raise BenchError(f"{w.errors} errors of {w.requests} verifies on {b.name}")
             return w
@@ -850,11 +912,17 @@ def render(runs: list[Run], cfg: Config) -> str:
                           f"{r.neighbor_p99_ms:.2f} ms; the import's windows against it: worst "
                           f"{_ratio(r.worst_p99_ms, r.worst_vs_neighbor)}, median "
                           f"{_ratio(r.median_p99_ms, r.median_vs_neighbor)}"]
+            if r.import_ratio is not None:
+                lines += [f"{r.backend}: B's p99 over the whole import (every verify of its "
+                          f"windows pooled) {_ratio(r.import_p99_ms, r.import_ratio)} against "
+                          f"{r.pooled_baseline_p99_ms:.2f} ms over the baseline windows "
+                          "(not the verdict: that is the worst window)"]
             lines += _table(["phase", "at s", "seconds", "req/s", "p50 ms", "p99 ms", "max ms",
-                             "others CPU"],
+                             "others CPU", "B's CPU softirq", "stolen"],
                             [[w.phase, f"{w.start_s:.1f}", f"{w.seconds:.1f}",
                               f"{w.requests_per_s:,.0f}", f"{w.p50_ms:.2f}", f"{w.p99_ms:.2f}",
-                              f"{w.max_ms:.2f}", f"{w.others_cpu:.2f}"] for w in r.windows])
+                              f"{w.max_ms:.2f}", f"{w.others_cpu:.2f}", f"{w.softirq:.0%}",
+                              f"{w.steal:.0%}"] for w in r.windows])
         if r.cpu:
             procs = ", ".join(f"{k} {v:.1f}" for k, v in r.cpu["process_cpu_s"].items())
             busy = ", ".join(f"cpu{k} {v:.0%}" for k, v in r.cpu["cpu_busy_share"].items())
@@ -918,6 +986,12 @@ def git_state() -> dict[str, str]:
             "gateway_package": str(Path(spec.origin).parent) if spec and spec.origin else "?"}
 
 
+def _without_latencies(run: dict[str, Any]) -> dict[str, Any]:
+    for window in run["windows"]:
+        window.pop("latencies", None)
+    return run
+
+
 def write_results(runs: list[Run], args: argparse.Namespace, cfg: Config, wrk: str,
                   started: datetime) -> Path:
     RESULTS.mkdir(exist_ok=True)
@@ -931,7 +1005,7 @@ def write_results(runs: list[Run], args: argparse.Namespace, cfg: Config, wrk: s
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "wrk": bench.wrk_version(wrk),
                     "loadavg_at_end": os.getloadavg()},
-        "runs": [asdict(r) for r in runs],
+        "runs": [_without_latencies(asdict(r)) for r in runs],
     }, indent=2) + "\n")
     return path
 

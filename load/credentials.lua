@@ -48,3 +48,19 @@ function request()
   pos = pos % count + 1
   return wrk.format(nil, nil, nil, bodies[pos])
 end
+
+-- BENCH_LATENCY_FILE: where to write the run's latencies as "<microseconds> <count>" lines
+-- (wrk's histogram, coordinated-omission corrected like its percentiles), so that runs can
+-- be pooled (load/bulk_import.py: the p99 over all of an import's windows).
+function done(summary, latency, requests)
+  local path = os.getenv("BENCH_LATENCY_FILE")
+  if not path or path == "" then
+    return
+  end
+  local f = assert(io.open(path, "w"))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    f:write(string.format("%d %d\n", value, count))
+  end
+  f:close()
+end

@@ -9,7 +9,8 @@ wraps ``asyncio.events.Handle._run``. A callback of at least ``LOOP_HOLDS_MS`` (
 counted under its name: a task's step by its coroutine chain where it stopped
 (``outer:line>...>inner:line``, the last four), other callbacks by their qualified name,
 prefixed ``PREEMPTED`` when the thread had under 70 % of the wall time on a CPU (the step
-waited for the CPU, not for its own work). Every 5 s the totals so far are appended to
+waited for the CPU, not for its own work). Every 5 s (``LOOP_HOLDS_EVERY_S``) the totals so
+far are appended to
 ``<LOOP_HOLDS_DIR>/holds-<pid>.jsonl``: ``{"t", "busy_s", "callbacks", "holds": {name:
 [count, seconds, max_seconds, [count per bucket: <0.5, <1, <2, <5, <20, >=20 ms]]}}``.
 """
@@ -38,6 +39,7 @@ if os.environ.get("LOOP_HOLDS_DIR") and "serve" in sys.argv:
     uvicorn.config.Config.__init__ = _asyncio_loop  # type: ignore[method-assign]
 
     _MIN_S = float(os.environ.get("LOOP_HOLDS_MS", "0.3")) / 1000
+    _EVERY_S = float(os.environ.get("LOOP_HOLDS_EVERY_S", "5"))
     _EDGES_S = (0.0005, 0.001, 0.002, 0.005, 0.02)
     _holds: dict[str, list[Any]] = {}
     _busy = [0.0, 0]
@@ -78,7 +80,7 @@ if os.environ.get("LOOP_HOLDS_DIR") and "serve" in sys.argv:
     def _write() -> None:
         path = os.path.join(os.environ["LOOP_HOLDS_DIR"], f"holds-{os.getpid()}.jsonl")
         while True:
-            time.sleep(5)
+            time.sleep(_EVERY_S)
             try:
                 line = json.dumps({"t": time.time(), "busy_s": _busy[0],
                                    "callbacks": _busy[1], "holds": _holds})
