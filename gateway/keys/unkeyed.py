@@ -98,6 +98,15 @@ class UnkeyedFollower(StoreFollower):
         read: deque[int] = deque(maxlen=lag)  # of the seqs read now, those the lag may reach
         try:
             top = max(held, default=0)
+            if lag and top > self._seq:
+                # PostgreSQL: an import's concurrent batches interleave their seqs, so rows
+                # named since the last round lie among the counted ones; they are held too
+                # (else the count fell short and sent the follower to read, most rounds)
+                span = range(after + 1, top + 1)
+                named = (self._held.intersection(span) | self._fresh.intersection(span)) - held
+                self._held -= named
+                self._fresh -= named
+                held |= named
             if top > self._seq and await self.store.count_unkeyed(after, top) == len(held):
                 self._seq = after = top  # every row up to ``top`` is held
             # broadcasts are arriving: the rows above the counted ones may be named by them

@@ -7,7 +7,7 @@ runs the server on asyncio's own loop (uvloop's callbacks cannot be timed from P
 figures are those of the slower loop, for finding what holds it, not for its speed) and
 wraps ``asyncio.events.Handle._run``. A callback of at least ``LOOP_HOLDS_MS`` (0.3) is
 counted under its name: a task's step by its coroutine chain where it stopped
-(``outer:line>...>inner:line``, the last four), other callbacks by their qualified name,
+(``outer:line>...>inner:line``, the outer three and the inner two), other callbacks by their qualified name,
 prefixed ``PREEMPTED`` when the thread had under 70 % of the wall time on a CPU (the step
 waited for the CPU, not for its own work). Every 5 s (``LOOP_HOLDS_EVERY_S``) the totals so
 far are appended to
@@ -54,7 +54,8 @@ if os.environ.get("LOOP_HOLDS_DIR") and "serve" in sys.argv:
                 frame = coro.cr_frame
                 chain.append(f"{coro.__qualname__}:{frame.f_lineno if frame else '-'}")
                 coro = coro.cr_await
-            return "task " + ">".join(chain[-4:])
+            return "task " + ">".join(chain if len(chain) <= 5 else
+                                      [*chain[:3], "..", *chain[-2:]])
         return str(getattr(callback, "__qualname__", repr(callback)))[:120]
 
     _run = asyncio.events.Handle._run

@@ -624,6 +624,47 @@ async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_co
         await store.close()
 
 
+async def test_the_digest_follower_passes_interleaved_postgres_batches_without_reading(
+        pg_database: str, actor: str) -> None:
+    """On PostgreSQL an import's concurrent batches interleave their seqs: the rows a newer
+    broadcast named lie among the ones counted, and count as held (the count fell short
+    and the follower read most rounds of an import)."""
+    from conftest import record_unkeyed_reads
+
+    from gateway.crypto.secrets_format import DigestSet
+    from gateway.keys.unkeyed import UnkeyedFollower
+
+    store = PostgresStore(pg_database)
+    await store.open()
+    await store.migrate()
+    try:
+        digests = DigestSet()
+        follower = UnkeyedFollower(store, digests)
+        await follower.load()
+        await follower.follow()
+        read = record_unkeyed_reads(store)
+        counted: list[tuple[int, int]] = []
+        count = store.count_unkeyed
+
+        async def counting(after_seq: int, upto_seq: int) -> int:
+            counted.append((after_seq, upto_seq))
+            return await count(after_seq, upto_seq)
+
+        store.count_unkeyed = counting  # type: ignore[method-assign]
+        keys = [await store.insert_key(make_key(actor, kind=Kind.IMPORTED)) for _ in range(6)]
+        first, second = keys[0::2], keys[1::2]  # two batches, seqs interleaved
+        for batch in (first, second):
+            digests.add_many([k.digest for k in batch])  # as the broadcasts do
+            follower.learned([k.seq for k in batch])
+            await follower.follow()
+        await follower.follow()
+        # the first batch counted with the second's rows among it, then the second's last
+        assert read == [] and [top for _, top in counted] == [first[-1].seq, keys[-1].seq]
+        assert follower._seq == keys[-1].seq
+    finally:
+        await store.close()
+
+
 async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_still(
         pg_database: str, actor: str) -> None:
     """On PostgreSQL a key can commit after a later one (its seq taken first): the follower
