@@ -7,10 +7,10 @@ runs the server on asyncio's own loop (uvloop's callbacks cannot be timed from P
 figures are those of the slower loop, for finding what holds it, not for its speed) and
 wraps ``asyncio.events.Handle._run``. A callback of at least ``LOOP_HOLDS_MS`` (0.3) is
 counted under its name: a task's step by its coroutine chain where it stopped
-(``outer:line>...>inner:line``, the outer three and the inner two), other callbacks by their qualified name,
-prefixed ``PREEMPTED`` when the thread had under 70 % of the wall time on a CPU (the step
-waited for the CPU, not for its own work). Every 5 s (``LOOP_HOLDS_EVERY_S``) the totals so
-far are appended to
+(``outer:line>...>inner:line``, the outer three and the inner two), other callbacks by
+their qualified name, prefixed ``PREEMPTED`` when the thread had under 70 % of the wall
+time on a CPU (the step waited for the CPU, not for its own work). Every 5 s
+(``LOOP_HOLDS_EVERY_S``) the totals so far are appended to
 ``<LOOP_HOLDS_DIR>/holds-<pid>.jsonl``: ``{"t", "busy_s", "callbacks", "holds": {name:
 [count, seconds, max_seconds, [count per bucket: <0.5, <1, <2, <5, <20, >=20 ms]]}}``.
 """

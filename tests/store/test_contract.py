@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -586,15 +588,14 @@ async def test_count_unkeyed_counts_the_rows_unkeyed_digests_reads(store: Store,
     assert await store.count_unkeyed(last.seq, last.seq + 10) == 0
 
 
-async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_commit(
-        pg_database: str, actor: str) -> None:
-    """Rows named by a broadcast (``learned``) are passed after one count, a round after;
-    a PostgreSQL row that commits after them with an earlier seq is still read, once."""
+@contextlib.asynccontextmanager
+async def _pg_follower(pg_database: str) -> AsyncIterator[tuple[Any, Any, Any, list[int]]]:
+    """A PostgreSQL store, an imported-digest follower caught up on it, and the seqs of
+    the rows it reads from now on (``record_unkeyed_reads``)."""
     from conftest import record_unkeyed_reads
 
     from gateway.crypto.secrets_format import DigestSet
     from gateway.keys.unkeyed import UnkeyedFollower
-    from gateway.store.base import _INSERT, _secret_format, key_params
 
     store = PostgresStore(pg_database)
     await store.open()
@@ -604,7 +605,18 @@ async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_co
         follower = UnkeyedFollower(store, digests)
         await follower.load()
         await follower.follow()
-        read = record_unkeyed_reads(store)
+        yield store, digests, follower, record_unkeyed_reads(store)
+    finally:
+        await store.close()
+
+
+async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_commit(
+        pg_database: str, actor: str) -> None:
+    """Rows named by a broadcast (``learned``) are passed after one count, a round after;
+    a PostgreSQL row that commits after them with an earlier seq is still read, once."""
+    from gateway.store.base import _INSERT, _secret_format, key_params
+
+    async with _pg_follower(pg_database) as (store, digests, follower, read):
         late = make_key(actor, kind=Kind.IMPORTED)
         async with store._tx() as c:  # late takes its seq, and commits last
             late_seq = (await c.fetch(_INSERT, *key_params(late), _secret_format(late)))[0][0]
@@ -620,8 +632,6 @@ async def test_the_digest_follower_passes_learned_rows_and_still_reads_a_late_co
         assert read == [late_seq] and late.digest in digests
         await follower.follow()
         assert read == [late_seq]
-    finally:
-        await store.close()
 
 
 async def test_the_digest_follower_passes_interleaved_postgres_batches_without_reading(
@@ -629,20 +639,7 @@ async def test_the_digest_follower_passes_interleaved_postgres_batches_without_r
     """On PostgreSQL an import's concurrent batches interleave their seqs: the rows a newer
     broadcast named lie among the ones counted, and count as held (the count fell short
     and the follower read most rounds of an import)."""
-    from conftest import record_unkeyed_reads
-
-    from gateway.crypto.secrets_format import DigestSet
-    from gateway.keys.unkeyed import UnkeyedFollower
-
-    store = PostgresStore(pg_database)
-    await store.open()
-    await store.migrate()
-    try:
-        digests = DigestSet()
-        follower = UnkeyedFollower(store, digests)
-        await follower.load()
-        await follower.follow()
-        read = record_unkeyed_reads(store)
+    async with _pg_follower(pg_database) as (store, digests, follower, read):
         counted: list[tuple[int, int]] = []
         count = store.count_unkeyed
 
@@ -661,8 +658,6 @@ async def test_the_digest_follower_passes_interleaved_postgres_batches_without_r
         # the first batch counted with the second's rows among it, then the second's last
         assert read == [] and [top for _, top in counted] == [first[-1].seq, keys[-1].seq]
         assert follower._seq == keys[-1].seq
-    finally:
-        await store.close()
 
 
 async def test_the_digest_follower_reads_a_postgres_row_once_and_a_late_commit_still(
