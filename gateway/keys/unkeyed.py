@@ -26,7 +26,7 @@ import asyncio
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from gateway.crypto.secrets_format import DigestSet, sorted_array, sorted_runs
 from gateway.store.base import Store
@@ -55,10 +55,11 @@ class UnkeyedFollower(StoreFollower):
         self._fresh: set[int] = set()
         self._loaded_at = 0.0
 
-    def learned(self, seqs: Iterable[int]) -> None:
+    def learned(self, seqs: Sequence[int]) -> None:
         """Rows whose digests were added to the set from an import's broadcast: ``follow``
-        reads them only if a count of the store's rows says it must."""
-        if len(self._held) + len(self._fresh) < MAX_HELD:
+        reads them only if a count of the store's rows says it must. A broadcast that
+        would take the rows held past ``MAX_HELD`` is not kept (its rows are read)."""
+        if len(self._held) + len(self._fresh) + len(seqs) <= MAX_HELD:
             self._fresh.update(seqs)
 
     async def load(self) -> None:
@@ -102,8 +103,8 @@ class UnkeyedFollower(StoreFollower):
                 # PostgreSQL: an import's concurrent batches interleave their seqs, so rows
                 # named since the last round lie among the counted ones; they are held too
                 # (else the count fell short and sent the follower to read, most rounds)
-                span = range(after + 1, top + 1)
-                named = (self._held.intersection(span) | self._fresh.intersection(span)) - held
+                named = (_within(self._held, after, top) | _within(self._fresh, after, top)
+                         ) - held
                 self._held -= named
                 self._fresh -= named
                 held |= named
@@ -128,8 +129,8 @@ class UnkeyedFollower(StoreFollower):
             self._seq = max(self._seq, top)
         finally:
             floor = self._seq - lag
-            if top > floor:  # at most ``lag`` of them (on SQLite, none), looked up in C
-                self._held.update(held.intersection(range(floor + 1, top + 1)))
+            if top > floor:  # on SQLite, none once the count passed them
+                self._held.update(_within(held, floor, top))
             self._held.update(seq for seq in read if seq > floor)
         if self.digests.merge_due:
             await self.digests.merge()
@@ -137,3 +138,13 @@ class UnkeyedFollower(StoreFollower):
     async def start(self) -> None:
         await self.load()
         self._follow_in_background()
+
+
+def _within(seqs: set[int], low: int, high: int) -> set[int]:
+    """The seqs in (``low``, ``high``], walking the smaller of the set and the range: the
+    range in C when it is the smaller (a round's 10,000 learned rows against a lag of
+    2,000), the set otherwise (a seq far above the others, from a failed round or a bogus
+    broadcast, made a range of billions)."""
+    if high - low < len(seqs):
+        return seqs.intersection(range(low + 1, high + 1))
+    return {seq for seq in seqs if low < seq <= high}

@@ -386,3 +386,31 @@ async def test_a_replica_passes_the_imported_rows_named_in_the_broadcast_without
         await b.unkeyed.follow()
         assert read == [stored.seq, unnamed.seq]
         assert b.digester.digest(late) in b.peppers.unkeyed
+
+
+def test_the_follower_picks_a_seq_range_walking_the_smaller_side() -> None:
+    """``_within``: the same seqs whichever side it walks; a seq far above the others (a
+    failed round, a bogus broadcast) does not make it walk a range of 10^15."""
+    from gateway.keys import unkeyed
+
+    seqs = {3, 5, 8, 13, 21}
+    for low, high in [(0, 2), (2, 13), (4, 100), (0, 4), (20, 21), (21, 30)]:
+        assert unkeyed._within(seqs, low, high) == {s for s in seqs if low < s <= high}
+    assert unkeyed._within(set(range(1, 1001)), 990, 995) == {991, 992, 993, 994, 995}
+    assert unkeyed._within({7, 10**15}, 6, 10**15) == {7, 10**15}
+
+
+def test_a_broadcast_that_would_pass_max_held_is_not_kept(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The rows held stay at most ``MAX_HELD``, one broadcast included (the check came
+    before the update: one large broadcast went past it)."""
+    from gateway.crypto.secrets_format import DigestSet
+    from gateway.keys import unkeyed
+
+    monkeypatch.setattr(unkeyed, "MAX_HELD", 10)
+    follower = unkeyed.UnkeyedFollower(None, DigestSet())  # type: ignore[arg-type]
+    follower.learned(list(range(1, 8)))
+    follower.learned(list(range(8, 12)))  # 7 + 4 > 10: its rows will be read instead
+    assert follower._fresh == set(range(1, 8))
+    follower.learned([8, 9, 10])
+    assert follower._fresh == set(range(1, 11))
