@@ -306,8 +306,8 @@ def run_window(wrk: str, server: Server, request: HttpRequest, *, connections: i
     latencies: dict[int, int] = {}
     if histogram.exists():
         for line in histogram.read_text().splitlines():
-            value, count = line.split()
-            latencies[int(float(value))] = latencies.get(int(float(value)), 0) + int(float(count))
+            value, count = (int(float(field)) for field in line.split())
+            latencies[value] = latencies.get(value, 0) + count
         histogram.unlink()
     return result, float(top[1]) * bench._UNITS_MS[top[2]] if top else 0.0, latencies
 
