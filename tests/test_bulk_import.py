@@ -120,3 +120,39 @@ asyncio.run(main())
     assert sum(count for count, _, _, _ in mine) == 3
     assert sum(sum(buckets[3:]) for _, _, _, buckets in mine) == 3
     assert all(top_s >= 0.003 for _, _, top_s, _ in mine)
+
+
+def test_the_machine_threads_include_every_process(tmp_path: Path) -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        found = bulk.machine_threads()
+        everything = {tid for tids in found.values() for tid in tids}
+        assert child.pid in found["other"] and os.getpid() in everything
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_machine_is_pinned_to_a_cpu_and_given_back(tmp_path: Path,
+                                                       monkeypatch: Any) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    child = subprocess.Popen(["sleep", "30"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    mask = tmp_path / "cpumask"
+    mask.write_text("ff\n")
+    monkeypatch.setattr(bulk, "WORKQUEUE_CPUMASK", str(mask))
+    monkeypatch.setattr(bulk, "machine_threads",
+                        lambda: {"other": [child.pid, gone.pid], "postgres": []})
+    try:
+        before = os.sched_getaffinity(child.pid)
+        with bulk.machine_pinned(cpu) as done:
+            assert os.sched_getaffinity(child.pid) == {cpu}
+            assert mask.read_text() == f"{1 << cpu:x}"
+            assert done["threads"] == {"other": 1, "postgres": 0}
+            assert done["unmovable"] == 1 and done["workqueues"] and not done["note"]
+        assert os.sched_getaffinity(child.pid) == before
+        assert mask.read_text() == "ff"
+    finally:
+        child.kill()
+        child.wait()
