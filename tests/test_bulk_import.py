@@ -1,5 +1,6 @@
-"""load/bulk_import.py's own arithmetic: the pooled p99 of wrk's histograms, and the
-summary of the event-loop holds that load/loop_holds/sitecustomize.py writes."""
+"""load/bulk_import.py's own arithmetic and machinery: the pooled p99 of wrk's histograms,
+the summary of the event-loop holds that load/loop_holds/sitecustomize.py writes, the
+machine pinned to A's CPU and given back, and load/gaps.py's report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,3 +159,17 @@ def test_the_machine_is_pinned_to_a_cpu_and_given_back(tmp_path: Path,
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_gap_meter_reports_each_measurement(capsys: Any) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    gaps = _load("gaps")
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    assert gaps.main(["--seconds", "0.05", "--cpus", f"{cpus[0]},{cpus[1]}"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "spinner" in ln]
+    assert [ln.split("machine ")[1].split(":")[0].strip() for ln in lines] == [
+        "as it is", "pinned", "as it is"]
+    found = gaps.gaps(cpus[0], 0.02)
+    assert set(found) == {"gaps", "lost_ms", "lost_share", "worst_ms"}
+    assert 0 <= found["lost_share"] <= 1
