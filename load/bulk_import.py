@@ -10,15 +10,17 @@ verifies on another replica keep their p99 meanwhile (within 2x).
 For each backend, two gateway replicas on one store: A receives the import, B answers
 cached verifies (a few keys issued on B, warmed into its L1) to wrk. The machine is split
 in two as if they were two hosts: B and its wrk on one CPU, A and the import driver (this
-process) on the other, and so are the machine's PostgreSQL and Redis while a backend runs
-(their previous affinity is restored afterwards), so that they do not take B's CPU.
+process) on the other, and so is the rest of the machine while a backend runs (PostgreSQL,
+Redis and every other thread that may move, and the kernel's unbound work queues; their
+previous affinity is restored afterwards), so that none of it takes B's CPU.
 
 1. B's cached-verify latency alone: ``--baseline-windows`` wrk runs of ``--window``
    seconds; the baseline p99 is their median. Then ``--neighbor-windows`` more with a
    CPU-bound spinner (``while True: pass``) on A's CPU and no import: the two CPUs of a
-   small VM are not two hosts, and a busy neighbour alone may raise B's p99 (on
-   2026-12-04, from 0.76-0.83 to 0.83-3.2 ms in five tries). The import's windows are
-   reported against that too, beside the target (which stays against the baseline);
+   small VM are not two hosts (with only Redis and PostgreSQL pinned, on 2026-12-04, a
+   busy neighbour alone raised B's p99 from 0.76-0.83 to 0.83-3.2 ms in five tries; with
+   the machine pinned, not at all). The import's windows are reported against that too,
+   beside the target (which stays against the baseline);
 2. the import: ``--keys`` raw keys (``sk_bulk_<n>_<random>``), in request bodies of
    ``--batch`` items made before the clock starts, posted to A by ``--clients``
    concurrent clients; each answer must be 200 with ``success_count`` equal to the
@@ -1146,8 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
     # wrk get their CPUs explicitly.
     os.sched_setaffinity(0, {cfg.cpu_a})
     print(f"bulk: {cfg.keys:,} keys, batches of {cfg.batch:,}, {cfg.clients} clients; B and "
-          f"wrk on cpu{cfg.cpu_b}, A, the driver, Redis and PostgreSQL on cpu{cfg.cpu_a}; work "
-          f"dir {workdir}",
+          f"wrk on cpu{cfg.cpu_b}, A, the driver and the rest of the machine on cpu{cfg.cpu_a}; "
+          f"work dir {workdir}",
           file=sys.stderr)
     runs: list[Run] = []
     failed = False
