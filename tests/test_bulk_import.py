@@ -161,6 +161,33 @@ def test_the_machine_is_pinned_to_a_cpu_and_given_back(tmp_path: Path,
         child.wait()
 
 
+def test_threads_of_other_users_are_counted_and_the_rest_still_pinned(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    child = subprocess.Popen(["sleep", "30"])
+    other_user = 1  # refused below, as for another user's process when we are not root
+    real = os.sched_setaffinity
+
+    def setaffinity(tid: int, cpus: Any) -> None:
+        if tid == other_user:
+            raise PermissionError(1, "Operation not permitted")
+        real(tid, cpus)
+    monkeypatch.setattr(bulk.os, "sched_setaffinity", setaffinity)
+    monkeypatch.setattr(bulk, "WORKQUEUE_CPUMASK", str(tmp_path / "absent" / "cpumask"))
+    monkeypatch.setattr(bulk, "machine_threads",
+                        lambda: {"other": [other_user, child.pid]})
+    try:
+        before = os.sched_getaffinity(child.pid)
+        with bulk.machine_pinned(cpu) as done:
+            assert os.sched_getaffinity(child.pid) == {cpu}
+            assert done["threads"] == {"other": 1} and done["not_permitted"] == 1
+            assert "1 threads of other users" in done["note"] and not done["workqueues"]
+        assert os.sched_getaffinity(child.pid) == before
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_the_gap_meter_reports_each_measurement(capsys: Any) -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")
