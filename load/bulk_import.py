@@ -572,10 +572,10 @@ def machine_pinned(cpu: int) -> Iterator[dict[str, Any]]:
                 moved += 1
             done["threads"][name] = moved
         if done["not_permitted"]:
-            done["note"] = (f"pinned to cpu{cpu} but {done['not_permitted']} threads of other "
-                            "users (no permission: run as root to move them)")
-        print(f"bulk: the machine's other threads {done['note'] or f'pinned to cpu{cpu}'}",
-              file=sys.stderr, flush=True)
+            done["note"] = (f"{done['not_permitted']} threads of other users not moved (no "
+                            "permission: run as root to move them)")
+        print(f"bulk: the machine's other threads pinned to cpu{cpu}"
+              + (f"; {done['note']}" if done["note"] else ""), file=sys.stderr, flush=True)
         yield done
     finally:
         restore()
@@ -636,7 +636,7 @@ class Run:
     redis_subscribers: int | None = None
     redis_subscribers_after: int | None = None
     # the machine's threads on A's CPU during the run: {"cpu", "threads" moved by program,
-    # "unmovable", "note"}
+    # "unmovable", "not_permitted", "workqueues", "note"}
     machine_pinned: dict[str, Any] = field(default_factory=dict)
     # /metrics deltas over the import, per replica (see METRICS), and warnings in the logs
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
