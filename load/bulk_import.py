@@ -356,27 +356,25 @@ def every_process_cpu_s() -> dict[int, tuple[str, float]]:
             if e.name.isdigit()}
 
 
+def cpu_seconds() -> dict[int, list[float]]:
+    """Each CPU's seconds since boot by state (user, nice, system, idle, iowait, irq,
+    softirq, steal, ...), from /proc/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return {int(name[3:]): [int(v) / tick for v in values]
+            for name, *values in map(str.split, Path("/proc/stat").read_text().splitlines())
+            if name.startswith("cpu") and name[3:].isdigit()}
+
+
 def cpu_busy_s() -> dict[int, float]:
-    """Busy (non-idle, non-iowait) seconds of each CPU since boot, from /proc/stat."""
-    out: dict[int, float] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            ticks = [int(v) for v in values]
-            out[int(name[3:])] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf(
-                "SC_CLK_TCK")
-    return out
+    """Busy (non-idle, non-iowait) seconds of each CPU since boot."""
+    return {cpu: sum(s[:8]) - s[3] - s[4] for cpu, s in cpu_seconds().items()}
 
 
 def cpu_kernel_s(cpu: int) -> tuple[float, float]:
     """Seconds since boot that ``cpu`` spent in softirqs (loopback traffic is delivered
-    there, in nobody's process time) and stolen by the hypervisor, from /proc/stat."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name == f"cpu{cpu}":
-            tick = os.sysconf("SC_CLK_TCK")
-            return int(values[6]) / tick, int(values[7]) / tick
-    return 0.0, 0.0
+    there, in nobody's process time) and stolen by the hypervisor."""
+    states = cpu_seconds().get(cpu)
+    return (states[6], states[7]) if states else (0.0, 0.0)
 
 
 SERVICES = ("postgres", "redis-server", "wrk")
@@ -1115,14 +1113,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      "--neighbor-windows may be 0)")
     if args.batch > 1_000:
         parser.error("--batch: the gateway takes at most 1,000 items a batch")
+    cpu_b, cpu_a = cpu_pair(parser, args.cpus)
+    args.backend_list, args.cpu_a, args.cpu_b = backends, cpu_a, cpu_b
+    return args
+
+
+def cpu_pair(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """``--cpus B,A``: two different CPUs this process may use (a usage error otherwise)."""
     try:
-        cpu_b, cpu_a = (int(c) for c in args.cpus.split(","))
+        cpu_b, cpu_a = (int(c) for c in text.split(","))
     except ValueError:
         parser.error("--cpus: two CPU numbers, B's then A's (e.g. 0,1)")
     if cpu_a == cpu_b or not {cpu_a, cpu_b} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: two different CPUs of {sorted(os.sched_getaffinity(0))}")
-    args.backend_list, args.cpu_a, args.cpu_b = backends, cpu_a, cpu_b
-    return args
+    return cpu_b, cpu_a
 
 
 def main(argv: list[str] | None = None) -> int:

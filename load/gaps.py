@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,12 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", default="0,1", metavar="B,A",
                         help="B's CPU (measured), A's CPU (the spinner)")
     args = parser.parse_args(argv)
-    cpu_b, cpu_a = (int(c) for c in args.cpus.split(","))
-    if cpu_a == cpu_b or not {cpu_a, cpu_b} <= os.sched_getaffinity(0):
-        parser.error(f"--cpus: two different CPUs of {sorted(os.sched_getaffinity(0))}")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                               preexec_fn=lambda: os.sched_setaffinity(0, {cpu_a}))
-    try:
+    cpu_b, cpu_a = bulk_import.cpu_pair(parser, args.cpus)
+    with bulk_import.spinning(cpu_a):
         for label in ("as it is", "pinned", "as it is"):
             if label == "pinned":
                 with bulk_import.machine_pinned(cpu_a):
@@ -66,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cpu{cpu_b}, spinner on cpu{cpu_a}, the machine {label:8}: "
                   f"{found['gaps']:4} gaps, {found['lost_ms']:7.1f} ms lost "
                   f"({found['lost_share']:.2%}), worst {found['worst_ms']:.2f} ms", flush=True)
-    finally:
-        spinner.kill()
-        spinner.wait()
     return 0
 
 

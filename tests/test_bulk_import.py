@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,24 @@ asyncio.run(main())
     assert all(top_s >= 0.003 for _, _, top_s, _ in mine)
 
 
-def test_the_machine_threads_include_every_process(tmp_path: Path) -> None:
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        found = bulk.machine_threads()
-        everything = {tid for tids in found.values() for tid in tids}
-        assert child.pid in found["other"] and os.getpid() in everything
-    finally:
-        child.kill()
-        child.wait()
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of ours that sleeps (a thread to find and to pin), killed afterwards."""
+    proc = subprocess.Popen(["sleep", "30"])
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
-def test_the_machine_is_pinned_to_a_cpu_and_given_back(tmp_path: Path,
-                                                       monkeypatch: Any) -> None:
+def test_the_machine_threads_include_every_process(child: subprocess.Popen[bytes]) -> None:
+    found = bulk.machine_threads()
+    everything = {tid for tids in found.values() for tid in tids}
+    assert child.pid in found["other"] and os.getpid() in everything
+
+
+def test_the_machine_is_pinned_to_a_cpu_and_given_back(
+        tmp_path: Path, monkeypatch: Any, child: subprocess.Popen[bytes]) -> None:
     cpu = max(os.sched_getaffinity(0))
-    child = subprocess.Popen(["sleep", "30"])
     gone = subprocess.Popen(["true"])
     gone.wait()
     mask = tmp_path / "cpumask"
@@ -147,24 +151,19 @@ def test_the_machine_is_pinned_to_a_cpu_and_given_back(tmp_path: Path,
     monkeypatch.setattr(bulk, "WORKQUEUE_CPUMASK", str(mask))
     monkeypatch.setattr(bulk, "machine_threads",
                         lambda: {"other": [child.pid, gone.pid], "postgres": []})
-    try:
-        before = os.sched_getaffinity(child.pid)
-        with bulk.machine_pinned(cpu) as done:
-            assert os.sched_getaffinity(child.pid) == {cpu}
-            assert mask.read_text() == f"{1 << cpu:x}"
-            assert done["threads"] == {"other": 1, "postgres": 0}
-            assert done["unmovable"] == 1 and done["workqueues"] and not done["note"]
-        assert os.sched_getaffinity(child.pid) == before
-        assert mask.read_text() == "ff"
-    finally:
-        child.kill()
-        child.wait()
+    before = os.sched_getaffinity(child.pid)
+    with bulk.machine_pinned(cpu) as done:
+        assert os.sched_getaffinity(child.pid) == {cpu}
+        assert mask.read_text() == f"{1 << cpu:x}"
+        assert done["threads"] == {"other": 1, "postgres": 0}
+        assert done["unmovable"] == 1 and done["workqueues"] and not done["note"]
+    assert os.sched_getaffinity(child.pid) == before
+    assert mask.read_text() == "ff"
 
 
 def test_threads_of_other_users_are_counted_and_the_rest_still_pinned(
-        tmp_path: Path, monkeypatch: Any) -> None:
+        tmp_path: Path, monkeypatch: Any, child: subprocess.Popen[bytes]) -> None:
     cpu = max(os.sched_getaffinity(0))
-    child = subprocess.Popen(["sleep", "30"])
     other_user = 1  # refused below, as for another user's process when we are not root
     real = os.sched_setaffinity
 
@@ -176,16 +175,12 @@ def test_threads_of_other_users_are_counted_and_the_rest_still_pinned(
     monkeypatch.setattr(bulk, "WORKQUEUE_CPUMASK", str(tmp_path / "absent" / "cpumask"))
     monkeypatch.setattr(bulk, "machine_threads",
                         lambda: {"other": [other_user, child.pid]})
-    try:
-        before = os.sched_getaffinity(child.pid)
-        with bulk.machine_pinned(cpu) as done:
-            assert os.sched_getaffinity(child.pid) == {cpu}
-            assert done["threads"] == {"other": 1} and done["not_permitted"] == 1
-            assert "1 threads of other users not moved" in done["note"] and not done["workqueues"]
-        assert os.sched_getaffinity(child.pid) == before
-    finally:
-        child.kill()
-        child.wait()
+    before = os.sched_getaffinity(child.pid)
+    with bulk.machine_pinned(cpu) as done:
+        assert os.sched_getaffinity(child.pid) == {cpu}
+        assert done["threads"] == {"other": 1} and done["not_permitted"] == 1
+        assert "1 threads of other users not moved" in done["note"] and not done["workqueues"]
+    assert os.sched_getaffinity(child.pid) == before
 
 
 def test_the_gap_meter_reports_each_measurement(capsys: Any) -> None:
